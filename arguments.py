@@ -117,6 +117,13 @@ class TrainingArguments:
                   "the final one."},
     )
     logging_steps: int = field(default=10, metadata={"help": "Write training losses to TensorBoard every N steps."})
+    use_accelerate: bool = field(
+        default=False,
+        metadata={"help": "Train data-parallel in the processes `accelerate launch` starts (DDP, or DeepSpeed with "
+                  "an accelerate config such as default_config.yaml): model, optimizer, data and schedule are "
+                  "prepared by accelerate, each process trains on its shard of the data, the main process logs and "
+                  "writes the checkpoints. Without a launcher it runs in one process."},
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={"help": "Continue an interrupted run from a checkpoint-<epoch> folder of --output_dir, or 'latest' "

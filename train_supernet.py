@@ -7,29 +7,36 @@ loads, TensorBoard scalars and a results JSON.
 
     python train_supernet.py --model_name_or_path bert-base-cased --task_name rte \
         --sampling_strategy one_shot --search_space small --output_dir ./supernet_model_checkpoint
+
+With --use_accelerate True the same loop runs data-parallel in the processes `accelerate launch`
+starts (DDP or DeepSpeed; see distributed.py): each trains on its shard of every epoch, only the
+main process logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
-from transformers import get_scheduler, set_seed
+from transformers import PreTrainedModel, get_scheduler, set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from cost import count_parameters
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from distributed import gathered_parameters, make_runtime, report_from_main_process_only
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import write_json_atomic
 from metrics import metric_task
 from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
-from precision import autocast_for, default_device, gradient_scaler
 from sampling import make_sampling_strategy, training_step
 from search_spaces import make_search_space
 from slicing import runner_for
@@ -57,16 +64,37 @@ def check_same_settings(trained: dict, requested: dict, checkpoint: Path) -> Non
             )
 
 
-def main(argv: list[str] | None = None) -> None:
+def log_scalars(writer: SummaryWriter | None, scalars: dict[str, float], step: int) -> None:
+    """TensorBoard scalars; `writer` is None in the processes that do not log (all but the main one)."""
+    if writer is not None:
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+
+
+def save_from_main_process(runtime, unwrapped: nn.Module, save: Callable[[nn.Module], None]) -> None:
+    """Write a checkpoint once all processes finished their steps: from the main one, with whole weights."""
+    runtime.wait_for_everyone()
+    with gathered_parameters(unwrapped):
+        if runtime.is_main_process:
+            save(unwrapped)
+
+
+def main(argv: list[str] | None = None) -> PreTrainedModel:
+    """Train and save the super-network; returns it (unwrapped), for callers in Python such as tests."""
     model_args, data_args, nas_args, supernet_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments), argv
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     start_time = time.time()
+    runtime = make_runtime(
+        training_args.use_accelerate, training_args.fp16, training_args.bf16, nas_args.sub_network_execution,
+        resume=training_args.resume_from_checkpoint is not None,
+    )
+    report_from_main_process_only(runtime.is_main_process)
     set_seed(training_args.seed)
-    device = default_device()
 
-    splits = load_raw_splits(data_args)
+    with runtime.main_process_first():
+        splits = load_raw_splits(data_args)
     task = task_info_for(splits)
     model_name = resolve_model_name(model_args.model_name_or_path)
     nas_settings = {
@@ -83,14 +111,20 @@ def main(argv: list[str] | None = None) -> None:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
     weights_source = str(resume_from) if resume_from is not None else model_name
     tokenizer = load_tokenizer(weights_source, model_args.cache_dir)
-    model = load_model(weights_source, task.num_labels, tokenizer, model_args.cache_dir).to(device)
+    model = load_model(weights_source, task.num_labels, tokenizer, model_args.cache_dir).to(runtime.device)
     search_space = make_search_space(nas_args.search_space, model.config)
     strategy = make_sampling_strategy(
         supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets
     )
     run_as = runner_for(nas_args.sub_network_execution)
+    # Counted before the model is prepared: DeepSpeed ZeRO-3 then keeps only a shard of each parameter.
+    num_parameters = {
+        role: count_parameters(model, sub_network).total
+        for role, sub_network in (("largest", search_space.largest()), ("smallest", search_space.smallest()))
+    }
 
-    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    with runtime.main_process_first():
+        tokenized = tokenize_splits(splits, tokenizer, data_args)
     train_loader = make_dataloader(
         tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
     )
@@ -99,19 +133,22 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("validation", "test")
     }
 
-    total_steps = training_args.num_train_epochs * len(train_loader)
     optimizer = make_optimizer(model, training_args.learning_rate, training_args.weight_decay)
-    scheduler = get_scheduler(
-        training_args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=int(training_args.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
+    model, optimizer, train_loader = runtime.prepare(model, optimizer, train_loader)
+    unwrapped = runtime.unwrap(model)
+    total_steps = training_args.num_train_epochs * len(train_loader)
+    scheduler = runtime.prepare_scheduler(
+        get_scheduler(
+            training_args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=int(training_args.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
     )
-    autocast = autocast_for(device, training_args.fp16, training_args.bf16)
     state = TrainingState(
         optimizer=optimizer,
         scheduler=scheduler,
-        scaler=gradient_scaler(device, training_args.fp16),
+        scaler=runtime.scaler,
         data_order=train_loader.generator,
         sampling_rng=np.random.default_rng(training_args.seed),
     )
@@ -119,73 +156,86 @@ def main(argv: list[str] | None = None) -> None:
     if resume_from is not None:
         start_epoch, global_step = restore_state(resume_from, state)
         logger.info("Resuming from %s: %d epochs (%d steps) done", resume_from, start_epoch, global_step)
-    scaler, sampling_rng = state.scaler, state.sampling_rng
-    writer = SummaryWriter(nas_args.log_dir)
+    sampling_rng = state.sampling_rng
+    writer = SummaryWriter(nas_args.log_dir) if runtime.is_main_process else None
     logger.info(
-        "Training %s (%s) with %s on %d examples for %d steps",
+        "Training %s (%s) with %s on %d examples for %d steps in %d process(es)",
         model_name, nas_args.search_space, supernet_args.sampling_strategy, len(tokenized["train"]), total_steps,
+        runtime.num_processes,
     )
 
     metrics_key = metric_task(data_args.task_name, task.is_regression)
+    train_as = runtime.sub_network_runner(run_as)
 
     def score(split: str, sub_network=None) -> dict[str, float]:
-        return evaluate(model, eval_loaders[split], metrics_key, device, sub_network, run_as)
+        """Every process scores the whole split (ZeRO-3 needs all of them in each forward)."""
+        return evaluate(unwrapped, eval_loaders[split], metrics_key, runtime.device, sub_network, run_as)
+
+    def save_epoch(trained: nn.Module, epoch: int) -> None:
+        """checkpoint-<epoch>/; under DeepSpeed the weights only (its optimizer state is partitioned)."""
+        directory = Path(training_args.output_dir) / f"checkpoint-{epoch}"
+        if runtime.saves_training_state:
+            save_checkpoint(directory, trained, tokenizer, nas_settings, state, epoch, global_step)
+        else:
+            save_supernet(trained, tokenizer, directory, nas_settings)
 
     model.train()
     for epoch in range(start_epoch, training_args.num_train_epochs):
-        progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{training_args.num_train_epochs}")
+        progress = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{training_args.num_train_epochs}",
+            disable=not runtime.is_main_process,
+        )
         for batch in progress:
-            batch = {key: value.to(device) for key, value in batch.items()}
+            batch = {key: value.to(runtime.device) for key, value in batch.items()}
             passes = strategy.plan(global_step, total_steps, sampling_rng)
-            losses = training_step(
-                model,
-                batch,
-                passes,
-                run_as,
-                supernet_args.temperature,
-                backward=lambda loss: scaler.scale(loss).backward(),
-                autocast=autocast,
-            )
+            with runtime.accumulate_passes(model, len(passes)) as backward:
+                losses = training_step(
+                    model, batch, passes, train_as, supernet_args.temperature, backward=backward,
+                    autocast=runtime.autocast,
+                )
             if training_args.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+                runtime.clip_grad_norm_(model, optimizer, training_args.max_grad_norm)
+            runtime.optimizer_step(optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
             progress.set_postfix({role: f"{loss:.3f}" for role, loss in losses.items()})
             if global_step % training_args.logging_steps == 0:
-                for role, loss in losses.items():
-                    writer.add_scalar(f"train/loss_{role}", loss, global_step)
-                writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], global_step)
+                scalars = {f"train/loss_{role}": loss for role, loss in losses.items()}
+                log_scalars(writer, scalars | {"train/learning_rate": scheduler.get_last_lr()[0]}, global_step)
 
         for role, sub_network in (("largest", None), ("smallest", search_space.smallest())):
-            for name, value in score("validation", sub_network).items():
-                writer.add_scalar(f"validation/{role}/{name}", value, epoch + 1)
+            scores = score("validation", sub_network)
+            log_scalars(writer, {f"validation/{role}/{name}": value for name, value in scores.items()}, epoch + 1)
         if training_args.save_strategy == "epoch":
-            checkpoint_dir = Path(training_args.output_dir) / f"checkpoint-{epoch + 1}"
-            save_checkpoint(checkpoint_dir, model, tokenizer, nas_settings, state, epoch + 1, global_step)
-        writer.flush()
+            save_from_main_process(runtime, unwrapped, partial(save_epoch, epoch=epoch + 1))
+        if writer is not None:
+            writer.flush()
 
-    save_supernet(model, tokenizer, training_args.output_dir, nas_settings)
+    save_from_main_process(
+        runtime, unwrapped, lambda trained: save_supernet(trained, tokenizer, training_args.output_dir, nas_settings)
+    )
     results = {
         "settings": nas_settings,
-        "num_parameters": count_parameters(model, search_space.largest()).total,
+        "num_parameters": num_parameters["largest"],
         "validation": score("validation"),
         "test": score("test"),
         "smallest_sub_network": {
-            "num_parameters": count_parameters(model, search_space.smallest()).total,
+            "num_parameters": num_parameters["smallest"],
             "validation": score("validation", search_space.smallest()),
             "test": score("test", search_space.smallest()),
         },
         "num_train_examples": len(tokenized["train"]),
+        "num_processes": runtime.num_processes,
         "num_steps": global_step,
         "runtime_s": time.time() - start_time,
     }
-    write_json_atomic(Path(training_args.output_dir) / "results.json", results)
-    writer.close()
+    if runtime.is_main_process:
+        write_json_atomic(Path(training_args.output_dir) / "results.json", results)
+        writer.close()
     logger.info("Full network: validation %s, test %s", results["validation"], results["test"])
+    runtime.end()
+    return unwrapped
 
 
 if __name__ == "__main__":
