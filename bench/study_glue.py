@@ -440,6 +440,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write the report into this BENCHMARKS.md between the study markers")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of sst2,stsb,mrpc")
     parser.add_argument("--num_train_epochs", type=int, default=None)
+    parser.add_argument("--learning_rate", type=float, default=None)
     parser.add_argument("--max_train_samples", default=None,
                         help="per task, e.g. sst2=8000 (others use the whole 70%% split)")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="validation examples for the search")
@@ -455,6 +456,8 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
         settings.tasks = tuple(args.tasks.split(","))
     if args.num_train_epochs:
         settings.num_train_epochs = args.num_train_epochs
+    if args.learning_rate:
+        settings.learning_rate = args.learning_rate
     if args.max_train_samples:
         settings.max_train_samples = {
             task: int(count) for task, count in (item.split("=") for item in args.max_train_samples.split(","))
