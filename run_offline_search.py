@@ -30,6 +30,7 @@ from data import DataArguments, load_raw_splits, make_dataloader, task_info_for,
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import JsonLinesLog, write_json_atomic
+from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_supernet, resolve_model_name
 from pareto import pareto_indices
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     start_time = time.time()
+    bound_kernel_cache()
     set_seed(search_args.seed)
     device = default_device()
 
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
             record["config"] = config
         searcher.tell(config, {name: record[name] for name in objectives})
         log.append(record)
+        release_freed_memory()  # sliced shapes differ per sample: keep the heap from growing
         records.append(record)
         for name in ("error", search_args.objective, "runtime_s"):
             writer.add_scalar(f"search/{name}", record[name], iteration)

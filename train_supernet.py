@@ -35,6 +35,7 @@ from distributed import gathered_parameters, make_runtime, report_from_main_proc
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import write_json_atomic
+from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
 from sampling import make_sampling_strategy, training_step
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     start_time = time.time()
+    bound_kernel_cache()
     runtime = make_runtime(
         training_args.use_accelerate, training_args.fp16, training_args.bf16, nas_args.sub_network_execution,
         resume=training_args.resume_from_checkpoint is not None,
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
             runtime.optimizer_step(optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            release_freed_memory()
             global_step += 1
             progress.set_postfix({role: f"{loss:.3f}" for role, loss in losses.items()})
             if global_step % training_args.logging_steps == 0:

@@ -2,9 +2,10 @@
 
 Runs the stage-2 loop of run_offline_search.py for --num_samples samples: ask -> to_sub_network ->
 evaluate on a small fixed validation set (random token ids, random binary labels, metric of RTE) ->
-count_parameters -> tell, with the seeded random_search searcher on the SMALL space, and records the
-process's RSS after every sample. A leak shows as RSS that keeps rising after the first samples, when
-the allocator and the searcher have reached their steady state; live tensors are counted as well.
+count_parameters -> tell -> release_freed_memory, with the seeded random_search searcher on the SMALL
+space, and records the process's RSS after every sample. A leak shows as RSS that keeps rising after the
+first samples, when the allocator and the searcher have reached their steady state; live tensors are
+counted as well.
 
     python bench/bench_search_memory.py --output bench/results_search_memory.json
     python bench/bench_search_memory.py --quick
@@ -29,17 +30,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_sub_networks import (  # noqa: E402
-    ARCHITECTURES,
-    Batch,
-    machine_info,
-    random_batches,
-    release_free_memory,
-    rss_mb,
-)
+from bench_sub_networks import ARCHITECTURES, Batch, machine_info, random_batches, rss_mb  # noqa: E402
 
 from cost import count_parameters  # noqa: E402
 from evaluation import evaluate  # noqa: E402
+from memory import bound_kernel_cache, release_freed_memory  # noqa: E402
 from search_spaces import SearchSpace, make_search_space  # noqa: E402
 from searchers import make_searcher  # noqa: E402
 from slicing import SUB_NETWORK_RUNNERS, runner_for  # noqa: E402
@@ -71,8 +66,8 @@ def run_search(
         metrics = evaluate(model, batches, "rte", torch.device("cpu"), sub_network, run_as)
         params = count_parameters(model, sub_network).total / full_params
         searcher.tell(config, {"error": metrics["error"], "params": params})
-        if malloc_trim:
-            release_free_memory()
+        if malloc_trim:  # as run_offline_search.py does after every sample
+            release_freed_memory()
         rss_after_sample_mb.append(rss_mb())
         if sample in (STEADY_AFTER, num_samples):
             live_tensors[sample] = live_tensor_count()
@@ -107,8 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--malloc_trim", action="store_true",
-        help="return freed heap to the OS after every sample: tells allocator retention from a real leak",
+        "--without_malloc_trim", dest="malloc_trim", action="store_false",
+        help="leave out run_offline_search.py's malloc_trim after every sample, to see what glibc retains",
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run; overrides {', '.join(QUICK_SETTINGS)}")
     parser.add_argument("--output", type=Path, help="JSON file for the RSS of every sample and the summary")
@@ -122,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    bound_kernel_cache()  # as run_offline_search.py does
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     model = ARCHITECTURES[args.architecture]().eval()

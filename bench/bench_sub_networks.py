@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import json
 import os
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cost import count_macs, count_parameters  # noqa: E402
 from extract import extract_sub_network  # noqa: E402
 from mask import masked  # noqa: E402
+from memory import release_freed_memory  # noqa: E402
 from sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step  # noqa: E402
 from search_spaces import SearchSpace, make_search_space  # noqa: E402
 from slicing import sliced  # noqa: E402
@@ -86,12 +86,6 @@ def machine_info() -> dict:
     }
 
 
-def release_free_memory() -> None:
-    """Return freed heap to the OS, so that the next peak RSS counts live memory, not glibc's cache."""
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def reset_peak_rss() -> None:
     """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM) to its current RSS."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -116,7 +110,8 @@ class Measurement:
     peak_rss_mb: float = 0.0
 
     def record(self, function: Callable, *args: object) -> object:
-        release_free_memory()
+        gc.collect()
+        release_freed_memory()  # so that the peak counts live memory, not glibc's cache
         reset_peak_rss()
         start = time.perf_counter()
         result = function(*args)
