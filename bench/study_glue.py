@@ -301,22 +301,30 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pooled_name(checkpoint: str) -> str:
+    return f"all searches on {checkpoint} (pooled)"
+
+
 def goal_verdicts(report: dict) -> list[str]:
-    """The issue's questions, answered from the numbers (best method per budget ≤ 50%)."""
+    """The issue's questions, answered from the numbers.
+
+    The sub-network judged at ≤ 50% is the pooled one: the best validation error among everything the
+    searches on the best checkpoint evaluated. Picking the method with the best *test* metric would select
+    on the test set.
+    """
     verdicts = []
     for task, analysis in report["tasks"].items():
-        best = None
-        for name, method in analysis["methods"].items():
-            cell = method["budgets"]["0.5"]
-            if cell is not None and (best is None or cell["normalised"] > best[1]["normalised"]):
-                best = (name, cell)
-        if best is None:
+        name = next(name for name in analysis["methods"] if name.startswith("all searches on"))
+        cell = analysis["methods"][name]["budgets"]["0.5"]
+        if cell is None:
             verdicts.append(f"{task}: no sub-network within 50% of the encoder parameters was found")
         else:
-            holds = best[1]["normalised"] >= 0.9 and best[1]["raw"] >= 0.95
+            holds = cell["normalised"] >= 0.9 and cell["raw"] >= 0.95
             verdicts.append(
-                f"{task}: at ≤50% encoder parameters the best ({best[0]}) reaches normalised "
-                f"{best[1]['normalised']:.2f}, raw {best[1]['raw']:.2f} → goal (≥0.9 and ≥95%) "
+                f"{task}: at ≤50% encoder parameters, {name} selects a sub-network with "
+                f"{cell['encoder_fraction']:.0%} of the encoder ({cell['total_fraction']:.0%} of all parameters), "
+                f"test {analysis['main_metric']} {cell['test']:.4f} vs unpruned {analysis['unpruned_test']:.4f}: "
+                f"normalised {cell['normalised']:.2f}, raw {cell['raw']:.2f} → goal (≥0.9 and ≥95%) "
                 f"{'HOLDS' if holds else 'does NOT hold'}"
             )
         hv = {name: method["hypervolume"]["validation"] for name, method in analysis["methods"].items()}
@@ -392,6 +400,7 @@ def run_task(task: str, settings: StudySettings, data_dir: str, runs: Path) -> t
         ("sandwich", "one_shot"),
         key=lambda strategy: hypervolumes(methods[f"random_search on {strategy}"], main_metric)["validation"],
     )
+    on_best = [f"random_search on {best}"]
     for strategy in SEARCH_STRATEGIES:
         for seed in settings.seeds:
             if strategy == "random_search" and seed == first_seed:
@@ -400,9 +409,12 @@ def run_task(task: str, settings: StudySettings, data_dir: str, runs: Path) -> t
             name = f"{strategy} on {best}" + (f" (seed {seed})" if len(settings.seeds) > 1 else "")
             methods[name], results = method_points(results_path)
             wall_clock[f"{name} ({settings.num_samples} samples)"] = results["runtime_s"]
+            on_best.append(name)
+    # The answer a user gets from all those searches: every sub-network they evaluated, selected by validation.
+    methods[pooled_name(best)] = [point for name in on_best for point in methods[name]]
     dropping = json.loads(layer_dropping(task, checkpoints["standard"], settings, data_dir, runs).read_text())
     methods["layer dropping (standard)"] = dropping["points"]
-    wall_clock["layer dropping (2 x 5 evaluations)"] = dropping["runtime_s"]
+    wall_clock[f"layer dropping ({len(dropping['points'])} sub-networks)"] = dropping["runtime_s"]
     unpruned = json.loads((checkpoints["standard"] / "results.json").read_text())
     unpruned_record = {"test": unpruned["test"], "validation": unpruned["validation"],
                        "num_parameters": unpruned["num_parameters"],
