@@ -78,7 +78,16 @@ def select_point(results: dict, args: SelectionArguments) -> int:
         if candidates:
             return min(candidates, key=lambda index: pareto_set[index]["params"])
     if not candidates:
-        raise UsageError("no Pareto-optimal sub-network meets the budget; relax it or pass --pareto_index")
+        cheapest = ", ".join(
+            f"{name} {min(point[name] for point in pareto_set):.3g}"
+            for name, limit in budgets.items()
+            if limit is not None
+        )
+        raise UsageError(
+            "no Pareto-optimal sub-network meets the budget"
+            + (f" (the cheapest Pareto points have {cheapest})" if cheapest else "")
+            + "; relax it or pass --pareto_index"
+        )
     if all(limit is None for limit in budgets.values()):
         raise UsageError("choose a sub-network: --pareto_index, or a budget such as --max_params 0.5")
     return min(candidates, key=lambda index: pareto_set[index]["error"])

@@ -1,7 +1,9 @@
 """End to end: train a tiny super-network, then search it, through both entry scripts."""
 
 import json
+from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 
@@ -9,6 +11,7 @@ import plot_pareto
 import run_offline_search
 import select_and_extract
 import train_supernet
+from errors import UsageError
 
 
 def scalar_tags(log_dir) -> set[str]:
@@ -97,3 +100,11 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys):
     assert report["pareto_point"]["params"] <= 0.99
     assert report["num_parameters"] == report["pareto_point"]["num_parameters"]
     assert (tmp_path / "pruned" / "model.safetensors").is_file()
+
+    cheapest = min(point["params"] for point in json.loads(Path(results_files[1]).read_text())["pareto_set"])
+    with pytest.raises(UsageError, match=rf"the cheapest Pareto points have params {cheapest:.3g}\); relax it"):
+        select_and_extract.main([
+            "--results", results_files[1], "--max_params", "0.01", "--task_name", "rte", "--data_dir", str(data_dir),
+            "--output_dir", str(tmp_path / "never_written"),
+        ])
+    assert not (tmp_path / "never_written").exists()
