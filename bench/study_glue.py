@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -250,7 +251,30 @@ def analyse_task(task: str, methods: dict[str, list[dict]], unpruned: dict, triv
                 **relative_performance(metric, unpruned_metric, trivial),
             }
         analysis["methods"][name] = {"budgets": per_budget, "hypervolume": hypervolumes(points, main_metric)}
+    analysis["seed_means"] = mean_over_seeds(analysis["methods"])
     return analysis
+
+
+def mean_over_seeds(methods: dict[str, dict]) -> dict[str, dict]:
+    """For each search run with several seeds: the mean over the seeds of every number of its row."""
+    groups: dict[str, list[dict]] = {}
+    for name, method in methods.items():
+        groups.setdefault(re.sub(r" \(seed \d+\)$", "", name), []).append(method)
+    means = {}
+    for group, members in groups.items():
+        if len(members) < 2:
+            continue
+        budgets = {}
+        for budget in map(str, BUDGETS):
+            cells = [member["budgets"][budget] for member in members]
+            budgets[budget] = None if None in cells else {
+                key: float(np.mean([cell[key] for cell in cells])) for key in cells[0]
+            }
+        hypervolume = {
+            key: float(np.mean([member["hypervolume"][key] for member in members])) for key in ("validation", "test")
+        }
+        means[f"{group} (mean of {len(members)} seeds)"] = {"budgets": budgets, "hypervolume": hypervolume}
+    return means
 
 
 # ----------------------------------------------------------------------------- report
@@ -283,7 +307,7 @@ def markdown_report(report: dict) -> str:
             "| method | HV val | HV test | " + " | ".join(f"≤{int(b * 100)}% enc." for b in BUDGETS) + " |",
             "|---|---|---|" + "---|" * len(BUDGETS),
         ]
-        for name, method in analysis["methods"].items():
+        for name, method in (analysis["methods"] | analysis.get("seed_means", {})).items():
             cells = []
             for budget in BUDGETS:
                 cell = method["budgets"][str(budget)]

@@ -9,8 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from study_glue import (  # noqa: E402
     BENCHMARKS_BEGIN,
     BENCHMARKS_END,
+    BUDGETS,
     best_under_budget,
     hypervolumes,
+    mean_over_seeds,
     relative_performance,
     replace_between_markers,
 )
@@ -52,3 +54,19 @@ def test_report_replaces_only_its_block_in_benchmarks_md(tmp_path):
     text = benchmarks.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written\n")
     assert f"{BENCHMARKS_BEGIN}\nsecond\n{BENCHMARKS_END}" in text and "first" not in text
+
+
+def test_seeds_of_one_search_are_averaged_row_by_row():
+    def row(test: float, hv: float) -> dict:
+        cell = {"test": test, "normalised": test, "raw": test, "validation_error": 0.1, "encoder_fraction": 0.5,
+                "total_fraction": 0.7}
+        budgets = {str(budget): cell for budget in BUDGETS} | {"0.3": None}
+        return {"budgets": budgets, "hypervolume": {"validation": hv, "test": hv}}
+
+    methods = {"morea on one_shot (seed 0)": row(0.8, 0.3), "morea on one_shot (seed 1)": row(0.6, 0.5),
+               "layer dropping (standard)": row(0.5, 0.1)}
+    means = mean_over_seeds(methods)
+    assert list(means) == ["morea on one_shot (mean of 2 seeds)"]
+    mean = means["morea on one_shot (mean of 2 seeds)"]
+    assert math.isclose(mean["budgets"]["0.5"]["test"], 0.7) and mean["budgets"]["0.3"] is None
+    assert math.isclose(mean["hypervolume"]["validation"], 0.4)
