@@ -1,24 +1,24 @@
 """A long search must leave nothing behind: no hooks, no forward overrides, no swapped parameters, and no
-growing number of live tensors (RSS is too noisy at this size; bench/bench_search_memory.py measures it)."""
+growing number of live tensors. The loop is bench/bench_search_memory.py's (the search loop of
+run_offline_search.py); RSS is too noisy at this size, the benchmark measures it."""
 
 from __future__ import annotations
 
-import gc
-import warnings
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_parameters
-from evaluation import evaluate
 from search_spaces import make_search_space
-from searchers import make_searcher
-from slicing import runner_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from bench_search_memory import STEADY_AFTER, run_search  # noqa: E402
 
 NUM_SAMPLES = 300
-STEADY_AFTER = 50
 
 
 def tiny_bert() -> nn.Module:
@@ -41,13 +41,6 @@ def validation_batches() -> list[dict[str, torch.Tensor]]:
         }
         for _ in range(2)
     ]
-
-
-def live_tensor_count() -> int:
-    gc.collect()
-    with warnings.catch_warnings():  # isinstance on some torch.distributed objects warns
-        warnings.simplefilter("ignore")
-        return sum(1 for obj in gc.get_objects() if torch.is_tensor(obj))
 
 
 def leftovers(model: nn.Module) -> list[str]:
@@ -80,20 +73,8 @@ def test_long_search_leaves_nothing_behind(execution, one_thread):
     parameters_before = [(id(p), p.shape) for p in model.parameters()]
     layers_before = model.bert.encoder.layer
     space = make_search_space("small", model.config)
-    searcher = make_searcher("random_search", space.config_space, ["error", "params"], seed=0)
-    batches = validation_batches()
-    run_as = runner_for(execution)
-    full_params = count_parameters(model, space.largest()).total
-    live_tensors = {}
-    for sample in range(1, NUM_SAMPLES + 1):
-        config = searcher.ask()
-        sub_network = space.to_sub_network(config)
-        metrics = evaluate(model, batches, "rte", torch.device("cpu"), sub_network, run_as)
-        params = count_parameters(model, sub_network).total / full_params
-        searcher.tell(config, {"error": metrics["error"], "params": params})
-        if sample in (STEADY_AFTER, NUM_SAMPLES):
-            live_tensors[sample] = live_tensor_count()
-            assert leftovers(model) == []
+    _, live_tensors = run_search(model, space, validation_batches(), execution, NUM_SAMPLES, seed=0, malloc_trim=True)
+    assert leftovers(model) == []
     assert model.bert.encoder.layer is layers_before and len(layers_before) == 3
     assert [(id(p), p.shape) for p in model.parameters()] == parameters_before
     assert live_tensors[NUM_SAMPLES] <= live_tensors[STEADY_AFTER], live_tensors
