@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -38,8 +36,10 @@ import torch
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR))
 
+from bench_sub_networks import machine_info  # noqa: E402
+
 from cost import count_parameters  # noqa: E402
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
+from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from io_utils import write_json_atomic  # noqa: E402
 from metrics import MAIN_METRIC, trivial_metric  # noqa: E402
@@ -448,7 +448,6 @@ def run_task(task: str, settings: StudySettings, data_dir: str, runs: Path) -> t
 
 def trivial_test_metric(task: str, settings: StudySettings, data_dir: str) -> float:
     splits = load_raw_splits(study_data_arguments(task, settings, data_dir))
-    task_info_for(splits)
     return trivial_metric(task, np.array(splits["train"]["label"]), np.array(splits["test"]["label"]))
 
 
@@ -459,9 +458,9 @@ def commit() -> str:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, no GPU"
+    info = machine_info()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{info['cpu_model']}, {info['usable_cores']} cores, torch {info['torch']}, {gpu}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
