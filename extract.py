@@ -29,6 +29,7 @@ from transformers import AutoModelForSequenceClassification
 
 import pruned_structure
 from families import Family, family_for, layer_parameters, layers_of
+from models import save_model
 from pruned_structure import STRUCTURE_KEY, apply_pruned_structure
 from slicing import sliced
 from sub_network import SubNetwork, keeps_param
@@ -139,7 +140,7 @@ def save_extracted(extracted: nn.Module, tokenizer, sub_network: SubNetwork, dir
         class_name = f"NasPruned{type(extracted).__name__}"
         extracted.config.auto_map = {"AutoModelForSequenceClassification": f"{REMOTE_CODE_MODULE}.{class_name}"}
         (directory / f"{REMOTE_CODE_MODULE}.py").write_text(_remote_code(type(extracted)))
-    extracted.save_pretrained(directory)
+    save_model(extracted, directory)
     tokenizer.save_pretrained(directory)
     (directory / SUB_NETWORK_FILE).write_text(json.dumps(sub_network.to_json_dict()))
     return "custom_code" if custom else "standard"

@@ -4,20 +4,42 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same directory, fsync it, then rename it into place."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync it, then rename it into place.
+
+    The temporary file is created with mode 0o666 filtered by the umask, like any file `open` creates
+    (tempfile's 0o600 would survive the rename).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def follow_umask(*paths: str | Path) -> None:
+    """Give files the mode `open` would have given them (safetensors writes its files 0o600 whatever the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 class JsonLinesLog:
@@ -43,13 +65,7 @@ class JsonLinesLog:
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the log by `records` atomically (drops a partial last line before appending)."""
-        text = "".join(json.dumps(record) + "\n" for record in records)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False) as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(record) + "\n" for record in records))
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:

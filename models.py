@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from errors import UsageError
 from families import family_for_config
 from hub import hub_unavailable_reason
+from io_utils import follow_umask
 
 NAS_SETTINGS_FILE = "nas_settings.json"
 
@@ -90,11 +91,17 @@ def load_model(name_or_path: str, num_labels: int, tokenizer: PreTrainedTokenize
     )
 
 
+def save_model(model, directory: Path) -> None:
+    """`save_pretrained` (safetensors), with the weight files readable as the umask allows."""
+    model.save_pretrained(directory)
+    follow_umask(*directory.glob("*.safetensors"))
+
+
 def save_supernet(model, tokenizer, directory: str | Path, nas_settings: dict[str, Any]) -> None:
     """A `save_pretrained` checkpoint (safetensors + tokenizer) plus the NAS settings it was trained with."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
+    save_model(model, directory)
     tokenizer.save_pretrained(directory)
     (directory / NAS_SETTINGS_FILE).write_text(json.dumps(nas_settings, indent=2))
 
