@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, SchedulerType
 
 from errors import UsageError
+from reorder import REORDER_UNITS
 from sampling import SAMPLING_STRATEGIES
 from search_spaces import SEARCH_SPACES
 
@@ -76,10 +77,21 @@ class SupernetArguments:
     temperature: float = field(
         default=1.0, metadata={"help": "T: softmax temperature of the distillation loss (one_shot, kd)."}
     )
+    reorder_units: str = field(
+        default="none",
+        metadata={"help": "'importance': before training, score every head unit and FFN neuron (Fisher information "
+                  "of its mask on --num_importance_batches training batches) and permute the weights so each layer "
+                  "stores its units most important first, so prefix search spaces keep the important ones; the "
+                  "full network is unchanged. 'none': keep the pre-trained order."},
+    )
+    num_importance_batches: int = field(
+        default=32, metadata={"help": "Training batches the importance scores of --reorder_units importance use."}
+    )
 
     def __post_init__(self) -> None:
         check_choice("sampling_strategy", self.sampling_strategy, SAMPLING_STRATEGIES)
-        check_positive(self, "num_random_sub_nets", "temperature")
+        check_choice("reorder_units", self.reorder_units, REORDER_UNITS)
+        check_positive(self, "num_random_sub_nets", "temperature", "num_importance_batches")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from errors import exit_on_usage_error
 from sagemaker_jobs import (
     CHECKPOINT_DIR,
+    REORDER_UNITS,
     TENSORBOARD_DIR,
     JobDefinition,
     LauncherArgumentParser,
@@ -46,6 +47,15 @@ def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:
         help="'epoch' also keeps a checkpoint per epoch, which the search's input channel downloads too "
         "(default: epoch)",
     )
+    parser.add_argument(
+        "--reorder_units", choices=REORDER_UNITS, default="none",
+        help="'importance' stores each layer's heads and neurons most important first before training "
+        "(default: none). Not part of the S3 folder: change --s3_prefix to train both kinds",
+    )
+    parser.add_argument(
+        "--num_importance_batches", type=int, default=32,
+        help="training batches the importance scores use (default: 32)",
+    )
     add_sagemaker_flags(parser, volume_size_gb=30)
 
 
@@ -69,6 +79,8 @@ def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMaker
             "per_device_eval_batch_size": args.per_device_eval_batch_size,
             "fp16": args.fp16,
             "save_strategy": args.save_strategy,
+            "reorder_units": args.reorder_units,
+            "num_importance_batches": args.num_importance_batches,
             "output_dir": CHECKPOINT_DIR,
             "log_dir": TENSORBOARD_DIR,
             # SageMaker restores the synced checkpoint folder when a (spot) job restarts: continue from it.

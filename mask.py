@@ -25,8 +25,8 @@ from pruned_structure import identity_forward
 from sub_network import SubNetwork
 
 
-def _scale_units(unit_mask: torch.Tensor, unit_width: int):
-    """Pre-hook multiplying each `unit_width`-wide slice of the input's last dim by its mask."""
+def scale_units(unit_mask: torch.Tensor, unit_width: int):
+    """Pre-hook multiplying each `unit_width`-wide slice of the input's last dim by its mask (differentiable)."""
 
     def hook(module: nn.Module, args: tuple) -> tuple:
         hidden = args[0]
@@ -73,13 +73,13 @@ def masked(model: nn.Module, sub_network: SubNetwork) -> Iterator[nn.Module]:
                 query_head_mask = sub_network.head_mask[index].repeat_interleave(per_unit)
                 handles.append(
                     layer.get_submodule(family.attention_out_proj).register_forward_pre_hook(
-                        _scale_units(query_head_mask, head_dim)
+                        scale_units(query_head_mask, head_dim)
                     )
                 )
             if sub_network.keeps_ffn(index) and not sub_network.ffn_mask[index].all():
                 handles.append(
                     layer.get_submodule(family.ffn_down_proj).register_forward_pre_hook(
-                        _scale_units(sub_network.ffn_mask[index], 1)
+                        scale_units(sub_network.ffn_mask[index], 1)
                     )
                 )
         with skipped_empty_blocks(model, sub_network):

@@ -57,6 +57,7 @@ TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
 SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd")
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "large", "uniform")
+REORDER_UNITS = ("none", "importance")
 
 # Paths inside the training container.
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker syncs it with the job's checkpoint S3 folder

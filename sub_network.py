@@ -121,17 +121,26 @@ def kept_index(
     Returns None for ATTENTION_BLOCK / FFN_BLOCK parameters, which are kept whole or not at all
     (see `keeps_param`).
     """
-    head_dim = family.head_dim(config)
-    if axis is ParamAxis.NEURON:
-        return sub_network.ffn_mask[layer].nonzero().flatten()
     if axis in (ParamAxis.ATTENTION_BLOCK, ParamAxis.FFN_BLOCK):
         return None
-    kept_units = sub_network.head_mask[layer].nonzero().flatten()
+    unit_mask = sub_network.ffn_mask if axis is ParamAxis.NEURON else sub_network.head_mask
+    return unit_index(family, config, unit_mask[layer].nonzero().flatten(), axis)
+
+
+def unit_index(family: Family, config, units: torch.Tensor, axis: ParamAxis) -> torch.Tensor:
+    """Indices along a parameter's sliced axis that hold `units` (neurons or head units), in their order.
+
+    Sorted units give a slice (`kept_index`); a permutation of all units reorders the axis
+    (`reorder.py`). Under grouped-query attention a head unit is a KV group with its query heads.
+    """
+    if axis is ParamAxis.NEURON:
+        return units
+    head_dim = family.head_dim(config)
     offsets = torch.arange(head_dim)
     if axis is ParamAxis.KV_HEAD:
-        return (kept_units[:, None] * head_dim + offsets).flatten()
+        return (units[:, None] * head_dim + offsets).flatten()
     per_unit = family.query_heads_per_unit(config)
-    query_heads = (kept_units[:, None] * per_unit + torch.arange(per_unit)).flatten()
+    query_heads = (units[:, None] * per_unit + torch.arange(per_unit)).flatten()
     query_index = (query_heads[:, None] * head_dim + offsets).flatten()
     if axis is ParamAxis.HEAD:
         return query_index

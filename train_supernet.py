@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from io_utils import write_json_atomic
 from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
+from reorder import reorder_by_importance, report_importance
 from sampling import make_sampling_strategy, training_step
 from search_spaces import make_search_space
 from slicing import runner_for
@@ -107,7 +109,10 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         "num_random_sub_nets": supernet_args.num_random_sub_nets,
         "temperature": supernet_args.temperature,
         "seed": training_args.seed,
+        "reorder_units": supernet_args.reorder_units,
     }
+    if supernet_args.reorder_units == "importance":
+        nas_settings["num_importance_batches"] = supernet_args.num_importance_batches
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume_from is not None:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
@@ -135,6 +140,14 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         for name in ("validation", "test")
     }
 
+    importance = None
+    if supernet_args.reorder_units == "importance" and resume_from is None:  # a checkpoint is already reordered
+        # Its own seeded loader: the training data order stays that of a run without reordering.
+        importance_loader = make_dataloader(
+            tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
+        )
+        importance = reorder_by_importance(model, islice(importance_loader, supernet_args.num_importance_batches))
+
     optimizer = make_optimizer(model, training_args.learning_rate, training_args.weight_decay)
     model, optimizer, train_loader = runtime.prepare(model, optimizer, train_loader)
     unwrapped = runtime.unwrap(model)
@@ -160,6 +173,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         logger.info("Resuming from %s: %d epochs (%d steps) done", resume_from, start_epoch, global_step)
     sampling_rng = state.sampling_rng
     writer = SummaryWriter(nas_args.log_dir) if runtime.is_main_process else None
+    if importance is not None and runtime.is_main_process:
+        report_importance(importance, training_args.output_dir, writer)
     logger.info(
         "Training %s (%s) with %s on %d examples for %d steps in %d process(es)",
         model_name, nas_args.search_space, supernet_args.sampling_strategy, len(tokenized["train"]), total_steps,

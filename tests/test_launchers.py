@@ -163,6 +163,7 @@ def assert_no_secret(*texts: str) -> None:
 
 def test_launcher_choices_are_the_entry_scripts_choices():
     from data import TASKS
+    from reorder import REORDER_UNITS
     from sampling import SAMPLING_STRATEGIES
     from search_spaces import SEARCH_SPACES
     from searchers import SEARCH_STRATEGIES
@@ -171,6 +172,7 @@ def test_launcher_choices_are_the_entry_scripts_choices():
     assert sagemaker_jobs.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
     assert sagemaker_jobs.SEARCH_SPACES == tuple(SEARCH_SPACES)
     assert sagemaker_jobs.SEARCH_STRATEGIES == tuple(SEARCH_STRATEGIES)
+    assert sagemaker_jobs.REORDER_UNITS == REORDER_UNITS
 
 
 def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credentials, monkeypatch, capsys):
@@ -184,7 +186,8 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": 3, "num_train_epochs": 2, "learning_rate": 2e-05,
         "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "fp16": True, "save_strategy": "epoch",
-        "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",
+        "reorder_units": "none", "num_importance_batches": 32, "output_dir": "/opt/ml/checkpoints",
+        "log_dir": "/opt/ml/output/tensorboard",
         "resume_from_checkpoint": "latest",
     }
     bucket = f"sagemaker-{REGION}-<account-id>"  # no --bucket: a placeholder instead of asking AWS
@@ -248,7 +251,8 @@ def test_supernet_training_job(aws, capsys):
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": "3", "num_train_epochs": "2", "learning_rate": "2e-05",
         "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "fp16": "true",
-        "save_strategy": "epoch", "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",
+        "save_strategy": "epoch", "reorder_units": "none", "num_importance_batches": "32",
+        "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",
         "resume_from_checkpoint": "latest",
     }
     assert job["CheckpointConfig"] == {

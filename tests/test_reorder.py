@@ -1,0 +1,135 @@
+"""Importance scores are the Fisher information of unit masks; reordering keeps the function and puts them first."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_batch, tiny_model
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_assets import write_tiny_model_dir, write_tiny_rte
+
+import train_supernet
+from errors import UsageError
+from families import family_for, layers_of
+from importance import mask_gradients, unit_importance
+from mask import masked
+from reorder import IMPORTANCE_FILE, reorder_by_importance
+from sampling import task_loss
+from slicing import sliced
+from sub_network import SubNetwork
+
+BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]
+
+
+def logits_of(model, batch, sub_network=None, run_as=sliced):
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with torch.no_grad():
+        if sub_network is None:
+            return model(**inputs).logits
+        with run_as(model, sub_network):
+            return model(**inputs).logits
+
+
+def out_projection_weights(model, layer, name: str):
+    """(weight, axis of its input units) of the attention output or FFN down projection, read off the module."""
+    module = layer.get_submodule(name)
+    weight = module.weight
+    # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
+    return weight, 1 if isinstance(module, torch.nn.Linear) else 0
+
+
+def test_mask_gradients_equal_output_projection_gradients(family_name):
+    """Scaling a unit's output by m scales its input slice of the output projection: dL/dm = <W_slice, dL/dW_slice>."""
+    model = tiny_model(family_name)
+    family = family_for(model)
+    gradients = mask_gradients(model, BATCHES[:2])
+    assert all(p.grad is None for p in model.parameters())  # scoring leaves the weights' gradients alone
+    unit_width = family.head_dim(model.config) * family.query_heads_per_unit(model.config)
+    for batch_index, batch in enumerate(BATCHES[:2]):
+        model.zero_grad(set_to_none=True)
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        task_loss(model(**inputs).logits, batch["labels"]).backward()
+        for layer_index, layer in enumerate(layers_of(model)):
+            for name, width, expected in (
+                (family.attention_out_proj, unit_width, gradients.heads[batch_index, layer_index]),
+                (family.ffn_down_proj, 1, gradients.neurons[batch_index, layer_index]),
+            ):
+                weight, axis = out_projection_weights(model, layer, name)
+                products = (weight * weight.grad).sum(dim=1 - axis)
+                reference = products.reshape(-1, width).sum(dim=1)
+                assert torch.allclose(expected, reference, atol=1e-6), (layer_index, name)
+    importance = unit_importance(model, BATCHES[:2])
+    assert torch.allclose(importance.heads, gradients.heads.pow(2).sum(0))
+    assert importance.num_batches == 2
+
+
+def test_reordering_keeps_the_full_network_and_moves_units(family_name):
+    model = tiny_model(family_name)
+    reference = copy.deepcopy(model)
+    importance = reorder_by_importance(model, BATCHES)
+    num_units = importance.heads.shape[1]
+    assert not torch.equal(importance.head_order(), torch.arange(num_units).expand_as(importance.heads))
+    assert not torch.equal(
+        importance.neuron_order(), torch.arange(importance.neurons.shape[1]).expand_as(importance.neurons)
+    )
+    for batch in BATCHES:
+        assert (logits_of(model, batch) - logits_of(reference, batch)).abs().max() <= 1e-5
+    changed = [
+        name for (name, before), after in zip(reference.named_parameters(), model.parameters(), strict=True)
+        if not torch.equal(before, after)
+    ]
+    assert changed  # the weights really were permuted
+
+
+def test_prefix_after_reordering_is_the_most_important_units_before(family_name):
+    """Independent reference: the original model, masked to keep each layer's top-k units by importance."""
+    model = tiny_model(family_name)
+    reference = copy.deepcopy(model)
+    importance = reorder_by_importance(model, BATCHES)
+    num_layers, num_units = importance.heads.shape
+    intermediate_size = importance.neurons.shape[1]
+    for keep_heads, keep_neurons in ((1, 1), (num_units // 2, intermediate_size // 2), (num_units - 1, 3)):
+        prefix = SubNetwork(
+            torch.arange(num_units).expand(num_layers, -1) < keep_heads,
+            torch.arange(intermediate_size).expand(num_layers, -1) < keep_neurons,
+        )
+        top_k = SubNetwork(
+            torch.zeros(num_layers, num_units, dtype=torch.bool).scatter(
+                1, importance.head_order()[:, :keep_heads], True
+            ),
+            torch.zeros(num_layers, intermediate_size, dtype=torch.bool).scatter(
+                1, importance.neuron_order()[:, :keep_neurons], True
+            ),
+        )
+        for batch in BATCHES:
+            expected = logits_of(reference, batch, top_k, masked)
+            assert (logits_of(model, batch, prefix, sliced) - expected).abs().max() <= 1e-5
+            assert (logits_of(model, batch, prefix, masked) - expected).abs().max() <= 1e-5
+
+
+
+def test_training_reorders_once_writes_the_scores_and_refuses_a_resume_without_it(tmp_path):
+    model_dir = write_tiny_model_dir(tmp_path / "model", "gpt2")
+    data_dir = write_tiny_rte(tmp_path / "glue")
+    output_dir = tmp_path / "supernet"
+    arguments = [
+        "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+        "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb"), "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "8", "--seed", "0", "--reorder_units", "importance",
+        "--num_importance_batches", "2",
+    ]
+    train_supernet.main(arguments)
+    scores = json.loads((output_dir / IMPORTANCE_FILE).read_text())
+    assert scores["num_batches"] == 2
+    assert np.array(scores["head_importance"]).shape == (3, 4) and np.array(scores["neuron_order"]).shape == (3, 20)
+    settings = json.loads((output_dir / "nas_settings.json").read_text())
+    assert settings["reorder_units"] == "importance" and settings["num_importance_batches"] == 2
+    accumulator = EventAccumulator(str(tmp_path / "tb"))
+    accumulator.Reload()
+    assert "importance/heads/layer_0" in accumulator.Tags()["histograms"]
+    resume = [*arguments, "--resume_from_checkpoint", "latest", "--num_train_epochs", "2"]
+    resume[resume.index("importance")] = "none"
+    with pytest.raises(UsageError, match="--reorder_units importance but this run asks for --reorder_units none"):
+        train_supernet.main(resume)
