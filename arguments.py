@@ -158,9 +158,13 @@ class TrainingArguments:
             raise UsageError("choose one of --fp16 and --bf16")
 
 
-def parse_arguments(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
-    """Parse the command line into the dataclasses; `--help` lists every flag with its help text."""
+def parse_arguments(dataclass_types: tuple, args: list[str] | None = None, defaults: dict | None = None) -> tuple:
+    """Parse the command line into the dataclasses; `--help` lists every flag with its help text.
+
+    `defaults` replace the dataclasses' defaults (flags on the command line still win).
+    """
     parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**(defaults or {}))
     if args is None:
         args = sys.argv[1:]
     return parser.parse_args_into_dataclasses(args=args)

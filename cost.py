@@ -79,20 +79,28 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
     return seq_len * layer_macs_per_token + head_macs * (seq_len if family.decoder else 1)
 
 
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    iqr_ms: float  # interquartile range: the spread of the timed passes around the median
+
+
 @torch.no_grad()
-def measure_latency_ms(
+def measure_latency(
     model: nn.Module,
     sub_network: SubNetwork,
     run_as,
     batch_size: int,
     seq_len: int,
-    repeats: int = 5,
-    warmup: int = 2,
-) -> float:
-    """Median wall-clock time of one forward pass of a batch of random token ids, after warm-up runs.
+    repeats: int = 20,
+    warmup: int = 3,
+) -> Latency:
+    """Wall-clock time of one forward pass of a batch of random token ids: median and IQR over `repeats` passes.
 
-    Runs on the model's device (synchronising CUDA around each pass), so it measures what the
-    sub-network costs where the search runs; `run_as` is `slicing.sliced` for the sub-network's own cost.
+    The first `warmup` passes (allocations, kernel selection) are not timed. The median ignores passes
+    slowed down by other processes as long as they are fewer than half. Runs on the model's device
+    (synchronising CUDA around each pass), so it measures what the sub-network costs where the search
+    runs; `run_as` is `slicing.sliced` for the sub-network's own cost.
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
@@ -111,7 +119,10 @@ def measure_latency_ms(
             if run >= warmup:
                 timings_ms.append(1000 * (time.perf_counter() - start))
     model.train(was_training)
-    return statistics.median(timings_ms)
+    if len(timings_ms) == 1:
+        return Latency(timings_ms[0], 0.0)
+    first_quartile, _, third_quartile = statistics.quantiles(timings_ms, n=4)
+    return Latency(statistics.median(timings_ms), third_quartile - first_quartile)
 
 
 def parameter_bytes(model: nn.Module, sub_network: SubNetwork) -> int:

@@ -483,13 +483,17 @@ def _max_length(max_seq_length: int, tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def tokenize_splits(
-    splits: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments
+    splits: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    args: DataArguments,
+    names: tuple[str, ...] = ("train", "validation", "test"),
 ) -> datasets.DatasetDict:
-    """Tokenise once up front, so every epoch and every sub-network evaluation reuses the same ids.
+    """Tokenise the splits `names` once up front, so every epoch and every evaluation reuses the same ids.
 
     The result holds only collator-ready columns: input_ids, attention_mask, (token_type_ids), labels.
     """
     text_keys = task_info_for(splits).text_keys
+    splits = datasets.DatasetDict({name: splits[name] for name in names})
     max_length = _max_length(args.max_seq_length, tokenizer)
     padding = "max_length" if args.pad_to_max_length else False
 

@@ -16,16 +16,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import set_seed
 
 from arguments import ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
-from cost import count_macs, count_parameters, measure_latency_ms, parameter_bytes
+from cost import count_macs, count_parameters, measure_latency, parameter_bytes
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 COST_OBJECTIVES = ("params", "flops", "latency", "memory")
 LOG_FILE = "evaluations.jsonl"
 SETTINGS_FILE = "search_settings.json"
+DATA_PATH_FLAGS = ("data_dir", "train_file", "validation_file")
 
 
 @dataclass
@@ -72,7 +74,9 @@ class SearchArguments:
     )
     latency_batch_size: int = field(default=1, metadata={"help": "Batch size of the latency measurement."})
     latency_repeats: int = field(
-        default=5, metadata={"help": "Timed forward passes per latency measurement (median; 2 warm-up runs first)."}
+        default=20,
+        metadata={"help": "Timed forward passes per latency measurement, after 3 untimed warm-up passes; the median "
+                  "is the latency, the interquartile range its spread."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -126,6 +130,29 @@ def run_settings(data_args: DataArguments, nas_args: NASArguments, search_args: 
     }
 
 
+def results_settings(model_args: ModelArguments, data_args: DataArguments, nas_args: NASArguments,
+                     search_args: SearchArguments) -> dict:
+    """Everything the results file depends on; a rerun with the same settings has nothing left to do."""
+    return run_settings(data_args, nas_args, search_args) | {
+        "model_name_or_path": resolve_model_name(model_args.model_name_or_path),
+        "num_samples": search_args.num_samples,
+        "latency_repeats": search_args.latency_repeats,
+        "sub_network_execution": nas_args.sub_network_execution,
+        "data": {  # what select_and_extract.py takes as its default data flags, from any directory
+            name: str(Path(value).resolve()) if name in DATA_PATH_FLAGS and value is not None else value
+            for name, value in asdict(data_args).items()
+        },
+    }
+
+
+def finished_results(output_dir: Path, results_path: Path, settings: dict, overwrite: bool) -> bool:
+    """Whether `output_dir` already holds this search's results and all its evaluations."""
+    if overwrite or not results_path.is_file():
+        return False
+    logged = len(JsonLinesLog(output_dir / LOG_FILE).read())
+    return logged >= settings["num_samples"] and json.loads(results_path.read_text()).get("settings") == settings
+
+
 def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> tuple[JsonLinesLog, list[dict]]:
     """The log of an earlier run with the same settings (to resume), or a fresh one."""
     log = JsonLinesLog(output_dir / LOG_FILE)
@@ -160,10 +187,11 @@ class CostMeter:
             "memory_mb": parameter_bytes(self.model, sub_network) / 2**20,
         }
         if with_latency:
-            costs["latency_ms"] = measure_latency_ms(
+            latency = measure_latency(
                 self.model, sub_network, self.run_as, self.args.latency_batch_size, self.args.cost_seq_len,
                 self.args.latency_repeats,
             )
+            costs |= {"latency_ms": latency.median_ms, "latency_iqr_ms": latency.iqr_ms}
         return costs
 
     def relative(self, costs: dict[str, float]) -> dict[str, float]:
@@ -182,6 +210,15 @@ def main(argv: list[str] | None = None) -> None:
         (ModelArguments, DataArguments, NASArguments, SearchArguments), argv
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
+    output_dir = Path(search_args.output_dir)
+    results_path = output_dir / results_file_name(data_args.task_name)
+    settings = results_settings(model_args, data_args, nas_args, search_args)
+    if finished_results(output_dir, results_path, settings, search_args.overwrite_output_dir):
+        logger.info(
+            "%s already holds this search's %d evaluations and results; nothing to do "
+            "(--overwrite_output_dir True runs it again)", results_path, search_args.num_samples,
+        )
+        return
     start_time = time.time()
     bound_kernel_cache()
     set_seed(search_args.seed)
@@ -196,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     model_loading_time = time.time() - start_time
 
     splits = load_raw_splits(data_args)
-    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args, ("validation", "test"))  # the search never trains
     loaders = {
         name: make_dataloader(tokenized[name], tokenizer, search_args.per_device_eval_batch_size, False, 0)
         for name in ("validation", "test")
@@ -216,7 +253,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     cost_meter = CostMeter(model, run_as, search_args, search_space.largest())
     with_latency = search_args.objective == "latency"
-    output_dir = Path(search_args.output_dir)
     log, records = previous_evaluations(
         output_dir, run_settings(data_args, nas_args, search_args), search_args.overwrite_output_dir
     )
@@ -295,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         "objectives": objectives,
         "cost_seq_len": search_args.cost_seq_len,
         "latency_batch_size": search_args.latency_batch_size,
+        "latency_threads": torch.get_num_threads(),
         "device": str(device),
+        "settings": settings,
         "unpruned": unpruned,
         "evaluations": evaluations,
         "pareto_indices": pareto,
@@ -304,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         "data_loading_time_s": data_loading_time,
         "runtime_s": time.time() - start_time,
     }
-    write_json_atomic(output_dir / results_file_name(data_args.task_name), results)
+    write_json_atomic(results_path, results)
     writer.close()
     logger.info("Unpruned: validation error %.4f, test %s", unpruned["validation"]["error"], unpruned["test"])
     for point in pareto_set:

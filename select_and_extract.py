@@ -6,7 +6,9 @@ genuinely smaller HF checkpoint, and checks on the test split that the extracted
 search recorded for that point.
 
     python select_and_extract.py --results ./results_nas/results_rte.json --max_params 0.5 \
-        --data_dir ../shared/data/glue --task_name rte --output_dir ./pruned_model
+        --output_dir ./pruned_model
+
+The data flags (--task_name, --data_dir, --max_test_samples, ...) default to those the search recorded.
 
 Load the result with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)
 (custom code is needed only where the family's config cannot express the sub-network; see extract.py).
@@ -14,9 +16,11 @@ Load the result with AutoModelForSequenceClassification.from_pretrained(dir, tru
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-from dataclasses import dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from arguments import parse_arguments
@@ -93,8 +97,20 @@ def select_point(results: dict, args: SelectionArguments) -> int:
     return min(candidates, key=lambda index: pareto_set[index]["error"])
 
 
+def recorded_data_flags(argv: list[str]) -> dict:
+    """The data flags of the search that wrote --results, as defaults (flags given here still win)."""
+    results_flag = argparse.ArgumentParser(add_help=False)
+    results_flag.add_argument("--results")
+    path = results_flag.parse_known_args(argv)[0].results
+    if path is None or not Path(path).is_file():
+        return {}
+    results = json.loads(Path(path).read_text())
+    return results.get("settings", {}).get("data") or {"task_name": results.get("task_name")}
+
+
 def main(argv: list[str] | None = None) -> None:
-    selection_args, data_args = parse_arguments((SelectionArguments, DataArguments), argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selection_args, data_args = parse_arguments((SelectionArguments, DataArguments), argv, recorded_data_flags(argv))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if not Path(selection_args.results).is_file():
         raise UsageError(f"results file '{selection_args.results}' does not exist")
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
 
     splits = load_raw_splits(data_args)
-    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
     test = evaluate(extracted.to(device), loader, metrics_key, device)
@@ -118,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint_dir_model": checkpoint,
         "pareto_point": {key: value for key, value in point.items() if key != "sub_network"},
         "checkpoint_kind": kind,
+        "data": asdict(data_args),
         "num_parameters": num_parameters(extracted),
         "test_extracted": test,
         "test_recorded_by_search": point["test"],

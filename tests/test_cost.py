@@ -7,9 +7,9 @@ import torch
 from conftest import tiny_config, tiny_model
 from test_mask import full_sub_network
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_macs, count_parameters, measure_latency_ms, parameter_bytes
+from cost import count_macs, count_parameters, measure_latency, parameter_bytes
 from extract import extract_sub_network
 from families import family_for, layers_of
 from search_spaces import make_search_space
@@ -94,6 +94,25 @@ def test_macs_equal_torch_flop_counter_on_the_extracted_model(family_name):
 def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():
     model = tiny_model("bert")
     space = make_search_space("small", model.config)
-    full = measure_latency_ms(model, space.largest(), sliced, batch_size=8, seq_len=32, repeats=5)
-    assert full > 0
+    full = measure_latency(model, space.largest(), sliced, batch_size=8, seq_len=32, repeats=5)
+    assert full.median_ms > 0 and full.iqr_ms >= 0
     assert parameter_bytes(model, space.smallest()) < parameter_bytes(model, space.largest())
+
+
+def test_latency_objective_ranks_half_the_macs_below_the_full_network():
+    """What --objective latency minimises: a model large enough that compute, not overhead, takes the time."""
+    from run_offline_search import CostMeter, SearchArguments
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+        max_position_embeddings=128,
+    )
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    space = make_search_space("small", config)
+    half = space.to_sub_network({"num_layers": 2, "num_heads": 4, "num_units": 1024})
+    args = SearchArguments(objective="latency", cost_seq_len=64)
+    meter = CostMeter(model, sliced, args, space.largest())
+    costs = meter.measure(half, with_latency=True)
+    assert abs(meter.relative(costs)["flops"] - 0.5) < 0.01
+    assert meter.relative(costs)["latency"] < 1, (costs, meter.unpruned)  # about 0.5 on an idle machine

@@ -1,12 +1,14 @@
 """End to end: train a tiny super-network, then search it, through both entry scripts."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 
+import data
 import plot_pareto
 import run_offline_search
 import select_and_extract
@@ -73,12 +75,50 @@ def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, family_nam
 def test_search_is_reproducible_for_a_seed(tmp_path):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
     first = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", seed=3)
-    again = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", seed=3)
+    again = search(
+        tmp_path, model_dir, data_dir, checkpoint, "random_search", seed=3, extra=["--overwrite_output_dir", "True"]
+    )
     assert [e["config"] for e in first["evaluations"]] == [e["config"] for e in again["evaluations"]]
     assert [e["error"] for e in first["evaluations"]] == [e["error"] for e in again["evaluations"]]
 
 
-def test_plot_select_and_extract_after_a_search(tmp_path, capsys):
+def record_tokenized_splits(monkeypatch, script) -> list[list[str]]:
+    """The names of the splits each call of `script`'s tokenize_splits returns, in call order."""
+    calls = []
+
+    def tokenize_and_record(splits, *args):
+        tokenized = data.tokenize_splits(splits, *args)
+        calls.append(sorted(tokenized))
+        return tokenized
+
+    monkeypatch.setattr(script, "tokenize_splits", tokenize_and_record)
+    return calls
+
+
+def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchanged(tmp_path, monkeypatch):
+    model_dir, data_dir, checkpoint = train(tmp_path, "bert")
+    tokenized_splits = record_tokenized_splits(monkeypatch, run_offline_search)
+    start = time.perf_counter()
+    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    search_time = time.perf_counter() - start
+    assert tokenized_splits == [["test", "validation"]]  # the search never trains: no training split tokenised
+    results_path = tmp_path / "results_random_search_0" / "results_rte.json"
+    finished = results_path.read_bytes()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished search must not load a model or data")
+
+    monkeypatch.setattr(run_offline_search, "load_supernet", must_not_run)
+    monkeypatch.setattr(run_offline_search, "load_raw_splits", must_not_run)
+    start = time.perf_counter()
+    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    assert time.perf_counter() - start < 0.1 * search_time
+    assert results_path.read_bytes() == finished
+    with pytest.raises(AssertionError, match="must not load"):  # other results settings: the results are redone
+        search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--max_test_samples", "5"])
+
+
+def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
     search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "flops"])
     search(tmp_path, model_dir, data_dir, checkpoint, "nsga2")
@@ -91,11 +131,12 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys):
     hypervolumes = json.loads((tmp_path / "pareto.json").read_text())["hypervolume"]
     assert all(0 < value <= 1 for value in hypervolumes.values())
 
-    select_and_extract.main([
-        "--results", results_files[1], "--max_params", "0.99", "--task_name", "rte", "--data_dir", str(data_dir),
-        "--output_dir", str(tmp_path / "pruned"),
-    ])
+    tokenized_splits = record_tokenized_splits(monkeypatch, select_and_extract)
+    monkeypatch.chdir(tmp_path / "results_nsga2_0")  # the recorded data flags hold from any directory
+    select_and_extract.main(["--results", results_files[1], "--max_params", "0.99", "--output_dir", "../pruned"])
     report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
+    assert tokenized_splits == [["test"]]
+    assert report["data"]["task_name"] == "rte" and report["data"]["data_dir"] == str(data_dir.resolve())
     assert report["matches_search"], report
     assert report["pareto_point"]["params"] <= 0.99
     assert report["num_parameters"] == report["pareto_point"]["num_parameters"]
@@ -104,7 +145,13 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys):
     cheapest = min(point["params"] for point in json.loads(Path(results_files[1]).read_text())["pareto_set"])
     with pytest.raises(UsageError, match=rf"the cheapest Pareto points have params {cheapest:.3g}\); relax it"):
         select_and_extract.main([
-            "--results", results_files[1], "--max_params", "0.01", "--task_name", "rte", "--data_dir", str(data_dir),
-            "--output_dir", str(tmp_path / "never_written"),
+            "--results", results_files[1], "--max_params", "0.01", "--output_dir", str(tmp_path / "never_written"),
         ])
     assert not (tmp_path / "never_written").exists()
+
+    select_and_extract.main([  # flags given override the recorded ones
+        "--results", results_files[1], "--pareto_index", "0", "--max_test_samples", "5",
+        "--output_dir", str(tmp_path / "pruned_on_5"),
+    ])
+    report = json.loads((tmp_path / "pruned_on_5" / "extraction.json").read_text())
+    assert report["data"]["max_test_samples"] == 5 and report["data"]["task_name"] == "rte"
