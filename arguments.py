@@ -65,6 +65,24 @@ class NASArguments:
 
 
 @dataclass
+class CostArguments:
+    """How the costs of sub-networks are measured (MACs and latency), for searches and standard NAS alike."""
+
+    cost_seq_len: int = field(
+        default=128, metadata={"help": "Sequence length of the MACs count and of the latency measurement."}
+    )
+    latency_batch_size: int = field(default=1, metadata={"help": "Batch size of the latency measurement."})
+    latency_repeats: int = field(
+        default=20,
+        metadata={"help": "Timed forward passes per latency measurement, after 3 untimed warm-up passes; the median "
+                  "is the latency, the interquartile range its spread."},
+    )
+
+    def __post_init__(self) -> None:
+        check_positive(self, "cost_seq_len", "latency_batch_size", "latency_repeats")
+
+
+@dataclass
 class SupernetArguments:
     sampling_strategy: str = field(
         default="one_shot",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from errors import UsageError
 from families import family_for, layer_parameters, layers_of
 from sub_network import SubNetwork, keeps_param, kept_index
 
@@ -128,3 +129,44 @@ def measure_latency(
 def parameter_bytes(model: nn.Module, sub_network: SubNetwork) -> int:
     """Memory the sub-network's weights take in the model's dtype."""
     return count_parameters(model, sub_network).total * next(model.parameters()).element_size()
+
+
+def check_cost_seq_len(cost_args, model_config) -> None:
+    """MACs and latency are measured at --cost_seq_len tokens: the model must have that many positions."""
+    max_positions = getattr(model_config, "max_position_embeddings", None)
+    if max_positions is not None and cost_args.cost_seq_len > max_positions:
+        raise UsageError(f"--cost_seq_len {cost_args.cost_seq_len} exceeds the model's {max_positions} positions")
+
+
+class CostMeter:
+    """A sub-network's costs, absolute and relative to the unpruned network (`cost_args`: arguments.CostArguments)."""
+
+    def __init__(self, model: nn.Module, run_as, cost_args, largest: SubNetwork):
+        self.model, self.run_as, self.args = model, run_as, cost_args
+        self.unpruned = self.measure(largest, with_latency=True)
+
+    def measure(self, sub_network: SubNetwork, with_latency: bool) -> dict[str, float]:
+        params = count_parameters(self.model, sub_network)
+        costs = {
+            "num_parameters": params.total,
+            "num_layer_parameters": params.layers,
+            "macs": count_macs(self.model, sub_network, self.args.cost_seq_len),
+            "memory_mb": parameter_bytes(self.model, sub_network) / 2**20,
+        }
+        if with_latency:
+            latency = measure_latency(
+                self.model, sub_network, self.run_as, self.args.latency_batch_size, self.args.cost_seq_len,
+                self.args.latency_repeats,
+            )
+            costs |= {"latency_ms": latency.median_ms, "latency_iqr_ms": latency.iqr_ms}
+        return costs
+
+    def relative(self, costs: dict[str, float]) -> dict[str, float]:
+        relative = {
+            "params": costs["num_parameters"] / self.unpruned["num_parameters"],
+            "flops": costs["macs"] / self.unpruned["macs"],
+            "memory": costs["memory_mb"] / self.unpruned["memory_mb"],
+        }
+        if "latency_ms" in costs:
+            relative["latency"] = costs["latency_ms"] / self.unpruned["latency_ms"]
+        return relative

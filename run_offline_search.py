@@ -25,8 +25,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from arguments import ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
-from cost import count_macs, count_parameters, measure_latency, parameter_bytes
+from arguments import CostArguments, ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
+from cost import CostMeter, check_cost_seq_len
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
@@ -69,15 +69,6 @@ class SearchArguments:
         metadata={"help": f"Second objective next to the validation error, relative to the unpruned network: "
                   f"{', '.join(COST_OBJECTIVES)} (latency is measured for every sub-network, so it is slower)."},
     )
-    cost_seq_len: int = field(
-        default=128, metadata={"help": "Sequence length of the MACs count and of the latency measurement."}
-    )
-    latency_batch_size: int = field(default=1, metadata={"help": "Batch size of the latency measurement."})
-    latency_repeats: int = field(
-        default=20,
-        metadata={"help": "Timed forward passes per latency measurement, after 3 untimed warm-up passes; the median "
-                  "is the latency, the interquartile range its spread."},
-    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Start afresh even if --output_dir holds an interrupted run (by default it is resumed "
@@ -88,9 +79,7 @@ class SearchArguments:
         check_choice("search_strategy", self.search_strategy, SEARCH_STRATEGIES)
         check_choice("objective", self.objective, COST_OBJECTIVES)
         check_positive(
-            self, "num_samples", "population_size", "per_device_eval_batch_size", "cost_seq_len",
-            "latency_batch_size", "latency_repeats",
-        )
+self, "num_samples", "population_size", "per_device_eval_batch_size")
 
 
 def check_against_checkpoint(nas_settings: dict, model_args: ModelArguments, data_args, nas_args) -> None:
@@ -109,7 +98,9 @@ def check_against_checkpoint(nas_settings: dict, model_args: ModelArguments, dat
             )
 
 
-def run_settings(data_args: DataArguments, nas_args: NASArguments, search_args: SearchArguments) -> dict:
+def run_settings(
+    data_args: DataArguments, nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments
+) -> dict:
     """What must match for a run in --output_dir to be resumed (num_samples may grow)."""
     return {
         "checkpoint_dir_model": str(Path(search_args.checkpoint_dir_model).resolve()),
@@ -125,18 +116,18 @@ def run_settings(data_args: DataArguments, nas_args: NASArguments, search_args: 
         "population_size": search_args.population_size,
         "seed": search_args.seed,
         "objective": search_args.objective,
-        "cost_seq_len": search_args.cost_seq_len,
-        "latency_batch_size": search_args.latency_batch_size,
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
     }
 
 
 def results_settings(model_args: ModelArguments, data_args: DataArguments, nas_args: NASArguments,
-                     search_args: SearchArguments) -> dict:
+                     search_args: SearchArguments, cost_args: CostArguments) -> dict:
     """Everything the results file depends on; a rerun with the same settings has nothing left to do."""
-    return run_settings(data_args, nas_args, search_args) | {
+    return run_settings(data_args, nas_args, search_args, cost_args) | {
         "model_name_or_path": resolve_model_name(model_args.model_name_or_path),
         "num_samples": search_args.num_samples,
-        "latency_repeats": search_args.latency_repeats,
+        "latency_repeats": cost_args.latency_repeats,
         "sub_network_execution": nas_args.sub_network_execution,
         "data": {  # what select_and_extract.py takes as its default data flags, from any directory
             name: str(Path(value).resolve()) if name in DATA_PATH_FLAGS and value is not None else value
@@ -171,48 +162,14 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
     return log, records
 
 
-class CostMeter:
-    """A sub-network's costs, absolute and relative to the unpruned network."""
-
-    def __init__(self, model, run_as, search_args: SearchArguments, largest: SubNetwork):
-        self.model, self.run_as, self.args = model, run_as, search_args
-        self.unpruned = self.measure(largest, with_latency=True)
-
-    def measure(self, sub_network: SubNetwork, with_latency: bool) -> dict[str, float]:
-        params = count_parameters(self.model, sub_network)
-        costs = {
-            "num_parameters": params.total,
-            "num_layer_parameters": params.layers,
-            "macs": count_macs(self.model, sub_network, self.args.cost_seq_len),
-            "memory_mb": parameter_bytes(self.model, sub_network) / 2**20,
-        }
-        if with_latency:
-            latency = measure_latency(
-                self.model, sub_network, self.run_as, self.args.latency_batch_size, self.args.cost_seq_len,
-                self.args.latency_repeats,
-            )
-            costs |= {"latency_ms": latency.median_ms, "latency_iqr_ms": latency.iqr_ms}
-        return costs
-
-    def relative(self, costs: dict[str, float]) -> dict[str, float]:
-        relative = {
-            "params": costs["num_parameters"] / self.unpruned["num_parameters"],
-            "flops": costs["macs"] / self.unpruned["macs"],
-            "memory": costs["memory_mb"] / self.unpruned["memory_mb"],
-        }
-        if "latency_ms" in costs:
-            relative["latency"] = costs["latency_ms"] / self.unpruned["latency_ms"]
-        return relative
-
-
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, nas_args, search_args = parse_arguments(
-        (ModelArguments, DataArguments, NASArguments, SearchArguments), argv
+    model_args, data_args, nas_args, search_args, cost_args = parse_arguments(
+        (ModelArguments, DataArguments, NASArguments, SearchArguments, CostArguments), argv
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)
-    settings = results_settings(model_args, data_args, nas_args, search_args)
+    settings = results_settings(model_args, data_args, nas_args, search_args, cost_args)
     if finished_results(output_dir, results_path, settings, search_args.overwrite_output_dir):
         logger.info(
             "%s already holds this search's %d evaluations and results; nothing to do "
@@ -226,9 +183,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model, tokenizer, nas_settings = load_supernet(search_args.checkpoint_dir_model)
     check_against_checkpoint(nas_settings, model_args, data_args, nas_args)
-    max_positions = getattr(model.config, "max_position_embeddings", None)
-    if max_positions is not None and search_args.cost_seq_len > max_positions:
-        raise UsageError(f"--cost_seq_len {search_args.cost_seq_len} exceeds the model's {max_positions} positions")
+    check_cost_seq_len(cost_args, model.config)
     model.to(device).eval()
     model_loading_time = time.time() - start_time
 
@@ -251,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         search_args.seed,
         population_size=search_args.population_size,
     )
-    cost_meter = CostMeter(model, run_as, search_args, search_space.largest())
+    cost_meter = CostMeter(model, run_as, cost_args, search_space.largest())
     with_latency = search_args.objective == "latency"
     log, records = previous_evaluations(
-        output_dir, run_settings(data_args, nas_args, search_args), search_args.overwrite_output_dir
+        output_dir, run_settings(data_args, nas_args, search_args, cost_args), search_args.overwrite_output_dir
     )
     records = records[: search_args.num_samples]
     writer = SummaryWriter(nas_args.log_dir)
@@ -329,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         "seed": search_args.seed,
         "num_samples": search_args.num_samples,
         "objectives": objectives,
-        "cost_seq_len": search_args.cost_seq_len,
-        "latency_batch_size": search_args.latency_batch_size,
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
         "latency_threads": torch.get_num_threads(),
         "device": str(device),
         "settings": settings,

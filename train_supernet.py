@@ -23,10 +23,8 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler, set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
@@ -36,25 +34,17 @@ from distributed import gathered_parameters, make_runtime, report_from_main_proc
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import write_json_atomic
-from memory import bound_kernel_cache, release_freed_memory
+from memory import bound_kernel_cache
 from metrics import metric_task
 from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
 from reorder import reorder_by_importance, report_importance
-from sampling import make_sampling_strategy, training_step
+from sampling import make_sampling_strategy
 from search_spaces import make_search_space
 from slicing import runner_for
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
+from training_loop import make_optimizer, train_epoch
 
 logger = logging.getLogger(__name__)
-
-
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and normalisation weights (the HF convention)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def check_same_settings(trained: dict, requested: dict, checkpoint: Path) -> None:
@@ -196,31 +186,20 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         else:
             save_supernet(trained, tokenizer, directory, nas_settings)
 
+    def log_losses(step: int, losses: dict[str, float]) -> None:
+        if step % training_args.logging_steps == 0:
+            scalars = {f"train/loss_{role}": loss for role, loss in losses.items()}
+            log_scalars(writer, scalars | {"train/learning_rate": scheduler.get_last_lr()[0]}, step)
+
     model.train()
     for epoch in range(start_epoch, training_args.num_train_epochs):
-        progress = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{training_args.num_train_epochs}",
-            disable=not runtime.is_main_process,
+        global_step = train_epoch(
+            model, train_loader, runtime, optimizer, scheduler,
+            plan=lambda step: strategy.plan(step, total_steps, sampling_rng), run_as=train_as,
+            temperature=supernet_args.temperature, max_grad_norm=training_args.max_grad_norm,
+            global_step=global_step, description=f"epoch {epoch + 1}/{training_args.num_train_epochs}",
+            on_step=log_losses,
         )
-        for batch in progress:
-            batch = {key: value.to(runtime.device) for key, value in batch.items()}
-            passes = strategy.plan(global_step, total_steps, sampling_rng)
-            with runtime.accumulate_passes(model, len(passes)) as backward:
-                losses = training_step(
-                    model, batch, passes, train_as, supernet_args.temperature, backward=backward,
-                    autocast=runtime.autocast,
-                )
-            if training_args.max_grad_norm > 0:
-                runtime.clip_grad_norm_(model, optimizer, training_args.max_grad_norm)
-            runtime.optimizer_step(optimizer)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            release_freed_memory()
-            global_step += 1
-            progress.set_postfix({role: f"{loss:.3f}" for role, loss in losses.items()})
-            if global_step % training_args.logging_steps == 0:
-                scalars = {f"train/loss_{role}": loss for role, loss in losses.items()}
-                log_scalars(writer, scalars | {"train/learning_rate": scheduler.get_last_lr()[0]}, global_step)
 
         for role, sub_network in (("largest", None), ("smallest", search_space.smallest())):
             scores = score("validation", sub_network)

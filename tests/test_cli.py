@@ -9,7 +9,7 @@ import pytest
 
 import run_offline_search
 import train_supernet
-from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
+from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from data import DataArguments
 from models import resolve_model_name
 from run_offline_search import SearchArguments
@@ -18,7 +18,7 @@ from select_and_extract import SelectionArguments
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
-    SelectionArguments,
+    SelectionArguments, CostArguments,
 )
 
 
@@ -48,9 +48,10 @@ def test_original_training_command_parses():
 
 def test_original_search_command_parses():
     parsed = parse_arguments(
-        (ModelArguments, DataArguments, NASArguments, SearchArguments), readme_command("run_offline_search.py")
+        (ModelArguments, DataArguments, NASArguments, SearchArguments, CostArguments),
+        readme_command("run_offline_search.py"),
     )
-    search_args = parsed[-1]
+    search_args = parsed[3]
     assert search_args.search_strategy == "local_search" and search_args.num_samples == 500
     assert search_args.checkpoint_dir_model == "./supernet_model_checkpoint"
 

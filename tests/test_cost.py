@@ -101,7 +101,8 @@ def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():
 
 def test_latency_objective_ranks_half_the_macs_below_the_full_network():
     """What --objective latency minimises: a model large enough that compute, not overhead, takes the time."""
-    from run_offline_search import CostMeter, SearchArguments
+    from arguments import CostArguments
+    from cost import CostMeter
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -111,7 +112,7 @@ def test_latency_objective_ranks_half_the_macs_below_the_full_network():
     model = AutoModelForSequenceClassification.from_config(config).eval()
     space = make_search_space("small", config)
     half = space.to_sub_network({"num_layers": 2, "num_heads": 4, "num_units": 1024})
-    args = SearchArguments(objective="latency", cost_seq_len=64)
+    args = CostArguments(cost_seq_len=64)
     meter = CostMeter(model, sliced, args, space.largest())
     costs = meter.measure(half, with_latency=True)
     assert abs(meter.relative(costs)["flops"] - 0.5) < 0.01

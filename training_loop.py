@@ -1,0 +1,70 @@
+"""The optimizer and the epoch loop shared by super-network training and standard-NAS trials.
+
+One epoch: every batch runs the passes a plan asks for (the full network, sub-networks), their
+gradients accumulate into one optimizer step, then the learning-rate schedule advances. Super-network
+training plans passes with a sampling strategy; a standard-NAS trial trains one (extracted) model,
+i.e. a single full pass per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from memory import release_freed_memory
+from sampling import PlannedPass, SubNetworkRunner, training_step
+
+FULL_NETWORK_ONLY = [PlannedPass("largest", None, distill=False)]
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and normalisation weights (the HF convention)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
+def train_epoch(
+    model: nn.Module,
+    train_loader: DataLoader,
+    runtime,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    plan: Callable[[int], list[PlannedPass]],
+    run_as: SubNetworkRunner,
+    temperature: float,
+    max_grad_norm: float,
+    global_step: int,
+    description: str,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> int:
+    """One pass over `train_loader`; `plan(step)` names the passes of each step. Returns the new global step.
+
+    `runtime` is a `distributed` runtime (one process or accelerate); `on_step(step, losses)` sees the mean
+    loss per role after every optimizer step.
+    """
+    progress = tqdm(train_loader, desc=description, disable=not runtime.is_main_process)
+    for batch in progress:
+        batch = {key: value.to(runtime.device) for key, value in batch.items()}
+        passes = plan(global_step)
+        with runtime.accumulate_passes(model, len(passes)) as backward:
+            losses = training_step(
+                model, batch, passes, run_as, temperature, backward=backward, autocast=runtime.autocast
+            )
+        if max_grad_norm > 0:
+            runtime.clip_grad_norm_(model, optimizer, max_grad_norm)
+        runtime.optimizer_step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        release_freed_memory()
+        global_step += 1
+        progress.set_postfix({role: f"{loss:.3f}" for role, loss in losses.items()})
+        if on_step is not None:
+            on_step(global_step, losses)
+    return global_step
