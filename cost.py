@@ -49,8 +49,9 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
     """Multiply-accumulates of one forward pass over one sequence of `seq_len` tokens (analytical).
 
     Per token, every kept weight matrix of a layer costs its number of entries, and attention adds
-    2 * seq_len * (query heads * head_dim) for the scores and the weighted sum of values. The
-    classification head (non-embedding matrices outside the layers) counts once per sequence for
+    2 * seq_len * (query heads * head_dim) for the scores and the weighted sum of values; the family's
+    `per_token_modules` (ELECTRA's embedding projection) also cost their matrices per token. The
+    classification head (the other non-embedding matrices outside the layers) counts once per sequence for
     encoders (pooler and classifier see the first token) and per token for decoders (HF scores every
     token, then picks the last); embedding lookups, norms, biases and softmax are not counted.
     FLOPs = 2 * MACs.
@@ -69,15 +70,20 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
         if sub_network.keeps_attention(layer_index):
             query_width = int(sub_network.head_mask[layer_index].sum()) * per_unit * head_dim
             layer_macs_per_token += 2 * seq_len * query_width
-    layer_param_ids = {id(p) for p in layers.parameters()}
+    modules = dict(model.base_model.named_modules())
+    per_token_params = [
+        p for path in family.per_token_modules if path in modules for p in modules[path].parameters() if p.dim() == 2
+    ]
+    counted_ids = {id(p) for p in layers.parameters()} | {id(p) for p in per_token_params}
     embedding_param_ids = {
         id(p) for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters()
     }
     head_macs = sum(
         p.numel() for p in model.parameters()
-        if p.dim() == 2 and id(p) not in layer_param_ids and id(p) not in embedding_param_ids
+        if p.dim() == 2 and id(p) not in counted_ids and id(p) not in embedding_param_ids
     )
-    return seq_len * layer_macs_per_token + head_macs * (seq_len if family.decoder else 1)
+    per_token_macs = layer_macs_per_token + sum(p.numel() for p in per_token_params)
+    return seq_len * per_token_macs + head_macs * (seq_len if family.decoder else 1)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ class Family:
     attribute_overrides: tuple[tuple[str, str], ...] = field(default=())  # sizes kept as module attributes
     intermediate_size_key: str = "intermediate_size"  # the config field of the FFN width
     explicit_head_dim: bool = False  # the config has `head_dim`: fewer heads fit a standard config
+    # Modules outside the layers that every token passes through (paths from `model.base_model`), where present.
+    per_token_modules: tuple[str, ...] = ()
 
     def skipped_modules(self, sub_network, layer: int) -> list[tuple[str, tuple[int, str] | None, bool]]:
         """(module path, residual_arg, returns_tuple) of every module a sub-network runs as the identity.
@@ -121,7 +123,7 @@ class Family:
         return size or 4 * config.hidden_size
 
 
-def _bert_like(name: str, model_types: tuple[str, ...]) -> Family:
+def _bert_like(name: str, model_types: tuple[str, ...], per_token_modules: tuple[str, ...] = ()) -> Family:
     return Family(
         name=name,
         model_types=model_types,
@@ -148,6 +150,7 @@ def _bert_like(name: str, model_types: tuple[str, ...]) -> Family:
             SlicedParam("output.LayerNorm.weight", ParamAxis.FFN_BLOCK),
             SlicedParam("output.LayerNorm.bias", ParamAxis.FFN_BLOCK),
         ),
+        per_token_modules=per_token_modules,
     )
 
 
@@ -187,7 +190,8 @@ def _llama_like(name: str, model_types: tuple[str, ...]) -> Family:
 FAMILIES: tuple[Family, ...] = (
     _bert_like("bert", ("bert",)),
     _bert_like("roberta", ("roberta", "xlm-roberta")),
-    _bert_like("electra", ("electra",)),
+    # ELECTRA projects narrower embeddings to the hidden size (only when embedding_size != hidden_size).
+    _bert_like("electra", ("electra",), per_token_modules=("embeddings_project",)),
     Family(
         name="gpt2",
         model_types=("gpt2",),

@@ -10,11 +10,14 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
+    ElectraConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
     Qwen2Config,
     RobertaConfig,
+    XLMRobertaConfig,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,41 +28,51 @@ PAD_ID = 0
 torch.set_num_threads(1)  # tiny models: more threads only add synchronisation overhead
 
 
+ENCODER_CONFIGS = {
+    "bert": BertConfig,
+    "roberta": RobertaConfig,
+    "xlm-roberta": XLMRobertaConfig,
+    "electra": ElectraConfig,
+    "electra-projected": ElectraConfig,
+}
+DECODER_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+
+
 def tiny_config(family: str, num_labels: int = 2):
-    """A 3-layer, 4-head, hidden-16 config; decoders use the pad id as eos, as the original did."""
+    """A 3-layer, 4-head, hidden-16 config of a model type; decoders use the pad id as eos, as the original did.
+
+    Everything but the sizes keeps the library's defaults. `electra-projected` is ELECTRA with embeddings
+    narrower than the hidden size (its `embeddings_project`), as in the released ELECTRA checkpoints.
+    """
     common = dict(num_labels=num_labels, pad_token_id=PAD_ID, initializer_range=0.2)
-    if family == "bert":
-        return BertConfig(
-            vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=20, max_position_embeddings=64, **common,
-        )
-    if family == "roberta":
-        return RobertaConfig(
-            vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=20, max_position_embeddings=70, **common,
-        )
+    sizes = dict(
+        vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=20
+    )
+    if family in ENCODER_CONFIGS:
+        if family == "electra":
+            sizes["embedding_size"] = 16
+        if family == "electra-projected":
+            sizes["embedding_size"] = 8
+        # RoBERTa-style position ids start after the padding index.
+        max_positions = 70 if "roberta" in family else 64
+        return ENCODER_CONFIGS[family](**sizes, max_position_embeddings=max_positions, **common)
     if family == "gpt2":
         return GPT2Config(
             vocab_size=VOCAB_SIZE, n_embd=16, n_layer=3, n_head=4, n_inner=20, n_positions=64,
             eos_token_id=PAD_ID, bos_token_id=PAD_ID, **common,
         )
+    decoder_ids = dict(eos_token_id=PAD_ID, bos_token_id=PAD_ID, max_position_embeddings=64)
     if family == "gpt_neox":
-        return GPTNeoXConfig(
-            vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=20, max_position_embeddings=64, eos_token_id=PAD_ID, bos_token_id=PAD_ID,
-            **common,
-        )
-    if family in ("llama", "qwen2"):
-        config_class = LlamaConfig if family == "llama" else Qwen2Config
-        return config_class(
-            vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, intermediate_size=20, max_position_embeddings=64,
-            eos_token_id=PAD_ID, bos_token_id=PAD_ID, **common,
-        )
+        return GPTNeoXConfig(**sizes, **decoder_ids, **common)
+    if family in DECODER_CONFIGS:
+        return DECODER_CONFIGS[family](**sizes, num_key_value_heads=2, **decoder_ids, **common)
     raise ValueError(family)
 
 
-FAMILY_NAMES = ("bert", "roberta", "gpt2", "gpt_neox", "llama", "qwen2")
+# Every family of families.py and every model type of the README's family table; ELECTRA in both embedding layouts.
+FAMILY_NAMES = (
+    "bert", "roberta", "xlm-roberta", "electra", "electra-projected", "gpt2", "gpt_neox", "llama", "mistral", "qwen2",
+)
 
 
 def tiny_model(family: str, num_labels: int = 2, seed: int = 0):
