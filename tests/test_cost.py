@@ -34,7 +34,18 @@ def test_dropping_a_layer_counts_like_a_shallower_model(family_name):
     sub_network.ffn_mask[0] = False
     shallower = copy.deepcopy(model)
     del layers_of(shallower)[0]
-    assert count_parameters(model, sub_network).total == num_params(shallower)
+    count = count_parameters(model, sub_network)
+    assert (count.total, count.layers) == (num_params(shallower), num_params(layers_of(shallower)))
+
+
+def test_layer_count_equals_the_layers_of_the_extracted_model(family_name):
+    """The layer-only count (what the study budgets on) of pruned sub-networks, against a smaller model."""
+    model = tiny_model(family_name)
+    space = make_search_space("medium", model.config)
+    rng = np.random.default_rng(3)
+    for sub_network in (space.smallest(), space.sample(rng), space.sample(rng)):
+        extracted = extract_sub_network(model, sub_network)
+        assert count_parameters(model, sub_network).layers == num_params(layers_of(extracted))
 
 
 def test_fewer_neurons_count_like_a_smaller_intermediate_size(family_name):

@@ -1,5 +1,7 @@
 """Sampling strategies run the passes and losses they should, and update the shared weights."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,57 @@ def test_distillation_loss_matches_the_formula():
 def test_distillation_loss_for_regression_is_mse_to_teacher_and_labels():
     student, teacher, labels = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [2.0]]), torch.tensor([1.0, 4.0])
     assert torch.isclose(distillation_loss(student, teacher, labels, 3.0), torch.tensor(0.5 + 2.0))
+
+
+def hand_loss(student, teacher, labels, temperature):
+    """T^2 * CE(student / T, softmax(teacher / T)) + CE(student, labels); both MSEs for a single output."""
+    if student.shape[-1] == 1:
+        hard = ((student[:, 0] - labels) ** 2).mean()
+        return hard if teacher is None else ((student - teacher) ** 2).mean() + hard
+    hard = -F.log_softmax(student, -1).gather(1, labels[:, None]).mean()
+    if teacher is None:
+        return hard
+    soft = -(F.softmax(teacher / temperature, -1) * F.log_softmax(student / temperature, -1)).sum(-1).mean()
+    return temperature**2 * soft + hard
+
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+@pytest.mark.parametrize("name", ["one_shot", "kd"])
+def test_distillation_loss_and_gradient_use_the_full_network_as_teacher(name, num_labels):
+    """A hand computation of one step: the teacher is the full network, run without any hook on a copy.
+
+    kd at its last step trains random sub-networks only, so its teacher needs an extra forward.
+    """
+    model = tiny_model("bert", num_labels=num_labels)  # eval mode: no dropout, the same logits by hand
+    reference = copy.deepcopy(model)
+    passes = make_sampling_strategy(name, make_search_space("small", model.config), K).plan(
+        10, 10, np.random.default_rng(3)
+    )
+    assert any(p.distill for p in passes)
+    batch = tiny_batch(num_labels=num_labels)
+    labels = batch.pop("labels")
+    temperature = 2.0
+    losses = training_step(model, batch | {"labels": labels}, passes, masked, temperature)
+
+    teacher = reference(**batch).logits.detach()
+    hand_losses = {}
+    for planned in passes:
+        if planned.sub_network is None:
+            loss = hand_loss(reference(**batch).logits, None, labels, temperature)
+        else:
+            with masked(reference, planned.sub_network):
+                student = reference(**batch).logits
+            assert (student - teacher).abs().max() > 1e-2, "teacher and student must differ for the check to bite"
+            loss = hand_loss(student, teacher if planned.distill else None, labels, temperature)
+        loss.backward()
+        hand_losses.setdefault(planned.role, []).append(loss.item())
+
+    assert losses == pytest.approx({role: np.mean(values) for role, values in hand_losses.items()}, abs=1e-6)
+    for name, param in reference.named_parameters():
+        grad = model.get_parameter(name).grad
+        assert (param.grad is None) == (grad is None), name
+        if grad is not None:
+            assert torch.allclose(grad, param.grad, atol=1e-6), name
 
 
 @pytest.mark.parametrize("name", list(SAMPLING_STRATEGIES))

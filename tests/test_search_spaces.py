@@ -120,3 +120,25 @@ def test_unrepresentable_sub_network_is_rejected():
     sub_network.head_mask[1, 0] = False
     with pytest.raises(UsageError, match="small"):
         small.to_config(SubNetwork(sub_network.head_mask, torch.ones(3, 20, dtype=torch.bool)))
+
+
+def hand_built(heads_per_layer: list[list[int]], neurons_per_layer: list[list[int]]) -> SubNetwork:
+    head_mask, ffn_mask = torch.zeros(3, 4, dtype=torch.bool), torch.zeros(3, 20, dtype=torch.bool)
+    for layer, (heads, neurons) in enumerate(zip(heads_per_layer, neurons_per_layer, strict=True)):
+        head_mask[layer, heads] = True
+        ffn_mask[layer, neurons] = True
+    return SubNetwork(head_mask, ffn_mask)
+
+
+@pytest.mark.parametrize(
+    "name, heads, neurons",
+    [  # the README's smallest sub-networks (the original example's)
+        ("small", [[0], [], []], [[0], [], []]),
+        ("smallpower2", [[0], [], []], [[0], [], []]),
+        ("medium", [[0], [0], [0]], [[0], [0], [0]]),
+        ("layer", [[], [], []], [[], [], []]),
+        ("large", [[0], [], []], [[0], [], []]),
+    ],
+)
+def test_smallest_sub_network_is_the_original_one(name, heads, neurons):
+    assert make_search_space(name, tiny_config("bert")).smallest() == hand_built(heads, neurons)

@@ -64,3 +64,36 @@ def write_tiny_rte(data_dir: Path, num_train: int = 40, num_dev: int = 16, seed:
             rows.append(f"{index}\t{first}\t{second}\t{'entailment' if entailed else 'not_entailment'}")
         (task_dir / name).write_text("\n".join(rows) + "\n")
     return data_dir
+
+
+POSITIVE_WORDS, NEGATIVE_WORDS = WORDS[:5], WORDS[5:10]
+
+
+def write_tiny_sentiment(
+    directory: Path, num_train: int = 300, num_test: int = 100, regression: bool = False, seed: int = 0
+) -> tuple[Path, Path]:
+    """(train.csv, test.csv) with a `sentence` and a learnable `label`, for --train_file/--validation_file.
+
+    Half of the words are sentiment words; the label is 1 when positive ones outnumber negative ones
+    (one label in ten flipped, so no network is perfect), or the float score #positive - #negative
+    plus noise for regression.
+    """
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, count in (("train.csv", num_train), ("test.csv", num_test)):
+        rows = ["sentence,label"]
+        for _ in range(count):
+            words = [
+                rng.choice(POSITIVE_WORDS + NEGATIVE_WORDS) if rng.random() < 0.5 else rng.choice(WORDS[10:])
+                for _ in range(rng.randint(4, 12))
+            ]
+            score = sum(word in POSITIVE_WORDS for word in words) - sum(word in NEGATIVE_WORDS for word in words)
+            if regression:
+                label = f"{score + rng.gauss(0, 0.3):.3f}"
+            else:
+                label = str(int((score > 0) != (rng.random() < 0.1)))
+            rows.append(f"{' '.join(words)},{label}")
+        (directory / name).write_text("\n".join(rows) + "\n")
+        paths.append(directory / name)
+    return paths[0], paths[1]
