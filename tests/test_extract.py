@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config, tiny_model
+from conftest import FAMILY_NAMES, tiny_batch, tiny_config, tiny_model
 from test_search_spaces import SPACE_NAMES
 from tiny_assets import tiny_tokenizer
 
 from cost import count_parameters
 from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from families import family_for
 from search_spaces import make_search_space
 from slicing import sliced
 
@@ -64,31 +65,77 @@ def test_fewer_bert_heads_need_custom_code(tmp_path):
 
 
 RELOAD_SCRIPT = """
-import sys, torch
+import json, sys, torch
+from pathlib import Path
 from transformers import AutoModelForSequenceClassification
-model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 batch = torch.load(sys.argv[2], weights_only=True)
-with torch.no_grad():
-    logits = model(**batch, use_cache=False).logits
-torch.save({"logits": logits, "params": sum(p.numel() for p in model.parameters())}, sys.argv[2] + ".out")
+reloaded = {}
+for directory in sorted(Path(sys.argv[1]).iterdir()):
+    standard = "auto_map" not in json.loads((directory / "config.json").read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=not standard).eval()
+    with torch.no_grad():
+        logits = model(**batch, use_cache=False).logits
+    params = sum(p.numel() for p in model.parameters())
+    reloaded[directory.name] = {"logits": logits, "params": params, "module": type(model).__module__}
+torch.save(reloaded, sys.argv[2] + ".out")
 """
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "gpt_neox", "qwen2"])
-@pytest.mark.parametrize("space_name", ["medium", "layer"])
-def test_saved_checkpoint_reloads_in_a_fresh_process(tmp_path, family, space_name):
-    """The reload runs outside this project (cwd elsewhere): custom code must be self-contained."""
-    model = tiny_model(family)
-    sub_network = make_search_space(space_name, model.config).sample(np.random.default_rng(7))
-    save_extracted(extract_sub_network(model, sub_network), tiny_tokenizer(), sub_network, tmp_path / "model")
+def standard_sub_network(model):
+    """Fewer layers and neurons, and fewer KV groups where the config has head_dim: a standard checkpoint."""
+    family = family_for(model)
+    heads = family.num_head_units(model.config) // (2 if family.explicit_head_dim else 1)
+    config = {"num_layers": 2, "num_heads": heads, "num_units": 9}
+    return make_search_space("small", model.config).to_sub_network(config)
+
+
+@pytest.fixture(scope="session")
+def reloaded(tmp_path_factory):
+    """Every family x search space (and one standard checkpoint per family), extracted, saved and reloaded in
+    ONE fresh process outside this project (cwd elsewhere, no PYTHONPATH): custom code must be self-contained.
+
+    Returns {checkpoint name: expected logits, parameters and checkpoint kind, and what the fresh process saw}.
+    """
+    root = tmp_path_factory.mktemp("reload")
     batch = tiny_batch()
     batch.pop("labels")
-    torch.save(batch, tmp_path / "batch.pt")
+    torch.save(batch, root / "batch.pt")
+    expected = {}
+    for family in FAMILY_NAMES:
+        model = tiny_model(family)
+        sub_networks = {
+            space_name: make_search_space(space_name, model.config).sample(np.random.default_rng(7))
+            for space_name in SPACE_NAMES
+        }
+        sub_networks["standard"] = standard_sub_network(model)
+        for name, sub_network in sub_networks.items():
+            directory = root / "models" / f"{family}-{name}"
+            extracted = extract_sub_network(model, sub_network)
+            expected[directory.name] = {
+                "directory": directory,
+                "kind": save_extracted(extracted, tiny_tokenizer(), sub_network, directory),
+                "logits": logits_of(model, sub_network),
+                "params": count_parameters(model, sub_network).total,
+            }
     subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path / "model"), str(tmp_path / "batch.pt")],
-        check=True, cwd=tmp_path, env={"PATH": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""},
+        [sys.executable, "-c", RELOAD_SCRIPT, str(root / "models"), str(root / "batch.pt")],
+        check=True, cwd=root, env={"PATH": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_HOME": str(root / "hf")},
     )
-    reloaded = torch.load(tmp_path / "batch.pt.out", weights_only=True)
-    assert (reloaded["logits"] - logits_of(model, sub_network)).abs().max() <= 1e-5
-    assert reloaded["params"] == count_parameters(model, sub_network).total
-    assert num_parameters(load_extracted(tmp_path / "model")) == reloaded["params"]
+    outputs = torch.load(root / "batch.pt.out", weights_only=True)
+    return {name: expected[name] | {"reloaded": outputs[name]} for name in expected}
+
+
+@pytest.mark.parametrize("space_name", SPACE_NAMES)
+def test_saved_checkpoint_reloads_in_a_fresh_process(reloaded, family_name, space_name):
+    checkpoint = reloaded[f"{family_name}-{space_name}"]
+    assert (checkpoint["reloaded"]["logits"] - checkpoint["logits"]).abs().max() <= 1e-5
+    assert checkpoint["reloaded"]["params"] == checkpoint["params"]
+
+
+def test_standard_checkpoint_reloads_without_remote_code(reloaded, family_name):
+    """Loaded by the family's own transformers class, with trust_remote_code=False."""
+    checkpoint = reloaded[f"{family_name}-standard"]
+    assert checkpoint["kind"] == "standard" and checkpoint["reloaded"]["module"].startswith("transformers.models.")
+    assert (checkpoint["reloaded"]["logits"] - checkpoint["logits"]).abs().max() <= 1e-5
+    assert checkpoint["reloaded"]["params"] == checkpoint["params"]
+    assert num_parameters(load_extracted(checkpoint["directory"])) == checkpoint["params"]
