@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser, SchedulerType
 
@@ -48,7 +49,9 @@ class NASArguments:
         default="small", metadata={"help": f"Sub-network search space, one of: {', '.join(SEARCH_SPACES)}."}
     )
     log_dir: str = field(
-        default="./tensorboard_log_dir", metadata={"help": "TensorBoard event directory."}
+        default="./tensorboard_log_dir",
+        metadata={"help": "TensorBoard directory; each run writes its events into its own run folder in it, "
+                  "<stage>-<name of --output_dir> (stage: train or search)."},
     )
     sub_network_execution: str = field(
         default="slice",
@@ -58,6 +61,10 @@ class NASArguments:
             "neurons in the full network (the reference, as in the original example)."
         },
     )
+
+    def run_log_dir(self, stage: str, output_dir: str) -> str:
+        """The TensorBoard run of one stage writing to `output_dir`, so training and search show as two runs."""
+        return str(Path(self.log_dir) / f"{stage}-{Path(output_dir).resolve().name}")
 
     def __post_init__(self) -> None:
         check_choice("search_space", self.search_space, SEARCH_SPACES)

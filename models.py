@@ -8,16 +8,24 @@ their classifiers can find the last real token of right-padded batches.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from errors import UsageError
 from families import family_for_config
 from hub import hub_unavailable_reason
 from io_utils import follow_umask
+
+logger = logging.getLogger(__name__)
 
 NAS_SETTINGS_FILE = "nas_settings.json"
 
@@ -79,21 +87,71 @@ def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> PreTraine
     return tokenizer
 
 
-def load_model(name_or_path: str, num_labels: int, tokenizer: PreTrainedTokenizerBase, cache_dir: str | None = None):
-    """A sequence classifier with `num_labels` outputs (1 = regression) on top of the pre-trained model."""
-    config = load_config(name_or_path, cache_dir, num_labels=num_labels)
+def set_label_names(config, label_names: tuple[str, ...]) -> None:
+    """Name the classes in `config` (id2label/label2id: 'negative', not 'LABEL_0'); no names: one regression output."""
+    if label_names:
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: index for index, name in enumerate(label_names)}
+    else:
+        config.num_labels = 1
+
+
+@contextmanager
+def _without_transformers_warnings() -> Iterator[None]:
+    """Hide transformers' load report (a table of every missing key); `_report_new_weights` says it in a line."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def _report_new_weights(model, loading_info: dict, source: str) -> None:
+    new = sorted(set(loading_info["missing_keys"]) | {key for key, *_ in loading_info["mismatched_keys"]})
+    head = [key for key in new if not key.startswith(f"{model.base_model_prefix}.")]
+    if head:
+        logger.info("New classification head initialised for %d labels (%s)", model.config.num_labels, ", ".join(head))
+    if len(head) < len(new):
+        logger.warning(
+            "%d weights of the model body are not in %s and were initialised randomly: %s",
+            len(new) - len(head), source, ", ".join(key for key in new if key not in head),
+        )
+    if loading_info["unexpected_keys"]:
+        logger.info(
+            "Ignored %d weights of %s that a sequence classifier does not use (e.g. a pre-training head)",
+            len(loading_info["unexpected_keys"]), source,
+        )
+
+
+def load_model(
+    name_or_path: str, label_names: tuple[str, ...], tokenizer: PreTrainedTokenizerBase, cache_dir: str | None = None
+):
+    """A sequence classifier for the classes `label_names` (none: one regression output) on the pre-trained model."""
+    config = load_config(name_or_path, cache_dir)
+    set_label_names(config, label_names)
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     # A checkpoint fine-tuned with another number of labels gets a new head, as in HF's run_glue.
-    return _from_local_or_hub(
-        AutoModelForSequenceClassification.from_pretrained, name_or_path, cache_dir, config=config,
-        ignore_mismatched_sizes=True,
-    )
+    with _without_transformers_warnings():
+        model, loading_info = _from_local_or_hub(
+            AutoModelForSequenceClassification.from_pretrained, name_or_path, cache_dir, config=config,
+            ignore_mismatched_sizes=True, output_loading_info=True,
+        )
+    _report_new_weights(model, loading_info, name_or_path)
+    return model
 
 
 def save_model(model, directory: Path) -> None:
-    """`save_pretrained` (safetensors), with the weight files readable as the umask allows."""
-    model.save_pretrained(directory)
+    """`save_pretrained` (safetensors), with the weight files readable as the umask allows.
+
+    save_pretrained unwraps the model through accelerate, which imports DeepSpeed whenever it is installed
+    (seconds, and its 'Setting accelerator to CPU' warning) only to check whether the model is a
+    DeepSpeedEngine. No model is one unless DeepSpeed was imported already (a DeepSpeed run), so the check
+    asks for it only then.
+    """
+    with mock.patch("accelerate.utils.other.is_deepspeed_available", lambda: "deepspeed" in sys.modules):
+        model.save_pretrained(directory)
     follow_umask(*directory.glob("*.safetensors"))
 
 

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         output_dir, run_settings(data_args, nas_args, search_args, cost_args), search_args.overwrite_output_dir
     )
     records = records[: search_args.num_samples]
-    writer = SummaryWriter(nas_args.log_dir)
+    writer = SummaryWriter(nas_args.run_log_dir("search", search_args.output_dir))
 
     def score(split: str, sub_network=None) -> dict[str, float]:
         return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)

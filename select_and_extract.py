@@ -11,7 +11,8 @@ search recorded for that point.
 The data flags (--task_name, --data_dir, --max_test_samples, ...) default to those the search recorded.
 
 Load the result with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)
-(custom code is needed only where the family's config cannot express the sub-network; see extract.py).
+(custom code is needed only where the family's config cannot express the sub-network; see extract.py);
+its README.md (model card) says which, with its size, scores and label names.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from evaluation import evaluate
 from extract import extract_sub_network, num_parameters, save_extracted
 from io_utils import write_json_atomic
 from metrics import metric_task
-from models import load_supernet
+from model_card import write_model_card
+from models import load_supernet, set_label_names
 from precision import default_device
 from sub_network import SubNetwork
 
@@ -118,17 +120,18 @@ def main(argv: list[str] | None = None) -> None:
     point = results["pareto_set"][select_point(results, selection_args)]
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
+    splits = load_raw_splits(data_args)
+    task = task_info_for(splits)
     device = default_device()
     checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
     model, tokenizer, _ = load_supernet(checkpoint)
     extracted = extract_sub_network(model, sub_network)
-    kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
+    set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
 
-    splits = load_raw_splits(data_args)
     tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
-    metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
-    test = evaluate(extracted.to(device), loader, metrics_key, device)
+    test = evaluate(extracted.to(device), loader, metric_task(data_args.task_name, task.is_regression), device)
+    kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
     report = {
         "results": selection_args.results,
         "checkpoint_dir_model": checkpoint,
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         "test_recorded_by_search": point["test"],
         "matches_search": all(abs(test[name] - point["test"][name]) <= 1e-6 for name in point["test"]),
     }
+    write_model_card(selection_args.output_dir, results, report, sub_network, extracted.config)
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)
     logger.info(
         "Extracted %d parameters (%.1f%% of the unpruned network, %s checkpoint) to %s; test %s (search recorded %s)",

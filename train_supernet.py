@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
     weights_source = str(resume_from) if resume_from is not None else model_name
     tokenizer = load_tokenizer(weights_source, model_args.cache_dir)
-    model = load_model(weights_source, task.num_labels, tokenizer, model_args.cache_dir).to(runtime.device)
+    model = load_model(weights_source, task.label_names, tokenizer, model_args.cache_dir).to(runtime.device)
     search_space = make_search_space(nas_args.search_space, model.config)
     strategy = make_sampling_strategy(
         supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         start_epoch, global_step = restore_state(resume_from, state)
         logger.info("Resuming from %s: %d epochs (%d steps) done", resume_from, start_epoch, global_step)
     sampling_rng = state.sampling_rng
-    writer = SummaryWriter(nas_args.log_dir) if runtime.is_main_process else None
+    writer = SummaryWriter(nas_args.run_log_dir("train", training_args.output_dir)) if runtime.is_main_process else None
     if importance is not None and runtime.is_main_process:
         report_importance(importance, training_args.output_dir, writer)
     logger.info(

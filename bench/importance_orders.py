@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = load_raw_splits(data_args)
     tokenized = tokenize_splits(splits, tokenizer, data_args)
     set_seed(args.seed)
-    starting = load_model(args.model_name_or_path, task_info_for(splits).num_labels, tokenizer)
+    starting = load_model(args.model_name_or_path, task_info_for(splits).label_names, tokenizer)
 
     def batches():  # the batches train_supernet.py scores on
         loader = make_dataloader(tokenized["train"], tokenizer, args.batch_size, True, args.seed)

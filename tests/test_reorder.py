@@ -126,7 +126,7 @@ def test_training_reorders_once_writes_the_scores_and_refuses_a_resume_without_i
     assert np.array(scores["head_importance"]).shape == (3, 4) and np.array(scores["neuron_order"]).shape == (3, 20)
     settings = json.loads((output_dir / "nas_settings.json").read_text())
     assert settings["reorder_units"] == "importance" and settings["num_importance_batches"] == 2
-    accumulator = EventAccumulator(str(tmp_path / "tb"))
+    accumulator = EventAccumulator(str(tmp_path / "tb" / "train-supernet"))
     accumulator.Reload()
     assert "importance/heads/layer_0" in accumulator.Tags()["histograms"]
     resume = [*arguments, "--resume_from_checkpoint", "latest", "--num_train_epochs", "2"]

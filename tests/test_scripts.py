@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
+from transformers import AutoConfig
 
 import data
 import plot_pareto
@@ -57,7 +58,9 @@ def test_train_writes_checkpoint_tensorboard_and_results(tmp_path, family_name):
     assert results["num_steps"] == 4  # 28 training examples (70% of 40) in batches of 8
     assert results["smallest_sub_network"]["num_parameters"] < results["num_parameters"]
     assert {"train/loss_largest", "train/loss_smallest", "train/loss_random", "train/learning_rate",
-            "validation/largest/accuracy", "validation/smallest/accuracy"} <= scalar_tags(tmp_path / "tb_train")
+            "validation/largest/accuracy", "validation/smallest/accuracy"} <= scalar_tags(
+        tmp_path / "tb_train" / "train-supernet"  # one TensorBoard run per stage: <stage>-<output_dir name>
+    )
 
 
 def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, family_name):
@@ -69,7 +72,8 @@ def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, family_nam
     assert pareto and len(results["pareto_set"]) == len(pareto)
     for point in results["pareto_set"]:
         assert "accuracy" in point["test"] and len(point["sub_network"]["kept_heads"]) == 3
-    assert {"search/error", "search/params"} <= scalar_tags(tmp_path / "tb_search")
+    run = tmp_path / "tb_search" / "search-results_local_search_0"
+    assert {"search/error", "search/params"} <= scalar_tags(run)
 
 
 def test_search_is_reproducible_for_a_seed(tmp_path):
@@ -141,6 +145,13 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     assert report["pareto_point"]["params"] <= 0.99
     assert report["num_parameters"] == report["pareto_point"]["num_parameters"]
     assert (tmp_path / "pruned" / "model.safetensors").is_file()
+    extracted = AutoConfig.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+    assert extracted.id2label == {0: "entailment", 1: "not_entailment"}
+    card = (tmp_path / "pruned" / "README.md").read_text()
+    assert f"| parameters | {report['num_parameters']:,} (" in card
+    assert f"| test accuracy | {report['test_extracted']['accuracy']:.4f} |" in card
+    assert "`0`: entailment, `1`: not_entailment" in card
+    assert ("trust_remote_code=True)" in card) == (report["checkpoint_kind"] == "custom_code")
 
     cheapest = min(point["params"] for point in json.loads(Path(results_files[1]).read_text())["pareto_set"])
     with pytest.raises(UsageError, match=rf"the cheapest Pareto points have params {cheapest:.3g}\); relax it"):

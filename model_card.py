@@ -1,0 +1,102 @@
+"""The model card (README.md) of an extracted sub-network: where it comes from, what it keeps, what it scores
+and how to load it, so the checkpoint explains itself without the search's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sub_network import SubNetwork
+
+
+def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int) -> list[str]:
+    point, unpruned = extraction["pareto_point"], results["unpruned"]
+    rows = [
+        "| | this model | unpruned super-network |",
+        "|---|---|---|",
+        f"| parameters | {extraction['num_parameters']:,} ({100 * point['params']:.1f}%) "
+        f"| {unpruned['num_parameters']:,} |",
+        f"| MACs per sequence of {cost_seq_len} tokens | {point['macs']:,} | {unpruned['macs']:,} |",
+        f"| validation error (the search's split) | {point['error']:.4f} | {unpruned['validation']['error']:.4f} |",
+    ]
+    rows += [
+        f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |"
+        for name, value in extraction["test_extracted"].items() if name != "error"
+    ]
+    return rows
+
+
+def _structure(sub_network: SubNetwork) -> list[str]:
+    summary = sub_network.summary()
+    kept_layers = [layer for layer in range(sub_network.num_layers) if sub_network.keeps_layer(layer)]
+    return [
+        f"- layers kept: {len(kept_layers)} of {sub_network.num_layers} ({', '.join(map(str, kept_layers))})",
+        f"- attention heads per layer (key/value groups for grouped-query attention): {summary['heads_per_layer']}",
+        f"- FFN neurons per layer: {summary['neurons_per_layer']}",
+    ]
+
+
+def _how_to_load(directory: str, custom_code: bool, architecture: str) -> list[str]:
+    remote = ", trust_remote_code=True" if custom_code else ""
+    lines = [
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{directory}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{directory}"{remote})',
+        "```",
+        "",
+    ]
+    if custom_code:
+        lines.append(
+            "`trust_remote_code=True` is needed: the transformers config of this family cannot express the "
+            f"sub-network's shapes, so `modeling_nas_pruned.py` (next to the weights, written by nas_llm) subclasses "
+            f"`{architecture}` and applies the per-layer shapes recorded in `config.json`. Read it before trusting it."
+        )
+    else:
+        lines.append(f"A standard `{architecture}` checkpoint: no `trust_remote_code` needed.")
+    return lines
+
+
+def write_model_card(
+    directory: str | Path, results: dict, extraction: dict, sub_network: SubNetwork, config
+) -> None:
+    """README.md in `directory`, from the search's results, the extraction report and the extracted config."""
+    base_model = results.get("model_name_or_path") or "a pre-trained model"
+    task = results.get("task_name") or "the user's data"
+    custom_code = extraction["checkpoint_kind"] == "custom_code"
+    architecture = (config.architectures or [type(config).__name__])[0].removeprefix("NasPruned")
+    front_matter = ["---", "library_name: transformers", "pipeline_tag: text-classification"]
+    if not Path(base_model).exists():  # a hub id, not a local directory
+        front_matter.append(f"base_model: {base_model}")
+    front_matter += ["tags:", "- nas_llm", "- structured-pruning", "---"]
+    labels = (
+        ", ".join(f"`{index}`: {name}" for index, name in sorted(config.id2label.items()))
+        if config.num_labels > 1 else "one regression output"
+    )
+    lines = [
+        *front_matter,
+        "",
+        f"# A pruned {task} classifier (nas_llm sub-network)",
+        "",
+        f"A sub-network of `{base_model}`, fine-tuned on {task} as a weight-sharing super-network "
+        f"(`{results.get('sampling_strategy')}` training) and taken from the Pareto set of a "
+        f"`{results.get('search_strategy')}` search over the `{results.get('search_space')}` search space by "
+        "nas_llm. Its weight matrices are genuinely smaller: removed layers, attention heads and FFN neurons are "
+        "gone, not zeroed.",
+        "",
+        "## Size and scores",
+        "",
+        *_size_and_scores(results, extraction, results.get("cost_seq_len", 128)),
+        "",
+        "## Sub-network",
+        "",
+        *_structure(sub_network),
+        "",
+        f"Labels: {labels}.",
+        "",
+        "## How to load",
+        "",
+        *_how_to_load(str(Path(directory).resolve()), custom_code, architecture),
+        "",
+    ]
+    (Path(directory) / "README.md").write_text("\n".join(lines))
