@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAMILY_NAMES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig
@@ -48,8 +49,15 @@ def search(tmp_path, model_dir, data_dir, checkpoint, strategy: str, space: str 
     return json.loads((output_dir / "results_rte.json").read_text())
 
 
-def test_train_writes_checkpoint_tensorboard_and_results(tmp_path, family_name):
-    _, _, checkpoint = train(tmp_path, family_name)
+@pytest.fixture(scope="session", params=FAMILY_NAMES)
+def trained_family(request, tmp_path_factory):
+    """(folder, (model_dir, data_dir, checkpoint)) of one tiny super-network per family, shared by the tests."""
+    folder = tmp_path_factory.mktemp(f"trained_{request.param}")
+    return folder, train(folder, request.param)
+
+
+def test_train_writes_checkpoint_tensorboard_and_results(trained_family):
+    folder, (_, _, checkpoint) = trained_family
     for name in ("model.safetensors", "config.json", "tokenizer.json", "nas_settings.json", "results.json"):
         assert (checkpoint / name).is_file(), name
     assert (checkpoint / "checkpoint-1" / "model.safetensors").is_file()
@@ -59,13 +67,12 @@ def test_train_writes_checkpoint_tensorboard_and_results(tmp_path, family_name):
     assert results["smallest_sub_network"]["num_parameters"] < results["num_parameters"]
     assert {"train/loss_largest", "train/loss_smallest", "train/loss_random", "train/learning_rate",
             "validation/largest/accuracy", "validation/smallest/accuracy"} <= scalar_tags(
-        tmp_path / "tb_train" / "train-supernet"  # one TensorBoard run per stage: <stage>-<output_dir name>
+        folder / "tb_train" / "train-supernet"  # one TensorBoard run per stage: <stage>-<output_dir name>
     )
 
 
-def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, family_name):
-    model_dir, data_dir, checkpoint = train(tmp_path, family_name)
-    results = search(tmp_path, model_dir, data_dir, checkpoint, "local_search")
+def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, trained_family):
+    results = search(tmp_path, *trained_family[1], "local_search")
     assert len(results["evaluations"]) == 10
     assert all(0 < e["params"] <= 1 and 0 <= e["error"] <= 1 and "config" in e for e in results["evaluations"])
     pareto = results["pareto_indices"]
