@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_batch, tiny_model
-from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
+from test_end_to_end import ToyRun, training_loss
+from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_sentiment
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
@@ -205,16 +206,17 @@ WORKERS = {"train": train_worker, "ddp_gradient": ddp_gradient_worker, "deepspee
 # --- tests -----------------------------------------------------------------------------------------------------
 
 
-def test_two_accelerate_processes_train_one_shot_in_sync(tmp_path):
+@pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+def test_two_accelerate_processes_train_one_shot_in_sync_and_learn(tmp_path, regression):
     model_dir = write_tiny_model_dir(tmp_path / "model", "bert")
-    data_dir = write_tiny_rte(tmp_path / "glue")
+    train_file, test_file = write_tiny_sentiment(tmp_path / "data", regression=regression)
     output_dir, log_dir, ranks_dir = tmp_path / "supernet", tmp_path / "tb", tmp_path / "ranks"
     launched = run_workers(
         accelerate_launch(), "train", ranks_dir,
-        "--model_name_or_path", model_dir, "--task_name", "rte", "--data_dir", data_dir, "--output_dir", output_dir,
-        "--log_dir", log_dir, "--sampling_strategy", "one_shot", "--search_space", "small", "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1", "--seed", "0",
-        "--fp16", "True", "--use_accelerate", "True",
+        "--model_name_or_path", model_dir, "--train_file", train_file, "--validation_file", test_file,
+        "--output_dir", output_dir, "--log_dir", log_dir, "--sampling_strategy", "one_shot", "--search_space", "small",
+        "--num_train_epochs", "6", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
+        "--logging_steps", "1", "--seed", "0", "--fp16", "True", "--use_accelerate", "True",
     )
     assert "--fp16 needs a CUDA GPU; training in fp32 instead" in launched.stderr
 
@@ -224,11 +226,13 @@ def test_two_accelerate_processes_train_one_shot_in_sync(tmp_path):
     assert ranks[0]["checksum"] == ranks[1]["checksum"] == checksum(saved), "the processes' weights diverged"
     initial = AutoModelForSequenceClassification.from_pretrained(model_dir)
     assert checksum(saved) != checksum(initial)
+    run = ToyRun(model_dir, train_file, test_file, output_dir, log_dir, regression)
+    assert training_loss(saved, run) < 0.8 * training_loss(initial, run)
 
     results = json.loads((output_dir / "results.json").read_text())
-    # 28 training examples in batches of 8: 4 batches, 2 per process
-    assert results["num_processes"] == 2 and results["num_steps"] == 2
-    assert (output_dir / "checkpoint-1" / "trainer_state.json").is_file()
+    # 210 training examples (70% of 300) in batches of 8: 27 batches, 14 per process and epoch
+    assert results["num_processes"] == 2 and results["num_steps"] == 6 * 14
+    assert (output_dir / "checkpoint-6" / "trainer_state.json").is_file()
     events = list((log_dir / "train-supernet").glob("events.out.tfevents.*"))
     assert len(events) == 1, "only the main process writes TensorBoard"
 
