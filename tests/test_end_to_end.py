@@ -133,7 +133,9 @@ SMALLEST = ([1, 0, 0], [1, 0, 0])  # one layer, one head, one neuron: the README
 
 
 def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    accumulator = EventAccumulator(str(log_dir))
+    """{tag: [(step, value)]} of the one TensorBoard run under `log_dir`."""
+    (run,) = {path.parent for path in log_dir.rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(run))
     accumulator.Reload()
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
