@@ -6,7 +6,10 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -36,6 +39,13 @@ def follow_umask(*paths: str | Path) -> None:
     os.umask(umask)
     for path in paths:
         os.chmod(path, 0o666 & ~umask)
+
+
+def tensorboard_writer(log_dir: str) -> SummaryWriter:
+    """A TensorBoard writer; TensorBoard is imported only here, so that `--help` need not wait for it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -5,8 +5,6 @@ without internet; these functions give the same numbers from local libraries.
 """
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from errors import UsageError
 
@@ -67,6 +65,10 @@ def compute_task_metrics(task_name: str, predictions: np.ndarray, references: np
     constant, and Matthews correlation is 0.0 for a constant prediction (as scikit-learn does),
     so a degenerate sub-network gets a finite, maximal-ish error instead of breaking the search.
     """
+    # Imported here, not at the top: SciPy and scikit-learn take a second to import, which `--help` need not wait.
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     _check_task(task_name)
     predictions, references = _as_matching_vectors(predictions, references)
     if task_name in REGRESSION_TASKS:

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 from families import ParamAxis, family_for, layer_parameters, layers_of
 from importance import UnitImportance, unit_importance
 from io_utils import write_json_atomic
 from sub_network import unit_index
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 REORDER_UNITS = ("none", "importance")
 IMPORTANCE_FILE = "unit_importance.json"

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import set_seed
 
@@ -30,7 +29,7 @@ from cost import CostMeter, check_cost_seq_len
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
-from io_utils import JsonLinesLog, write_json_atomic
+from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
 from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_supernet, resolve_model_name
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         output_dir, run_settings(data_args, nas_args, search_args, cost_args), search_args.overwrite_output_dir
     )
     records = records[: search_args.num_samples]
-    writer = SummaryWriter(nas_args.run_log_dir("search", search_args.output_dir))
+    writer = tensorboard_writer(nas_args.run_log_dir("search", search_args.output_dir))
 
     def score(split: str, sub_network=None) -> dict[str, float]:
         return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)

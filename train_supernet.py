@@ -21,10 +21,10 @@ from collections.abc import Callable
 from functools import partial
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedModel, get_scheduler, set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
@@ -33,7 +33,7 @@ from data import DataArguments, load_raw_splits, make_dataloader, task_info_for,
 from distributed import gathered_parameters, make_runtime, report_from_main_process_only
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
-from io_utils import write_json_atomic
+from io_utils import tensorboard_writer, write_json_atomic
 from memory import bound_kernel_cache
 from metrics import metric_task
 from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
@@ -43,6 +43,9 @@ from search_spaces import make_search_space
 from slicing import runner_for
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
 from training_loop import make_optimizer, train_epoch
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         start_epoch, global_step = restore_state(resume_from, state)
         logger.info("Resuming from %s: %d epochs (%d steps) done", resume_from, start_epoch, global_step)
     sampling_rng = state.sampling_rng
-    writer = SummaryWriter(nas_args.run_log_dir("train", training_args.output_dir)) if runtime.is_main_process else None
+    log_dir = nas_args.run_log_dir("train", training_args.output_dir)
+    writer = tensorboard_writer(log_dir) if runtime.is_main_process else None
     if importance is not None and runtime.is_main_process:
         report_importance(importance, training_args.output_dir, writer)
     logger.info(

@@ -3,6 +3,8 @@
 import dataclasses
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from models import resolve_model_name
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+README = (PROJECT_DIR / "README.md").read_text()
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
     SelectionArguments, CostArguments,
@@ -61,6 +64,24 @@ def test_both_scripts_document_themselves_in_help(capsys):
         with pytest.raises(SystemExit):
             script.main(["--help"])
         assert re.search(r"--model_name_or_path", capsys.readouterr().out)
+
+
+def test_help_does_not_wait_for_libraries_only_a_run_needs():
+    """SciPy's stats, scikit-learn, TensorBoard and DeepSpeed take seconds to import; --help must not load them."""
+    code = (
+        "import sys\n"
+        "import run_offline_search, select_and_extract, train_supernet\n"
+        "for script in (run_offline_search, select_and_extract, train_supernet):\n"
+        "    try:\n"
+        "        script.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(n for n in ('scipy.stats', 'sklearn', 'tensorboard', 'deepspeed') if n in sys.modules))\n"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(
