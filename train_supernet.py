@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
-from transformers import PreTrainedModel, get_scheduler, set_seed
+from transformers import PreTrainedModel, set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from cost import count_parameters
@@ -42,7 +42,7 @@ from sampling import make_sampling_strategy
 from search_spaces import make_search_space
 from slicing import runner_for
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
-from training_loop import make_optimizer, train_epoch
+from training_loop import make_lr_schedule, make_optimizer, train_epoch
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -145,14 +145,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     model, optimizer, train_loader = runtime.prepare(model, optimizer, train_loader)
     unwrapped = runtime.unwrap(model)
     total_steps = training_args.num_train_epochs * len(train_loader)
-    scheduler = runtime.prepare_scheduler(
-        get_scheduler(
-            training_args.lr_scheduler_type,
-            optimizer,
-            num_warmup_steps=int(training_args.warmup_ratio * total_steps),
-            num_training_steps=total_steps,
-        )
-    )
+    scheduler = runtime.prepare_scheduler(make_lr_schedule(optimizer, training_args, total_steps))
     state = TrainingState(
         optimizer=optimizer,
         scheduler=scheduler,

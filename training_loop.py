@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from memory import release_freed_memory
 from sampling import PlannedPass, SubNetworkRunner, training_step
@@ -28,6 +29,16 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
         (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=learning_rate)
+
+
+def make_lr_schedule(optimizer: torch.optim.Optimizer, training_args, total_steps: int):
+    """--lr_scheduler_type over `total_steps`, warming up for --warmup_ratio of them (arguments.TrainingArguments)."""
+    return get_scheduler(
+        training_args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(training_args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
 
 
 def train_epoch(
