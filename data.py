@@ -12,7 +12,7 @@ the classic GLUE download (``--data_dir``), or the Hugging Face hub (``nyu-mll/g
 import csv
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 GLUE_HUB_ID = "nyu-mll/glue"
+DATA_PATH_FLAGS = ("data_dir", "train_file", "validation_file")
 GLUE_DIR_HELP = "--data_dir with a local GLUE copy (<TASK>/train.tsv and dev.tsv) or --train_file/--validation_file"
 
 
@@ -184,6 +185,14 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         _check_arguments(self)
+
+
+def absolute_data_flags(args: DataArguments) -> dict:
+    """The data flags as a results file records them, paths made absolute so they work from any directory."""
+    return {
+        name: str(Path(value).resolve()) if name in DATA_PATH_FLAGS and value is not None else value
+        for name, value in asdict(args).items()
+    }
 
 
 def _check_arguments(args: DataArguments) -> None:

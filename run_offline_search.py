@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from transformers import set_seed
 
 from arguments import CostArguments, ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
 from cost import CostMeter, check_cost_seq_len
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import DataArguments, absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 COST_OBJECTIVES = ("params", "flops", "latency", "memory")
 LOG_FILE = "evaluations.jsonl"
 SETTINGS_FILE = "search_settings.json"
-DATA_PATH_FLAGS = ("data_dir", "train_file", "validation_file")
 
 
 @dataclass
@@ -128,10 +127,7 @@ def results_settings(model_args: ModelArguments, data_args: DataArguments, nas_a
         "num_samples": search_args.num_samples,
         "latency_repeats": cost_args.latency_repeats,
         "sub_network_execution": nas_args.sub_network_execution,
-        "data": {  # what select_and_extract.py takes as its default data flags, from any directory
-            name: str(Path(value).resolve()) if name in DATA_PATH_FLAGS and value is not None else value
-            for name, value in asdict(data_args).items()
-        },
+        "data": absolute_data_flags(data_args),  # select_and_extract.py's default data flags
     }
 
 

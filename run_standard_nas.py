@@ -25,7 +25,7 @@ from transformers import set_seed
 
 from arguments import TrainingArguments, parse_arguments
 from cost import CostMeter, check_cost_seq_len
-from data import load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from extract import load_extracted
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     task = task_info_for(splits)
     model_name = resolve_model_name(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_name, model_args.cache_dir)
-    model = load_model(model_name, task.num_labels, tokenizer, model_args.cache_dir).to(device).eval()
+    model = load_model(model_name, task.label_names, tokenizer, model_args.cache_dir).to(device).eval()
     check_cost_seq_len(cost_args, model.config)
     search_space = make_search_space(nas_args.search_space, model.config)
     cost_meter = CostMeter(model, runner_for(nas_args.sub_network_execution), cost_args, search_space.largest())
@@ -109,10 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     trials = trial_records(reports.results, list(search_space.config_space), epochs)
     if not trials:
         raise UsageError("no trial finished an epoch within the budget; raise --max_wallclock_time")
-    loader = make_dataloader(
-        tokenize_splits(splits, tokenizer, data_args)["test"], tokenizer, training_args.per_device_eval_batch_size,
-        False, 0,
-    )
+    test_split = tokenize_splits(splits, tokenizer, data_args, ("test",))["test"]
+    loader = make_dataloader(test_split, tokenizer, training_args.per_device_eval_batch_size, False, 0)
     metrics_key = metric_task(data_args.task_name, task.is_regression)
 
     def test_metrics(checkpoint: str) -> dict[str, float]:
@@ -196,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         "cost_seq_len": cost_args.cost_seq_len,
         "latency_batch_size": cost_args.latency_batch_size,
         "device": str(device),
+        "settings": {"data": absolute_data_flags(data_args)},  # select_and_extract.py's default data flags
         "unpruned": unpruned,
         "evaluations": evaluations,
         "pareto_indices": pareto,

@@ -3,7 +3,8 @@
 Reads a search's results JSON, selects one Pareto point (by index, or the most accurate one under a cost
 budget, or the cheapest one within an error budget), extracts it from the super-network checkpoint as a
 genuinely smaller HF checkpoint, and checks on the test split that the extracted model scores what the
-search recorded for that point.
+search recorded for that point. A point of run_standard_nas.py is already a smaller model, fine-tuned on
+its own: its trial's checkpoint is copied instead of extracted.
 
     python select_and_extract.py --results ./results_nas/results_rte.json --max_params 0.5 \
         --output_dir ./pruned_model
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +30,13 @@ from arguments import parse_arguments
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
-from extract import extract_sub_network, num_parameters, save_extracted
+from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
 from io_utils import write_json_atomic
 from metrics import metric_task
 from model_card import write_model_card
-from models import load_supernet, set_label_names
+from models import load_supernet, load_tokenizer, set_label_names
 from precision import default_device
+from pruned_structure import STRUCTURE_KEY
 from sub_network import SubNetwork
 
 logger = logging.getLogger(__name__)
@@ -41,10 +44,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SelectionArguments:
-    results: str = field(metadata={"help": "results_<task>.json written by run_offline_search.py."})
+    results: str = field(
+        metadata={"help": "results_<task>.json written by run_offline_search.py (or run_standard_nas.py, whose Pareto "
+                  "points are taken with their own fine-tuned weights)."}
+    )
     output_dir: str = field(default="./pruned_model", metadata={"help": "Where the extracted checkpoint goes."})
     checkpoint_dir_model: str | None = field(
-        default=None, metadata={"help": "Super-network checkpoint; default: the one recorded in --results."}
+        default=None,
+        metadata={"help": "Super-network checkpoint; default: the one recorded in --results (not used for standard NAS "
+                  "results)."},
     )
     pareto_index: int | None = field(
         default=None, metadata={"help": "Take this entry of the results' pareto_set (0 = cheapest)."}
@@ -123,15 +131,24 @@ def main(argv: list[str] | None = None) -> None:
     splits = load_raw_splits(data_args)
     task = task_info_for(splits)
     device = default_device()
-    checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
-    model, tokenizer, _ = load_supernet(checkpoint)
-    extracted = extract_sub_network(model, sub_network)
-    set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
+    from_trial = "trial_checkpoint_dir" in point  # standard NAS: the point's own fine-tuned model
+    if from_trial:
+        checkpoint = point["trial_checkpoint_dir"]
+        extracted, tokenizer = load_extracted(checkpoint), load_tokenizer(checkpoint)
+    else:
+        checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
+        model, tokenizer, _ = load_supernet(checkpoint)
+        extracted = extract_sub_network(model, sub_network)
+        set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
 
     tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     test = evaluate(extracted.to(device), loader, metric_task(data_args.task_name, task.is_regression), device)
-    kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
+    if from_trial:  # already a smaller model: copied as the trial saved it
+        shutil.copytree(checkpoint, selection_args.output_dir, dirs_exist_ok=True)
+        kind = "custom_code" if getattr(extracted.config, STRUCTURE_KEY, None) is not None else "standard"
+    else:
+        kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
     report = {
         "results": selection_args.results,
         "checkpoint_dir_model": checkpoint,

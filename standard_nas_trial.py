@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     task = task_info_for(splits)
     model_name = resolve_model_name(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_name, model_args.cache_dir)
-    pretrained = load_model(model_name, task.num_labels, tokenizer, model_args.cache_dir)
+    pretrained = load_model(model_name, task.label_names, tokenizer, model_args.cache_dir)
     search_space = make_search_space(nas_args.search_space, pretrained.config)
     sub_network = search_space.to_sub_network(config)
     num_parameters = count_parameters(pretrained, sub_network).total
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     model = extract_sub_network(pretrained, sub_network).to(runtime.device).train()
     del pretrained
 
-    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args, ("train", "validation"))
     train_loader = make_dataloader(
         tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
     )
