@@ -31,7 +31,6 @@ from data import DataArguments
 from errors import UsageError
 
 SCHEDULERS = ("moasha", "random_search")
-BACKENDS = ("local", "sagemaker")
 METRICS = ["error", "params"]  # both minimised; `params` relative to the unpruned network
 EPOCH = "epoch"  # MO-ASHA's time attribute: the trial's epochs so far
 SETTINGS_KEY = "standard_nas_settings"  # the config entry that points a trial at the run's settings file
@@ -66,11 +65,6 @@ class StandardNASArguments:
         metadata={"help": "Seconds after which the tuner stops; trials still running then are stopped and kept "
                   "with the epochs they finished."},
     )
-    backend: str = field(
-        default="local",
-        metadata={"help": f"Where trials run, one of: {', '.join(BACKENDS)} (local: subprocesses of this machine; "
-                  "sagemaker: one SageMaker training job per trial)."},
-    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Delete an earlier standard-NAS run in --output_dir and start afresh (by default such a "
@@ -79,7 +73,6 @@ class StandardNASArguments:
 
     def __post_init__(self) -> None:
         check_choice("scheduler", self.scheduler, SCHEDULERS)
-        check_choice("backend", self.backend, BACKENDS)
         for flag in ("max_epochs", "n_workers", "num_samples", "max_wallclock_time"):
             value = getattr(self, flag)
             if value is not None and value <= 0:

@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 
 import run_offline_search
+import run_standard_nas
 import train_supernet
 from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from data import DataArguments
 from models import resolve_model_name
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
+from standard_nas import StandardNASArguments
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
-    SelectionArguments, CostArguments,
+    SelectionArguments, CostArguments, StandardNASArguments,
 )
 
 
@@ -59,8 +61,8 @@ def test_original_search_command_parses():
     assert search_args.checkpoint_dir_model == "./supernet_model_checkpoint"
 
 
-def test_both_scripts_document_themselves_in_help(capsys):
-    for script in (train_supernet, run_offline_search):
+def test_the_scripts_document_themselves_in_help(capsys):
+    for script in (train_supernet, run_offline_search, run_standard_nas):
         with pytest.raises(SystemExit):
             script.main(["--help"])
         assert re.search(r"--model_name_or_path", capsys.readouterr().out)

@@ -70,6 +70,22 @@ def test_a_directory_with_an_earlier_run_is_refused_unless_overwritten(tmp_path)
     assert not results.exists() and not (tmp_path / TRIALS_DIR).exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "give standard NAS a budget: --num_samples, --max_wallclock_time or both"),
+        (["--num_samples", "2", "--use_accelerate", "True"], "drop --use_accelerate"),
+        (["--num_samples", "2", "--scheduler", "hyperband"], "unknown --scheduler 'hyperband'"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_is_written(tmp_path, extra, message):
+    with pytest.raises(UsageError, match=message):
+        run_standard_nas.main([
+            "--model_name_or_path", "unused", "--task_name", "rte", "--output_dir", str(tmp_path / "out"), *extra
+        ])
+    assert not (tmp_path / "out").exists()
+
+
 def test_standard_nas_runs_trials_with_syne_tune_and_plots_next_to_a_weight_sharing_search(tmp_path, capsys):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
     output_dir = tmp_path / "standard_nas"
