@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
-from transformers import PreTrainedModel, set_seed
+from transformers import set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from cost import count_parameters
@@ -44,8 +44,9 @@ from slicing import runner_for
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
 from training_loop import make_lr_schedule, make_optimizer, train_epoch
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: importing these takes seconds that `--help` need not wait
     from torch.utils.tensorboard import SummaryWriter
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
