@@ -1,4 +1,4 @@
-"""What the four SageMaker launchers share: their flags, the S3 layout, job names, and launching a job once.
+"""What the SageMaker launchers share: their flags, the S3 layout, job names, and launching a job once.
 
 A job is first a `JobDefinition` (plain data: `--dry_run` prints it as JSON without any AWS call), then a
 `ModelTrainer` of sagemaker 3.x that runs one of the entry scripts in a PyTorch training container.
@@ -10,6 +10,8 @@ S3 layout, derived only from the settings that define a job, so that a search fi
         the super-network checkpoint (train_supernet.py --output_dir, synced by SageMaker checkpointing)
     s3://<bucket>/<s3_prefix>/search/<same as above>/<search_strategy>/
         results_<task>.json and the search log (run_offline_search.py --output_dir, synced the same way)
+    s3://<bucket>/<s3_prefix>/standard_nas/<model>/<task>/<scheduler>/<search_space>/epochs_<E>/seed_<S>/
+        a standard-NAS run (launch_standard_nas.py: run_standard_nas.py --output_dir, synced the same way)
     s3://<bucket>/<s3_prefix>/tensorboard/{supernet,search}/<same as the job's folder>/
     s3://<bucket>/<s3_prefix>/jobs/
         what SageMaker itself writes and reads per job: uploaded code, output.tar.gz, model.tar.gz
