@@ -53,7 +53,8 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
     `per_token_modules` (ELECTRA's embedding projection) also cost their matrices per token. The
     classification head (the other non-embedding matrices outside the layers) counts once per sequence for
     encoders (pooler and classifier see the first token) and per token for decoders (HF scores every
-    token, then picks the last); embedding lookups, norms, biases and softmax are not counted.
+    token, then picks the last); a causal LM's head counts per token, also when it shares its weights
+    with the input embeddings. Embedding lookups, norms, biases and softmax are not counted.
     FLOPs = 2 * MACs.
     """
     family = family_for(model)
@@ -82,6 +83,9 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
         p.numel() for p in model.parameters()
         if p.dim() == 2 and id(p) not in counted_ids and id(p) not in embedding_param_ids
     )
+    lm_head = model.get_output_embeddings()
+    if lm_head is not None and id(lm_head.weight) in embedding_param_ids:
+        head_macs += lm_head.weight.numel()  # tied to the input embeddings, yet it multiplies every token
     per_token_macs = layer_macs_per_token + sum(p.numel() for p in per_token_params)
     return seq_len * per_token_macs + head_macs * (seq_len if family.decoder else 1)
 

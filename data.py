@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 GLUE_HUB_ID = "nyu-mll/glue"
+LM_TASK = "lm"  # language modelling: lm_data.py loads the text, language_modeling.py trains and scores
 DATA_PATH_FLAGS = ("data_dir", "train_file", "validation_file")
 GLUE_DIR_HELP = "--data_dir with a local GLUE copy (<TASK>/train.tsv and dev.tsv) or --train_file/--validation_file"
 
@@ -95,8 +96,8 @@ class DataArguments:
     task_name: str | None = field(
         default=None,
         metadata={
-            "help": f"GLUE task, one of: {', '.join(TASKS)}. Leave unset to use --train_file with labels "
-            "inferred from the file."
+            "help": f"GLUE task, one of: {', '.join(TASKS)}; or '{LM_TASK}' to prune a causal language model "
+            "on text (see --block_size). Leave unset to use --train_file with labels inferred from the file."
         },
     )
     data_dir: str | None = field(
@@ -197,8 +198,8 @@ def absolute_data_flags(args: DataArguments) -> dict:
 
 def _check_arguments(args: DataArguments) -> None:
     """Reject bad flags before any file is read, with the flag to fix in the message."""
-    if args.task_name is not None and args.task_name not in TASKS:
-        raise UsageError(f"Unknown --task_name '{args.task_name}'; choose one of: {', '.join(TASKS)}.")
+    if args.task_name is not None and args.task_name not in (*TASKS, LM_TASK):
+        raise UsageError(f"Unknown --task_name '{args.task_name}'; choose one of: {', '.join(TASKS)}, {LM_TASK}.")
     if args.train_file is None and args.task_name is None:
         raise UsageError("Pass --task_name (a GLUE task, with --data_dir for a local copy) or --train_file.")
     if args.validation_file is not None and args.train_file is None:

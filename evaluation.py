@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from data import LM_TASK
+from language_modeling import evaluate_language_model
 from metrics import compute_task_metrics, task_error
 from sampling import SubNetworkRunner
 from sub_network import SubNetwork
@@ -45,7 +47,12 @@ def evaluate(
     sub_network: SubNetwork | None = None,
     run_as: SubNetworkRunner | None = None,
 ) -> dict[str, float]:
-    """The task's metrics plus `error` (1 - main metric), the objective the search minimises."""
+    """The task's metrics plus `error` (1 - main metric), the objective the search minimises.
+
+    For language modelling (task 'lm'): loss, perplexity and error = loss / ln(vocabulary size).
+    """
+    if task_name == LM_TASK:
+        return evaluate_language_model(model, dataloader, device, sub_network, run_as)
     predictions, labels = predict(model, dataloader, device, sub_network, run_as)
     metrics = compute_task_metrics(task_name, predictions, labels)
     return metrics | {"error": task_error(task_name, metrics)}

@@ -14,6 +14,9 @@ Two kinds of checkpoint:
   carries the per-layer shapes and an `auto_map` to `modeling_nas_pruned.py`, written next to the weights,
   which subclasses the family's class and applies the shapes; load it with
   `from_pretrained(dir, trust_remote_code=True)`.
+
+A causal LM is written for `AutoModelForCausalLM` (its `auto_map` names that class) with the super-network's
+generation config and the KV cache turned back on for `generate()`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from torch import nn
 from transformers import AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 import pruned_structure
 from families import Family, family_for, layer_parameters, layers_of
@@ -113,8 +117,24 @@ def extract_sub_network(model: nn.Module, sub_network: SubNetwork) -> nn.Module:
     if dimensions is None:
         apply_pruned_structure(extracted, structure)
     extracted.load_state_dict(_sliced_state_dict(model, sub_network, structure), strict=True)
+    if is_causal_lm(model):
+        _enable_generation(extracted, model, all(sub_network.keeps_attention(index) for index in kept_layers))
     first_param = next(model.parameters())
     return extracted.to(device=first_param.device, dtype=first_param.dtype).eval()
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
+def _enable_generation(extracted: nn.Module, model: nn.Module, every_layer_attends: bool) -> None:
+    """The super-network's generation settings, with the KV cache back on (training and search ran without).
+
+    A kept layer without attention never fills its cache layer, and HF reads the sequence length off the
+    cache's first layer: such a model generates without a cache (slower, but right).
+    """
+    extracted.generation_config = copy.deepcopy(model.generation_config)
+    extracted.config.use_cache = extracted.generation_config.use_cache = every_layer_attends
 
 
 def _remote_code(base_class: type) -> str:
@@ -138,9 +158,12 @@ def save_extracted(extracted: nn.Module, tokenizer, sub_network: SubNetwork, dir
     custom = getattr(extracted.config, STRUCTURE_KEY, None) is not None
     if custom:
         class_name = f"NasPruned{type(extracted).__name__}"
-        extracted.config.auto_map = {"AutoModelForSequenceClassification": f"{REMOTE_CODE_MODULE}.{class_name}"}
+        auto_class = "AutoModelForCausalLM" if is_causal_lm(extracted) else "AutoModelForSequenceClassification"
+        extracted.config.auto_map = {auto_class: f"{REMOTE_CODE_MODULE}.{class_name}"}
         (directory / f"{REMOTE_CODE_MODULE}.py").write_text(_remote_code(type(extracted)))
-    save_model(extracted, directory)
+    # Custom code loads without the library's renamings of legacy names (GPT-NeoX's embed_out -> lm_head), so
+    # its weights are written under the names the model has today.
+    save_model(extracted, directory, original_format=not custom)
     tokenizer.save_pretrained(directory)
     (directory / SUB_NETWORK_FILE).write_text(json.dumps(sub_network.to_json_dict()))
     return "custom_code" if custom else "standard"
@@ -151,6 +174,6 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def load_extracted(directory: str | Path) -> nn.Module:
-    """Load an extracted checkpoint of either kind (custom code is our own file, written by save_extracted)."""
+    """Load an extracted classifier of either kind (custom code is our own file, written by save_extracted)."""
     return AutoModelForSequenceClassification.from_pretrained(str(directory), trust_remote_code=True).eval()
 

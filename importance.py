@@ -23,7 +23,7 @@ from torch import nn
 
 from families import family_for, layers_of
 from mask import scale_units
-from sampling import task_loss
+from sampling import CLASSIFICATION, TrainingObjective
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ def unit_gates(model: nn.Module) -> Iterator[tuple[list[torch.Tensor], list[torc
             handle.remove()
 
 
-def mask_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> MaskGradients:
-    """dLoss/dmask of every head unit and neuron on each batch, in eval mode (no dropout); weights untouched."""
+def mask_gradients(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: TrainingObjective = CLASSIFICATION
+) -> MaskGradients:
+    """dLoss/dmask of every head unit and neuron on each batch, in eval mode (no dropout); weights untouched.
+
+    The loss is the task's (`objective`: classification, or the next-token loss of language modelling).
+    """
     was_training = model.training
     model.eval()
     head_rows, neuron_rows = [], []
@@ -103,8 +108,7 @@ def mask_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]])
         with unit_gates(model) as (head_gates, neuron_gates):
             for batch in batches:
                 batch = {key: value.to(model.device) for key, value in batch.items()}
-                inputs = {key: value for key, value in batch.items() if key != "labels"}
-                loss = task_loss(model(**inputs).logits.float(), batch["labels"])
+                loss = objective.loss(objective.logits(model, batch).float(), batch["labels"])
                 gradients = torch.autograd.grad(loss, head_gates + neuron_gates)
                 head_rows.append(torch.stack(gradients[: len(head_gates)]).cpu())
                 neuron_rows.append(torch.stack(gradients[len(head_gates):]).cpu())
@@ -115,6 +119,8 @@ def mask_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]])
     return MaskGradients(torch.stack(head_rows), torch.stack(neuron_rows))
 
 
-def unit_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> UnitImportance:
+def unit_importance(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: TrainingObjective = CLASSIFICATION
+) -> UnitImportance:
     """Fisher importance of every head unit and neuron on `batches` (e.g. a few training batches)."""
-    return UnitImportance.from_gradients(mask_gradients(model, batches))
+    return UnitImportance.from_gradients(mask_gradients(model, batches, objective))

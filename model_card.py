@@ -35,14 +35,14 @@ def _structure(sub_network: SubNetwork) -> list[str]:
     ]
 
 
-def _how_to_load(directory: str, custom_code: bool, architecture: str) -> list[str]:
+def _how_to_load(directory: str, custom_code: bool, architecture: str, auto_class: str) -> list[str]:
     remote = ", trust_remote_code=True" if custom_code else ""
     lines = [
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f"from transformers import {auto_class}, AutoTokenizer",
         "",
         f'tokenizer = AutoTokenizer.from_pretrained("{directory}")',
-        f'model = AutoModelForSequenceClassification.from_pretrained("{directory}"{remote})',
+        f'model = {auto_class}.from_pretrained("{directory}"{remote})',
         "```",
         "",
     ]
@@ -65,7 +65,9 @@ def write_model_card(
     task = results.get("task_name") or "the user's data"
     custom_code = extraction["checkpoint_kind"] == "custom_code"
     architecture = (config.architectures or [type(config).__name__])[0].removeprefix("NasPruned")
-    front_matter = ["---", "library_name: transformers", "pipeline_tag: text-classification"]
+    causal_lm = architecture.endswith(("ForCausalLM", "LMHeadModel"))  # --task_name lm
+    pipeline = "text-generation" if causal_lm else "text-classification"
+    front_matter = ["---", "library_name: transformers", f"pipeline_tag: {pipeline}"]
     if not Path(base_model).exists():  # a hub id, not a local directory
         front_matter.append(f"base_model: {base_model}")
     front_matter += ["tags:", "- nas_llm", "- structured-pruning", "---"]
@@ -76,7 +78,8 @@ def write_model_card(
     lines = [
         *front_matter,
         "",
-        f"# A pruned {task} classifier (nas_llm sub-network)",
+        "# A pruned causal language model (nas_llm sub-network)" if causal_lm
+        else f"# A pruned {task} classifier (nas_llm sub-network)",
         "",
         f"A sub-network of `{base_model}`, fine-tuned on {task} as a weight-sharing super-network "
         f"(`{results.get('sampling_strategy')}` training) and taken from the Pareto set of a "
@@ -92,11 +95,13 @@ def write_model_card(
         "",
         *_structure(sub_network),
         "",
-        f"Labels: {labels}.",
-        "",
+        *([] if causal_lm else [f"Labels: {labels}.", ""]),
         "## How to load",
         "",
-        *_how_to_load(str(Path(directory).resolve()), custom_code, architecture),
+        *_how_to_load(
+            str(Path(directory).resolve()), custom_code, architecture,
+            "AutoModelForCausalLM" if causal_lm else "AutoModelForSequenceClassification",
+        ),
         "",
     ]
     (Path(directory) / "README.md").write_text("\n".join(lines))

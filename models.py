@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as transformers_logging
 
+from data import LM_TASK
 from errors import UsageError
 from families import family_for_config
 from hub import hub_unavailable_reason
@@ -142,8 +150,10 @@ def load_model(
     return model
 
 
-def save_model(model, directory: Path) -> None:
+def save_model(model, directory: Path, original_format: bool = True) -> None:
     """`save_pretrained` (safetensors), with the weight files readable as the umask allows.
+
+    `original_format=False` keeps today's parameter names instead of the library's legacy checkpoint names.
 
     save_pretrained unwraps the model through accelerate, which imports DeepSpeed whenever it is installed
     (seconds, and its 'Setting accelerator to CPU' warning) only to check whether the model is a
@@ -151,8 +161,34 @@ def save_model(model, directory: Path) -> None:
     asks for it only then.
     """
     with mock.patch("accelerate.utils.other.is_deepspeed_available", lambda: "deepspeed" in sys.modules):
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, save_original_format=original_format)
     follow_umask(*directory.glob("*.safetensors"))
+
+
+def load_causal_lm(name_or_path: str, cache_dir: str | None = None, dtype: str = "float32"):
+    """A causal language model of a decoder family, in `dtype`, that never builds a KV cache in a forward.
+
+    Training and scoring see each block once; a cache sized for the full network would also break under
+    sub-networks that drop layers. Extraction turns the cache back on for generation.
+    """
+    config = load_config(name_or_path, cache_dir)
+    family = family_for_config(config)
+    if not family.decoder:
+        raise UsageError(
+            f"'{name_or_path}' is a {config.model_type} model, an encoder; --task_name lm needs a decoder "
+            "(GPT-2, GPT-NeoX, Llama, Mistral, Qwen2)"
+        )
+    heads = [name for name in config.architectures or [] if not name.endswith(("ForCausalLM", "LMHeadModel", "Model"))]
+    if heads:
+        raise UsageError(
+            f"'{name_or_path}' is a {heads[0]} checkpoint, not a language model; --task_name lm needs a causal LM "
+            "(a pre-trained model or the output of train_supernet.py --task_name lm)"
+        )
+    config.use_cache = False
+    return _from_local_or_hub(
+        AutoModelForCausalLM.from_pretrained, name_or_path, cache_dir, config=config,
+        dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+    )
 
 
 def save_supernet(model, tokenizer, directory: str | Path, nas_settings: dict[str, Any]) -> None:
@@ -174,12 +210,18 @@ def load_nas_settings(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_supernet(directory: str | Path):
-    """(model, tokenizer, nas_settings) of a checkpoint written by `save_supernet`."""
+def load_supernet(directory: str | Path, dtype: str = "float32"):
+    """(model, tokenizer, nas_settings) of a checkpoint written by `save_supernet`.
+
+    A language-modelling checkpoint (task 'lm') loads as a causal LM in `dtype`, a classifier in float32.
+    """
     if not Path(directory).is_dir():
         raise UsageError(f"checkpoint directory '{directory}' does not exist; run train_supernet.py first")
     nas_settings = load_nas_settings(directory)
     tokenizer = load_tokenizer(str(directory))
-    model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+    if nas_settings.get("task_name") == LM_TASK:
+        model = load_causal_lm(str(directory), dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
     family_for_config(model.config)
     return model, tokenizer, nas_settings

@@ -21,6 +21,7 @@ from torch import nn
 from families import ParamAxis, family_for, layer_parameters, layers_of
 from importance import UnitImportance, unit_importance
 from io_utils import write_json_atomic
+from sampling import CLASSIFICATION, TrainingObjective
 from sub_network import unit_index
 
 if TYPE_CHECKING:
@@ -43,9 +44,11 @@ def permute_units(model: nn.Module, head_order: torch.Tensor, neuron_order: torc
             tensor.copy_(tensor.index_select(param.dim, positions))
 
 
-def reorder_by_importance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> UnitImportance:
+def reorder_by_importance(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: TrainingObjective = CLASSIFICATION
+) -> UnitImportance:
     """Score every unit on `batches`, then permute the weights most important first; returns the scores."""
-    importance = unit_importance(model, batches)
+    importance = unit_importance(model, batches, objective)
     permute_units(model, importance.head_order(), importance.neuron_order())
     return importance
 

@@ -3,7 +3,8 @@
 Loads the checkpoint once, then asks a searcher for sub-network configs and scores each with one
 gradient-free pass over the validation split (error = 1 - the task's main metric) and its
 parameter count relative to the super-network. Writes every evaluation, the Pareto set with the
-test metric of each Pareto-optimal sub-network, and the Pareto sub-networks as JSON masks.
+test metric of each Pareto-optimal sub-network, and the Pareto sub-networks as JSON masks. With
+--task_name lm the error is the validation loss relative to uniform guessing (language_modeling.py).
 
     python run_offline_search.py --model_name_or_path bert-base-cased --task_name rte \
         --checkpoint_dir_model ./supernet_model_checkpoint --search_space small \
@@ -26,10 +27,19 @@ from transformers import set_seed
 
 from arguments import CostArguments, ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
 from cost import CostMeter, check_cost_seq_len
-from data import DataArguments, absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import (
+    LM_TASK,
+    DataArguments,
+    absolute_data_flags,
+    load_raw_splits,
+    make_dataloader,
+    task_info_for,
+    tokenize_splits,
+)
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
+from lm_data import LMArguments, absolute_lm_flags, load_blocks
 from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_supernet, resolve_model_name
@@ -97,10 +107,17 @@ def check_against_checkpoint(nas_settings: dict, model_args: ModelArguments, dat
 
 
 def run_settings(
-    data_args: DataArguments, nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments
+    data_args: DataArguments,
+    lm_args: LMArguments,
+    nas_args: NASArguments,
+    search_args: SearchArguments,
+    cost_args: CostArguments,
 ) -> dict:
     """What must match for a run in --output_dir to be resumed (num_samples may grow)."""
     return {
+        "dataset_name": lm_args.dataset_name,
+        "dataset_config_name": lm_args.dataset_config_name,
+        "block_size": lm_args.block_size,
         "checkpoint_dir_model": str(Path(search_args.checkpoint_dir_model).resolve()),
         "task_name": data_args.task_name,
         "data_dir": data_args.data_dir,
@@ -119,15 +136,15 @@ def run_settings(
     }
 
 
-def results_settings(model_args: ModelArguments, data_args: DataArguments, nas_args: NASArguments,
-                     search_args: SearchArguments, cost_args: CostArguments) -> dict:
+def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_args: LMArguments,
+                     nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments) -> dict:
     """Everything the results file depends on; a rerun with the same settings has nothing left to do."""
-    return run_settings(data_args, nas_args, search_args, cost_args) | {
+    return run_settings(data_args, lm_args, nas_args, search_args, cost_args) | {
         "model_name_or_path": resolve_model_name(model_args.model_name_or_path),
         "num_samples": search_args.num_samples,
         "latency_repeats": cost_args.latency_repeats,
         "sub_network_execution": nas_args.sub_network_execution,
-        "data": absolute_data_flags(data_args),  # select_and_extract.py's default data flags
+        "data": absolute_data_flags(data_args) | absolute_lm_flags(lm_args),  # select_and_extract.py's defaults
     }
 
 
@@ -158,13 +175,13 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, nas_args, search_args, cost_args = parse_arguments(
-        (ModelArguments, DataArguments, NASArguments, SearchArguments, CostArguments), argv
+    model_args, data_args, lm_args, nas_args, search_args, cost_args = parse_arguments(
+        (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments), argv
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)
-    settings = results_settings(model_args, data_args, nas_args, search_args, cost_args)
+    settings = results_settings(model_args, data_args, lm_args, nas_args, search_args, cost_args)
     if finished_results(output_dir, results_path, settings, search_args.overwrite_output_dir):
         logger.info(
             "%s already holds this search's %d evaluations and results; nothing to do "
@@ -176,20 +193,24 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(search_args.seed)
     device = default_device()
 
-    model, tokenizer, nas_settings = load_supernet(search_args.checkpoint_dir_model)
+    model, tokenizer, nas_settings = load_supernet(search_args.checkpoint_dir_model, lm_args.torch_dtype)
     check_against_checkpoint(nas_settings, model_args, data_args, nas_args)
     check_cost_seq_len(cost_args, model.config)
     model.to(device).eval()
     model_loading_time = time.time() - start_time
 
-    splits = load_raw_splits(data_args)
-    tokenized = tokenize_splits(splits, tokenizer, data_args, ("validation", "test"))  # the search never trains
+    if data_args.task_name == LM_TASK:
+        tokenized = load_blocks(data_args, lm_args, tokenizer, model.config, ("validation", "test"))
+        metrics_key = LM_TASK
+    else:
+        splits = load_raw_splits(data_args)
+        tokenized = tokenize_splits(splits, tokenizer, data_args, ("validation", "test"))  # the search never trains
+        metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
     loaders = {
         name: make_dataloader(tokenized[name], tokenizer, search_args.per_device_eval_batch_size, False, 0)
         for name in ("validation", "test")
     }
     data_loading_time = time.time() - start_time - model_loading_time
-    metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
 
     search_space = make_search_space(nas_args.search_space, model.config)
     run_as = runner_for(nas_args.sub_network_execution)
@@ -204,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     cost_meter = CostMeter(model, run_as, cost_args, search_space.largest())
     with_latency = search_args.objective == "latency"
     log, records = previous_evaluations(
-        output_dir, run_settings(data_args, nas_args, search_args, cost_args), search_args.overwrite_output_dir
+        output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args),
+        search_args.overwrite_output_dir,
     )
     records = records[: search_args.num_samples]
     writer = tensorboard_writer(nas_args.run_log_dir("search", search_args.output_dir))

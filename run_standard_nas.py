@@ -25,7 +25,7 @@ from transformers import set_seed
 
 from arguments import TrainingArguments, parse_arguments
 from cost import CostMeter, check_cost_seq_len
-from data import absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import LM_TASK, absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from extract import load_extracted
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     start_time = time.time()
     check_training_flags(training_args)
+    if data_args.task_name == LM_TASK:
+        raise UsageError(
+            "run_standard_nas.py fine-tunes classifiers; for --task_name lm run train_supernet.py (with "
+            "--sampling_strategy none to search the pre-trained weights) and run_offline_search.py"
+        )
     if training_args.output_dir == TrainingArguments.output_dir:
         raise UsageError("pass --output_dir: the folder for the trials and results of this standard-NAS run")
     epochs = max_epochs(nas_run_args, training_args)

@@ -56,7 +56,7 @@ from errors import UsageError
 
 # The names the entry scripts accept, repeated here so that launching needs no torch (a test keeps them equal).
 TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
-SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd")
+SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "none")
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "large", "uniform")
 REORDER_UNITS = ("none", "importance")

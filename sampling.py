@@ -12,6 +12,8 @@ the passes of a step. Gradients of all passes accumulate into one optimizer step
 - one_shot: sandwich, but the smallest and the random sub-networks learn from the full
   network's detached logits of the same step (in-place distillation, Yu et al. 2020, "BigNAS").
 - kd: the linear_random schedule with that distillation loss.
+- none: no training at all; the checkpoint is the pre-trained model, searched as it is (Minitron-style
+  pruning of a pre-trained LLM whose super-network training would cost too much).
 
 Distillation loss: T^2 * CE(student / T, softmax(teacher / T)) + CE(student, labels); for
 regression, MSE to the teacher + MSE to the labels.
@@ -42,6 +44,10 @@ class PlannedPass:
     distill: bool  # learn from the full network's logits of the same step
 
 
+def classifier_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+
+
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy, or MSE for a single-output (regression) head."""
     if logits.shape[-1] == 1:
@@ -57,6 +63,21 @@ def distillation_loss(
     soft_targets = F.softmax(teacher_logits / temperature, dim=-1)
     soft_loss = F.cross_entropy(student_logits / temperature, soft_targets)
     return temperature**2 * soft_loss + task_loss(student_logits, labels)
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    """What one pass computes: the model's logits for a batch, and their loss against the labels or a teacher.
+
+    Classification here; token-level language modelling in `language_modeling.LANGUAGE_MODELING`.
+    """
+
+    logits: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    distillation_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+CLASSIFICATION = TrainingObjective(classifier_logits, task_loss, distillation_loss)
 
 
 class SamplingStrategy:
@@ -113,6 +134,11 @@ class OneShot(Sandwich):
     distill = True
 
 
+class NoTraining(SamplingStrategy):
+    def plan(self, step, total_steps, rng):
+        return []
+
+
 SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
     "standard": Standard,
     "random": Random,
@@ -120,6 +146,7 @@ SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
     "sandwich": Sandwich,
     "one_shot": OneShot,
     "kd": KnowledgeDistillation,
+    "none": NoTraining,
 }
 
 
@@ -140,17 +167,17 @@ def train_sub_network(
     temperature: float,
     backward: Callable[[torch.Tensor], None],
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    objective: TrainingObjective = CLASSIFICATION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of one sub-network on one batch; returns (loss, logits)."""
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
     context = nullcontext() if planned.sub_network is None else run_as(model, planned.sub_network)
     with context:
         with autocast():
-            logits = model(**inputs).logits.float()
+            logits = objective.logits(model, batch).float()
             if planned.distill:
-                loss = distillation_loss(logits, teacher_logits, batch["labels"], temperature)
+                loss = objective.distillation_loss(logits, teacher_logits, batch["labels"], temperature)
             else:
-                loss = task_loss(logits, batch["labels"])
+                loss = objective.loss(logits, batch["labels"])
         backward(loss)
     return loss.detach(), logits.detach()
 
@@ -163,17 +190,17 @@ def training_step(
     temperature: float,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    objective: TrainingObjective = CLASSIFICATION,
 ) -> dict[str, float]:
     """Run the planned passes, accumulating gradients; returns the mean loss per role."""
     teacher_logits = None
     if any(planned.distill for planned in passes) and passes[0].sub_network is not None:
         with torch.no_grad(), autocast():
-            inputs = {key: value for key, value in batch.items() if key != "labels"}
-            teacher_logits = model(**inputs).logits.float()
+            teacher_logits = objective.logits(model, batch).float()
     losses: dict[str, list[float]] = {}
     for planned in passes:
         loss, logits = train_sub_network(
-            model, batch, planned, run_as, teacher_logits, temperature, backward, autocast
+            model, batch, planned, run_as, teacher_logits, temperature, backward, autocast, objective
         )
         if planned.sub_network is None and teacher_logits is None:
             teacher_logits = logits

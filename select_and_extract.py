@@ -21,17 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from arguments import parse_arguments
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
 from io_utils import write_json_atomic
+from lm_data import LMArguments, load_blocks
 from metrics import metric_task
 from model_card import write_model_card
 from models import load_supernet, load_tokenizer, set_label_names
@@ -120,7 +122,9 @@ def recorded_data_flags(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    selection_args, data_args = parse_arguments((SelectionArguments, DataArguments), argv, recorded_data_flags(argv))
+    selection_args, data_args, lm_args = parse_arguments(
+        (SelectionArguments, DataArguments, LMArguments), argv, recorded_data_flags(argv)
+    )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if not Path(selection_args.results).is_file():
         raise UsageError(f"results file '{selection_args.results}' does not exist")
@@ -128,8 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     point = results["pareto_set"][select_point(results, selection_args)]
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
-    splits = load_raw_splits(data_args)
-    task = task_info_for(splits)
     device = default_device()
     from_trial = "trial_checkpoint_dir" in point  # standard NAS: the point's own fine-tuned model
     if from_trial:
@@ -137,13 +139,18 @@ def main(argv: list[str] | None = None) -> None:
         extracted, tokenizer = load_extracted(checkpoint), load_tokenizer(checkpoint)
     else:
         checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
-        model, tokenizer, _ = load_supernet(checkpoint)
+        model, tokenizer, _ = load_supernet(checkpoint, lm_args.torch_dtype)
         extracted = extract_sub_network(model, sub_network)
+    if data_args.task_name == LM_TASK:
+        tokenized, metrics_key = load_blocks(data_args, lm_args, tokenizer, extracted.config, ("test",)), LM_TASK
+    else:
+        splits = load_raw_splits(data_args)
+        task = task_info_for(splits)
         set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
-
-    tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
+        tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
+        metrics_key = metric_task(data_args.task_name, task.is_regression)
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
-    test = evaluate(extracted.to(device), loader, metric_task(data_args.task_name, task.is_regression), device)
+    test = evaluate(extracted.to(device), loader, metrics_key, device)
     if from_trial:  # already a smaller model: copied as the trial saved it
         shutil.copytree(checkpoint, selection_args.output_dir, dirs_exist_ok=True)
         kind = "custom_code" if getattr(extracted.config, STRUCTURE_KEY, None) is not None else "standard"
@@ -154,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint_dir_model": checkpoint,
         "pareto_point": {key: value for key, value in point.items() if key != "sub_network"},
         "checkpoint_kind": kind,
-        "data": asdict(data_args),
+        "data": asdict(data_args) | asdict(lm_args),
         "num_parameters": num_parameters(extracted),
         "test_extracted": test,
         "test_recorded_by_search": point["test"],
-        "matches_search": all(abs(test[name] - point["test"][name]) <= 1e-6 for name in point["test"]),
+        "matches_search": all(
+            math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
+        ),
     }
     write_model_card(selection_args.output_dir, results, report, sub_network, extracted.config)
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)

@@ -8,6 +8,10 @@ loads, TensorBoard scalars and a results JSON.
     python train_supernet.py --model_name_or_path bert-base-cased --task_name rte \
         --sampling_strategy one_shot --search_space small --output_dir ./supernet_model_checkpoint
 
+With --task_name lm a decoder trains as a causal LM on text packed into blocks (lm_data.py), with the
+next-token loss and token-level distillation (language_modeling.py); --sampling_strategy none trains nothing
+and writes the pre-trained model as the checkpoint to search.
+
 With --use_accelerate True the same loop runs data-parallel in the processes `accelerate launch`
 starts (DDP or DeepSpeed; see distributed.py): each trains on its shard of every epoch, only the
 main process logs and writes checkpoints.
@@ -29,16 +33,18 @@ from transformers import set_seed
 
 from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from cost import count_parameters
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
 from distributed import gathered_parameters, make_runtime, report_from_main_process_only
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import tensorboard_writer, write_json_atomic
+from language_modeling import LANGUAGE_MODELING
+from lm_data import LMArguments, load_blocks
 from memory import bound_kernel_cache
 from metrics import metric_task
-from models import load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
+from models import load_causal_lm, load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
 from reorder import reorder_by_importance, report_importance
-from sampling import make_sampling_strategy
+from sampling import CLASSIFICATION, make_sampling_strategy
 from search_spaces import make_search_space
 from slicing import runner_for
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
@@ -78,8 +84,8 @@ def save_from_main_process(runtime, unwrapped: nn.Module, save: Callable[[nn.Mod
 
 def main(argv: list[str] | None = None) -> PreTrainedModel:
     """Train and save the super-network; returns it (unwrapped), for callers in Python such as tests."""
-    model_args, data_args, nas_args, supernet_args, training_args = parse_arguments(
-        (ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments), argv
+    model_args, data_args, lm_args, nas_args, supernet_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments), argv
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     start_time = time.time()
@@ -91,9 +97,11 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     report_from_main_process_only(runtime.is_main_process)
     set_seed(training_args.seed)
 
-    with runtime.main_process_first():
-        splits = load_raw_splits(data_args)
-    task = task_info_for(splits)
+    language_modeling = data_args.task_name == LM_TASK
+    objective = LANGUAGE_MODELING if language_modeling else CLASSIFICATION
+    if not language_modeling:  # text is loaded once the model is, to check the blocks against its positions
+        with runtime.main_process_first():
+            splits = load_raw_splits(data_args)
     model_name = resolve_model_name(model_args.model_name_or_path)
     nas_settings = {
         "model_name_or_path": model_name,
@@ -112,7 +120,11 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
     weights_source = str(resume_from) if resume_from is not None else model_name
     tokenizer = load_tokenizer(weights_source, model_args.cache_dir)
-    model = load_model(weights_source, task.label_names, tokenizer, model_args.cache_dir).to(runtime.device)
+    if language_modeling:
+        model = load_causal_lm(weights_source, model_args.cache_dir, lm_args.torch_dtype)
+    else:
+        model = load_model(weights_source, task_info_for(splits).label_names, tokenizer, model_args.cache_dir)
+    model = model.to(runtime.device)
     search_space = make_search_space(nas_args.search_space, model.config)
     strategy = make_sampling_strategy(
         supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets
@@ -125,7 +137,10 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     }
 
     with runtime.main_process_first():
-        tokenized = tokenize_splits(splits, tokenizer, data_args)
+        if language_modeling:
+            tokenized = load_blocks(data_args, lm_args, tokenizer, model.config)
+        else:
+            tokenized = tokenize_splits(splits, tokenizer, data_args)
     train_loader = make_dataloader(
         tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
     )
@@ -140,12 +155,16 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         importance_loader = make_dataloader(
             tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
         )
-        importance = reorder_by_importance(model, islice(importance_loader, supernet_args.num_importance_batches))
+        importance = reorder_by_importance(
+            model, islice(importance_loader, supernet_args.num_importance_batches), objective
+        )
 
     optimizer = make_optimizer(model, training_args.learning_rate, training_args.weight_decay)
     model, optimizer, train_loader = runtime.prepare(model, optimizer, train_loader)
     unwrapped = runtime.unwrap(model)
-    total_steps = training_args.num_train_epochs * len(train_loader)
+    # --sampling_strategy none: no step at all, the checkpoint is the pre-trained model as it is.
+    num_epochs = 0 if supernet_args.sampling_strategy == "none" else training_args.num_train_epochs
+    total_steps = num_epochs * len(train_loader)
     scheduler = runtime.prepare_scheduler(make_lr_schedule(optimizer, training_args, total_steps))
     state = TrainingState(
         optimizer=optimizer,
@@ -169,7 +188,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         runtime.num_processes,
     )
 
-    metrics_key = metric_task(data_args.task_name, task.is_regression)
+    metrics_key = metric_task(data_args.task_name, not language_modeling and task_info_for(splits).is_regression)
     train_as = runtime.sub_network_runner(run_as)
 
     def score(split: str, sub_network=None) -> dict[str, float]:
@@ -190,13 +209,13 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
             log_scalars(writer, scalars | {"train/learning_rate": scheduler.get_last_lr()[0]}, step)
 
     model.train()
-    for epoch in range(start_epoch, training_args.num_train_epochs):
+    for epoch in range(start_epoch, num_epochs):
         global_step = train_epoch(
             model, train_loader, runtime, optimizer, scheduler,
             plan=lambda step: strategy.plan(step, total_steps, sampling_rng), run_as=train_as,
             temperature=supernet_args.temperature, max_grad_norm=training_args.max_grad_norm,
             global_step=global_step, description=f"epoch {epoch + 1}/{training_args.num_train_epochs}",
-            on_step=log_losses,
+            on_step=log_losses, objective=objective,
         )
 
         for role, sub_network in (("largest", None), ("smallest", search_space.smallest())):

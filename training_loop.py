@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from memory import release_freed_memory
-from sampling import PlannedPass, SubNetworkRunner, training_step
+from sampling import CLASSIFICATION, PlannedPass, SubNetworkRunner, TrainingObjective, training_step
 
 FULL_NETWORK_ONLY = [PlannedPass("largest", None, distill=False)]
 
@@ -54,11 +54,13 @@ def train_epoch(
     global_step: int,
     description: str,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    objective: TrainingObjective = CLASSIFICATION,
 ) -> int:
     """One pass over `train_loader`; `plan(step)` names the passes of each step. Returns the new global step.
 
     `runtime` is a `distributed` runtime (one process or accelerate); `on_step(step, losses)` sees the mean
-    loss per role after every optimizer step.
+    loss per role after every optimizer step; `objective` says what a pass computes (classification or
+    language modelling).
     """
     progress = tqdm(train_loader, desc=description, disable=not runtime.is_main_process)
     for batch in progress:
@@ -66,7 +68,8 @@ def train_epoch(
         passes = plan(global_step)
         with runtime.accumulate_passes(model, len(passes)) as backward:
             losses = training_step(
-                model, batch, passes, run_as, temperature, backward=backward, autocast=runtime.autocast
+                model, batch, passes, run_as, temperature, backward=backward, autocast=runtime.autocast,
+                objective=objective,
             )
         if max_grad_norm > 0:
             runtime.clip_grad_norm_(model, optimizer, max_grad_norm)

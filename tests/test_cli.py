@@ -14,6 +14,7 @@ import run_standard_nas
 import train_supernet
 from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from data import DataArguments
+from lm_data import LMArguments
 from models import resolve_model_name
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
@@ -22,7 +23,7 @@ from standard_nas import StandardNASArguments
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()
 ALL_ARGUMENTS = (
-    ModelArguments, DataArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
+    ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
     SelectionArguments, CostArguments, StandardNASArguments,
 )
 

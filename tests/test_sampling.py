@@ -125,7 +125,11 @@ def test_distillation_loss_and_gradient_use_the_full_network_as_teacher(name, nu
             assert torch.allclose(grad, param.grad, atol=1e-6), name
 
 
-@pytest.mark.parametrize("name", list(SAMPLING_STRATEGIES))
+def test_no_training_plans_no_pass():
+    assert plan("none") == []
+
+
+@pytest.mark.parametrize("name", [name for name in SAMPLING_STRATEGIES if name != "none"])
 def test_each_strategy_runs_its_passes_and_updates_weights(family_name, name):
     model = tiny_model(family_name).train()
     strategy = make_sampling_strategy(name, make_search_space("small", model.config), K)
