@@ -130,11 +130,13 @@ def is_causal_lm(model: nn.Module) -> bool:
 def _enable_generation(extracted: nn.Module, model: nn.Module, every_layer_attends: bool) -> None:
     """The super-network's generation settings, with the KV cache back on (training and search ran without).
 
-    A kept layer without attention never fills its cache layer, and HF reads the sequence length off the
-    cache's first layer: such a model generates without a cache (slower, but right).
+    A kept layer without attention never fills its cache layer, and a forward that is not given cache positions
+    reads the sequence length off the first layer's cache. `generate()` passes them (tested), so it keeps the
+    cache; a plain forward of such a model builds none unless asked to (`config.use_cache`).
     """
     extracted.generation_config = copy.deepcopy(model.generation_config)
-    extracted.config.use_cache = extracted.generation_config.use_cache = every_layer_attends
+    extracted.generation_config.use_cache = True
+    extracted.config.use_cache = every_layer_attends
 
 
 def _remote_code(base_class: type) -> str:

@@ -25,6 +25,7 @@ import train_supernet  # noqa: E402
 from cost import count_macs  # noqa: E402
 from data import DataArguments, make_dataloader  # noqa: E402
 from errors import exit_on_usage_error  # noqa: E402
+from extract import extract_sub_network  # noqa: E402
 from families import layers_of  # noqa: E402
 from language_modeling import causal_lm_loss, evaluate_language_model, lm_error, token_distillation_loss  # noqa: E402
 from lm_data import LMArguments, load_blocks  # noqa: E402
@@ -299,3 +300,23 @@ def test_bad_lm_input_is_one_clear_line(bad_input_assets, capsys, monkeypatch, s
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], errors
     assert not (bad_input_assets["root"] / "never_written").exists()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2"])
+def test_a_model_whose_first_layer_lost_its_attention_generates_with_the_cache(tmp_path, family):
+    """The empty cache of that layer must not shift the positions of the tokens generated with the cache."""
+    model = AutoModelForCausalLM.from_pretrained(write_tiny_lm(tmp_path / "model", family)).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():  # larger matrices than the init's: varied, position-dependent output
+            if param.dim() > 1:
+                param.normal_(0, 0.1, generator=generator)
+    space = make_search_space("layer", model.config)
+    sub_network = space.to_sub_network({name: int(name != "layer_mha_0") for name in space.config_space})
+    extracted = extract_sub_network(model, sub_network)
+    assert extracted.generation_config.use_cache and not extracted.config.use_cache
+    extracted.generation_config.eos_token_id = None  # random weights: no stop at <eos>, all NEW_TOKENS count
+    prompt = torch.tensor([[5, 9, 13, 17, 21]])
+    generated = extracted.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)[0].tolist()
+    assert len(set(generated[prompt.shape[1]:])) > 1, "a constant output would not show misplaced positions"
+    assert generated == greedy_reference(model, sub_network, prompt, eos_token_id=-1)
