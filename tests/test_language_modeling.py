@@ -29,7 +29,7 @@ from extract import extract_sub_network  # noqa: E402
 from families import layers_of  # noqa: E402
 from language_modeling import causal_lm_loss, evaluate_language_model, lm_error, token_distillation_loss  # noqa: E402
 from lm_data import LMArguments, load_blocks  # noqa: E402
-from models import save_supernet  # noqa: E402
+from models import load_causal_lm, save_supernet  # noqa: E402
 from search_spaces import make_search_space  # noqa: E402
 from slicing import sliced  # noqa: E402
 from sub_network import SubNetwork  # noqa: E402
@@ -320,3 +320,34 @@ def test_a_model_whose_first_layer_lost_its_attention_generates_with_the_cache(t
     generated = extracted.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)[0].tolist()
     assert len(set(generated[prompt.shape[1]:])) > 1, "a constant output would not show misplaced positions"
     assert generated == greedy_reference(model, sub_network, prompt, eos_token_id=-1)
+
+
+def test_a_dataset_folder_by_name_keeps_its_splits(tmp_path, corpus):
+    """--dataset_name with a local folder (the offline stand-in for a hub dataset): train/validation/test files."""
+    folder = tmp_path / "wikitext_like"
+    folder.mkdir()
+    for split, source in (("train", corpus[0]), ("validation", corpus[1]), ("test", corpus[1])):
+        (folder / f"{split}.txt").write_text(source.read_text())
+    model_dir = write_tiny_lm(tmp_path / "model", "gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = AutoModelForCausalLM.from_pretrained(model_dir).config
+    lm_args = LMArguments(block_size=BLOCK_SIZE, dataset_name=str(folder))
+    blocks = load_blocks(DataArguments(task_name="lm"), lm_args, tokenizer, config)
+    from_files = load_blocks(
+        DataArguments(task_name="lm", train_file=str(corpus[0]), validation_file=str(corpus[1])),
+        LMArguments(block_size=BLOCK_SIZE), tokenizer, config,
+    )
+    assert blocks["validation"]["input_ids"] == blocks["test"]["input_ids"] == from_files["test"]["input_ids"]
+    assert len(blocks["train"]) > len(from_files["train"])  # nothing held out of the training text
+
+
+def test_a_bfloat16_search_scores_close_to_float32(tmp_path, corpus):
+    model_dir = write_tiny_lm(tmp_path / "model", "qwen2")
+    loader = blocks_of(corpus, model_dir, "validation")
+    sub_network = make_search_space("small", AutoModelForCausalLM.from_pretrained(model_dir).config).smallest()
+    scores = {
+        dtype: evaluate_language_model(load_causal_lm(str(model_dir), dtype=dtype), loader, torch.device("cpu"),
+                                       sub_network, sliced)
+        for dtype in ("float32", "bfloat16")
+    }
+    assert scores["bfloat16"]["loss"] == pytest.approx(scores["float32"]["loss"], rel=1e-2)
