@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -27,9 +28,16 @@ from data import DataArguments, make_dataloader  # noqa: E402
 from errors import exit_on_usage_error  # noqa: E402
 from extract import extract_sub_network  # noqa: E402
 from families import layers_of  # noqa: E402
-from language_modeling import causal_lm_loss, evaluate_language_model, lm_error, token_distillation_loss  # noqa: E402
+from language_modeling import (  # noqa: E402
+    LANGUAGE_MODELING,
+    causal_lm_loss,
+    evaluate_language_model,
+    lm_error,
+    token_distillation_loss,
+)
 from lm_data import LMArguments, load_blocks  # noqa: E402
 from models import load_causal_lm, save_supernet  # noqa: E402
+from sampling import PlannedPass, training_step  # noqa: E402
 from search_spaces import make_search_space  # noqa: E402
 from slicing import sliced  # noqa: E402
 from sub_network import SubNetwork  # noqa: E402
@@ -351,3 +359,23 @@ def test_a_bfloat16_search_scores_close_to_float32(tmp_path, corpus):
         for dtype in ("float32", "bfloat16")
     }
     assert scores["bfloat16"]["loss"] == pytest.approx(scores["float32"]["loss"], rel=1e-2)
+
+
+def test_no_kv_cache_is_built_in_training_or_scoring(tmp_path, corpus, monkeypatch):
+    """Qwen2 ships use_cache=True; a cache sized for the full network breaks sub-networks that drop layers."""
+    model_dir = write_tiny_lm(tmp_path / "model", "qwen2")
+    model = load_causal_lm(str(model_dir))
+    assert AutoModelForCausalLM.from_pretrained(model_dir).config.use_cache  # the library default, kept on disk
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("a KV cache was built")
+
+    monkeypatch.setattr(transformers.cache_utils.DynamicCache, "__init__", no_cache)
+    space = make_search_space("medium", model.config)
+    drops_a_layer = space.to_sub_network({name: 0 if name.endswith("_1") else 1 for name in space.config_space})
+    assert not drops_a_layer.keeps_layer(1)
+    loader = blocks_of(corpus, model_dir, "validation")
+    evaluate_language_model(model, loader, torch.device("cpu"), drops_a_layer, sliced)
+    batch = next(iter(loader))
+    passes = [PlannedPass("largest", None, False), PlannedPass("random", drops_a_layer, True)]
+    training_step(model.train(), batch, passes, sliced, 1.0, objective=LANGUAGE_MODELING)
