@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from syne_tune.optimizer.baselines import RandomSearch
 from syne_tune.optimizer.scheduler import SchedulerDecision, TrialScheduler, TrialSuggestion
 from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import MOPriority
 from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import nondominated_sort
+from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidelityScheduler
 from syne_tune.results_callback import StoreResultsCallback
 
 from arguments import CostArguments, ModelArguments, NASArguments, TrainingArguments, check_choice
@@ -191,8 +191,11 @@ def make_scheduler(
             config_space, metrics=METRICS, time_attr=EPOCH, max_t=epochs, grace_period=1,
             reduction_factor=reduction_factor, multiobjective_priority=NonDominatedRank(), random_seed=seed,
         )
-    else:
-        scheduler = RandomSearch(config_space, metrics=METRICS, random_seed=seed)
+    else:  # baselines.RandomSearch refuses two metrics in syne-tune 0.16; this is its multi-objective form
+        scheduler = SingleFidelityScheduler(
+            config_space, metrics=METRICS, searcher="random_search", random_seed=seed,
+            searcher_kwargs={"random_seed": seed},
+        )
     return UnprunedFirst(scheduler, unpruned_config, max_trials)
 
 

@@ -57,6 +57,21 @@ def test_moasha_stops_dominated_trials_at_the_first_rung_but_never_the_unpruned_
     assert decide(trials[0], result(3, 0.2, 1.0)) == SchedulerDecision.CONTINUE  # ends by itself after epoch 3
 
 
+def test_random_search_samples_the_space_after_the_unpruned_network_and_stops_nothing():
+    config_space = {"num_layers": randint(1, 3), "num_heads": randint(1, 4)}
+    unpruned = {"num_layers": 3, "num_heads": 4}
+    scheduler = make_scheduler("random_search", config_space, unpruned, epochs=2, reduction_factor=3, max_trials=9,
+                               seed=0)
+    configs = [scheduler.suggest().config for _ in range(9)]
+    assert scheduler.suggest() is None and configs[0] == unpruned
+    assert all(1 <= c["num_layers"] <= 3 and 1 <= c["num_heads"] <= 4 for c in configs)
+    assert len({tuple(c.values()) for c in configs[1:]}) > 1  # sampled, not one config repeated
+    for trial_id, config in enumerate(configs):
+        trial = Trial(trial_id=trial_id, config=config, creation_time=datetime.now())
+        scheduler.on_trial_add(trial)
+        assert scheduler.on_trial_result(trial, result(1, 0.9 - 0.1 * trial_id, 0.5)) == SchedulerDecision.CONTINUE
+
+
 def test_a_directory_with_an_earlier_run_is_refused_unless_overwritten(tmp_path):
     results = tmp_path / "results_rte.json"
     (tmp_path / SETTINGS_FILE).write_text("{}")
