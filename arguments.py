@@ -112,11 +112,47 @@ class SupernetArguments:
     num_importance_batches: int = field(
         default=32, metadata={"help": "Training batches the importance scores of --reorder_units importance use."}
     )
+    standardize_labels: bool = field(
+        default=True,
+        metadata={"help": "Regression: train on labels standardised with the training split's mean and standard "
+                  "deviation (stored in config.json; predictions are mapped back to the label scale)."},
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A fine-tuned full model of the same architecture and task (e.g. the output of "
+                  "--sampling_strategy standard) that one_shot and kd distil the sub-networks from, instead of "
+                  "the full network of the same step. Frozen, in eval mode, not saved with the super-network."},
+    )
+    init_from_teacher: bool = field(
+        default=False,
+        metadata={"help": "Start the super-network from the teacher's weights (and label statistics) instead of "
+                  "the pre-trained model's (DynaBERT)."},
+    )
+    distill_hidden_states: bool = field(
+        default=False,
+        metadata={"help": "one_shot, kd: add the MSE between the student's and the teacher's hidden states (the "
+                  "final output, and every kept layer's output against the teacher's same layer)."},
+    )
+    distill_full_network: bool = field(
+        default=False,
+        metadata={"help": "With --teacher_model_name_or_path: the full network learns from the teacher too "
+                  "(distillation loss instead of the task loss)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("sampling_strategy", self.sampling_strategy, SAMPLING_STRATEGIES)
         check_choice("reorder_units", self.reorder_units, REORDER_UNITS)
         check_positive(self, "num_random_sub_nets", "temperature", "num_importance_batches")
+        distils = SAMPLING_STRATEGIES[self.sampling_strategy].distill
+        for flag in ("teacher_model_name_or_path", "distill_hidden_states"):
+            if getattr(self, flag) and not distils:
+                raise UsageError(
+                    f"--{flag} needs a sampling strategy that distils (one_shot or kd), not --sampling_strategy "
+                    f"{self.sampling_strategy}"
+                )
+        for flag in ("init_from_teacher", "distill_full_network"):
+            if getattr(self, flag) and self.teacher_model_name_or_path is None:
+                raise UsageError(f"--{flag} True needs --teacher_model_name_or_path")
 
 
 @dataclass

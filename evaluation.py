@@ -1,4 +1,8 @@
-"""Score the super-network or one of its sub-networks: one gradient-free pass over a data set."""
+"""Score the super-network or one of its sub-networks: one gradient-free pass over a data set.
+
+Regression outputs are mapped back to the label scale with the statistics stored in the model's
+config (label_scale.py), so reported predictions and metrics are those of the task's labels.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data import LM_TASK
+from label_scale import IDENTITY, label_scale_of
 from language_modeling import evaluate_language_model
 from metrics import compute_task_metrics, task_error
 from sampling import SubNetworkRunner
@@ -24,7 +29,8 @@ def predict(
     sub_network: SubNetwork | None = None,
     run_as: SubNetworkRunner | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions, labels): class ids, or floats for a single-output regression head."""
+    """(predictions, labels): class ids, or floats on the label scale for a single-output regression head."""
+    scale = label_scale_of(model.config) or IDENTITY
     was_training = model.training
     model.eval()
     predictions, labels = [], []
@@ -33,7 +39,9 @@ def predict(
         for batch in dataloader:
             batch = {key: value.to(device) for key, value in batch.items()}
             logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
-            predictions.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(dim=-1))
+            predictions.append(
+                scale.to_label_scale(logits.squeeze(-1)) if logits.shape[-1] == 1 else logits.argmax(dim=-1)
+            )
             labels.append(batch["labels"])
     model.train(was_training)
     return torch.cat(predictions).cpu().numpy(), torch.cat(labels).cpu().numpy()

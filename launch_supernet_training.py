@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import exit_on_usage_error
+from errors import UsageError, exit_on_usage_error
 from sagemaker_jobs import (
     CHECKPOINT_DIR,
+    DISTILLING_STRATEGIES,
     REORDER_UNITS,
+    TEACHER_CHANNEL,
+    TEACHER_CHANNEL_DIR,
     TENSORBOARD_DIR,
     JobDefinition,
     LauncherArgumentParser,
@@ -56,12 +59,63 @@ def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:
         "--num_importance_batches", type=int, default=32,
         help="training batches the importance scores use (default: 32)",
     )
+    add_distillation_flags(parser)
     add_sagemaker_flags(parser, volume_size_gb=30)
+
+
+def add_distillation_flags(parser: argparse.ArgumentParser) -> None:
+    """train_supernet.py's label and teacher flags, passed through when they differ from its defaults."""
+    group = parser.add_argument_group(
+        "labels and teacher (train_supernet.py's flags; not part of the S3 layout: runs that differ only here need "
+        "another --s3_prefix)"
+    )
+    group.add_argument(
+        "--standardize_labels", type=parse_bool, default=True,
+        help="regression: train on standardised labels (default: True)",
+    )
+    group.add_argument(
+        "--teacher_model_name_or_path", default=None,
+        help="fine-tuned teacher for one_shot and kd: an s3:// folder (downloaded as the job's 'teacher' input "
+        "channel, e.g. the super-network folder of a standard job) or a hub id (default: none)",
+    )
+    for flag, meaning in (
+        ("init_from_teacher", "start from the teacher's weights"),
+        ("distill_hidden_states", "add the hidden-state distillation loss"),
+        ("distill_full_network", "the full network learns from the teacher too"),
+    ):
+        group.add_argument(f"--{flag}", type=parse_bool, default=False, help=f"{meaning} (default: False)")
+
+
+def distillation_settings(args: argparse.Namespace) -> tuple[dict[str, str | bool], dict[str, str]]:
+    """(hyperparameters, input channels) of the label and teacher flags; refused where train_supernet.py would."""
+    uses_teacher = args.teacher_model_name_or_path is not None
+    if (uses_teacher or args.distill_hidden_states) and args.sampling_strategy not in DISTILLING_STRATEGIES:
+        raise UsageError(
+            f"--teacher_model_name_or_path and --distill_hidden_states need a sampling strategy that distils "
+            f"({', '.join(DISTILLING_STRATEGIES)}), not {args.sampling_strategy}"
+        )
+    if (args.init_from_teacher or args.distill_full_network) and not uses_teacher:
+        raise UsageError("--init_from_teacher and --distill_full_network need --teacher_model_name_or_path")
+    hyperparameters: dict[str, str | bool] = {}
+    channels: dict[str, str] = {}
+    if not args.standardize_labels:
+        hyperparameters["standardize_labels"] = False
+    if uses_teacher:
+        teacher = args.teacher_model_name_or_path
+        if teacher.startswith("s3://"):
+            channels[TEACHER_CHANNEL] = teacher.rstrip("/") + "/"
+            teacher = TEACHER_CHANNEL_DIR
+        hyperparameters["teacher_model_name_or_path"] = teacher
+    for flag in ("init_from_teacher", "distill_hidden_states", "distill_full_network"):
+        if getattr(args, flag):
+            hyperparameters[flag] = True
+    return hyperparameters, channels
 
 
 def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMakerSettings) -> JobDefinition:
     """train_supernet.py writing its checkpoint to the synced directory and its TensorBoard logs to S3."""
     checkpoint_key = supernet_checkpoint_key(layout, args)
+    distillation, channels = distillation_settings(args)
     return JobDefinition(
         base_job_name=job_base_name(
             "supernet", (args.task_name, f"s{args.seed}", args.sampling_strategy, args.search_space), checkpoint_key
@@ -85,10 +139,12 @@ def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMaker
             "log_dir": TENSORBOARD_DIR,
             # SageMaker restores the synced checkpoint folder when a (spot) job restarts: continue from it.
             "resume_from_checkpoint": "latest",
+            **distillation,
         },
         checkpoint_s3_uri=layout.uri(checkpoint_key),
         tensorboard_s3_uri=layout.uri(layout.key("tensorboard", "supernet", *supernet_folder(args))),
         sagemaker=settings,
+        input_channels=channels,
     )
 
 

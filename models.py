@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -189,6 +190,16 @@ def load_causal_lm(name_or_path: str, cache_dir: str | None = None, dtype: str =
         AutoModelForCausalLM.from_pretrained, name_or_path, cache_dir, config=config,
         dtype=dtype if dtype == "auto" else getattr(torch, dtype),
     )
+
+
+def load_trained_classifier(name_or_path: str, cache_dir: str | None = None) -> tuple[nn.Module, list[str]]:
+    """A sequence classifier as saved, and the names of the weights it lacked (a new head: not fine-tuned)."""
+    with _without_transformers_warnings():
+        model, loading_info = _from_local_or_hub(
+            AutoModelForSequenceClassification.from_pretrained, name_or_path, cache_dir, output_loading_info=True
+        )
+    family_for_config(model.config)
+    return model, list(loading_info["missing_keys"])
 
 
 def save_supernet(model, tokenizer, directory: str | Path, nas_settings: dict[str, Any]) -> None:

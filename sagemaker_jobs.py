@@ -57,6 +57,7 @@ from errors import UsageError
 # The names the entry scripts accept, repeated here so that launching needs no torch (a test keeps them equal).
 TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
 SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "none")
+DISTILLING_STRATEGIES = ("one_shot", "kd")  # those a teacher can teach
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "large", "uniform")
 REORDER_UNITS = ("none", "importance")
@@ -66,6 +67,8 @@ CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker syncs it with the job's chec
 TENSORBOARD_DIR = "/opt/ml/output/tensorboard"  # SageMaker uploads it to the TensorBoard S3 folder
 MODEL_CHANNEL = "model"  # the search's input channel: SageMaker sets SM_CHANNEL_MODEL to its folder
 MODEL_CHANNEL_DIR = f"/opt/ml/input/data/{MODEL_CHANNEL}"
+TEACHER_CHANNEL = "teacher"  # a fine-tuned teacher downloaded from S3 for super-network training
+TEACHER_CHANNEL_DIR = f"/opt/ml/input/data/{TEACHER_CHANNEL}"
 
 ROLE_ENV_VAR = "SAGEMAKER_ROLE_ARN"
 SUPERNET_DONE_FILE = "results.json"  # train_supernet.py writes it last, after the final checkpoint

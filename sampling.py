@@ -16,7 +16,11 @@ the passes of a step. Gradients of all passes accumulate into one optimizer step
   pruning of a pre-trained LLM whose super-network training would cost too much).
 
 Distillation loss: T^2 * CE(student / T, softmax(teacher / T)) + CE(student, labels); for
-regression, MSE to the teacher + MSE to the labels.
+regression, MSE to the teacher + MSE to the labels, all on standardised labels (label_scale.py).
+The teacher is the full network of the same step (in place), or a frozen fine-tuned model
+(teacher.py), which may then teach the full network too. With hidden-state distillation the loss
+adds the mean, over corresponding layers, of the MSE between the student's and the teacher's
+hidden states (`hidden_state_loss`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,8 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from errors import UsageError
+from label_scale import LabelScale, standardised
 from search_spaces import SearchSpace
 from sub_network import SubNetwork
+
+if TYPE_CHECKING:
+    from teacher import Teacher
 
 SubNetworkRunner = Callable[[nn.Module, SubNetwork], AbstractContextManager]
 
@@ -41,7 +50,15 @@ SubNetworkRunner = Callable[[nn.Module, SubNetwork], AbstractContextManager]
 class PlannedPass:
     role: str  # "largest", "smallest" or "random": the name its loss is logged under
     sub_network: SubNetwork | None  # None: the full network, run without any hook
-    distill: bool  # learn from the full network's logits of the same step
+    distill: bool  # learn from the teacher: the full network's outputs of the same step, or a fine-tuned model
+
+
+@dataclass(frozen=True)
+class DistillationTargets:
+    """What a distilled pass learns from, detached: logits in the student's label scale, hidden states."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then every layer's output (HF's order)
 
 
 def classifier_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -78,14 +95,51 @@ class TrainingObjective:
 
 
 CLASSIFICATION = TrainingObjective(classifier_logits, task_loss, distillation_loss)
+def corresponding_hidden_states(
+    student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], kept_layers: list[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(student, teacher) hidden-state pairs of a sub-network keeping `kept_layers` (original indices).
+
+    HF returns (embeddings, output of each layer run, ..., final output), the final one after the
+    decoders' last norm. The student's final output always matches the teacher's final output (both
+    feed the head); the output of every other kept layer matches the teacher's output of the same
+    layer, i.e. the residual stream at the same depth. A dropped layer has no output of its own and
+    so no term. Sliced execution returns only the layers it runs, masked execution every layer (the
+    dropped ones as the identity); both give the same pairs.
+    """
+    run_outputs = student[1:-1]
+    if len(run_outputs) == len(teacher) - 2:  # every layer ran: index by original layer
+        outputs = [run_outputs[layer] for layer in kept_layers[:-1]]
+    else:  # only the kept layers ran, in order
+        outputs = list(run_outputs)
+    pairs = [(output, teacher[1 + layer]) for output, layer in zip(outputs, kept_layers[:-1], strict=True)]
+    return pairs + [(student[-1], teacher[-1])]
+
+
+def hidden_state_loss(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over the pairs of the MSE between student and teacher hidden states, over real (unpadded) tokens."""
+    losses = []
+    for student, teacher in pairs:
+        squared = (student.float() - teacher.float()).pow(2).mean(dim=-1)
+        if attention_mask is None:
+            losses.append(squared.mean())
+        else:
+            weights = attention_mask.to(squared.dtype)
+            losses.append((squared * weights).sum() / weights.sum())
+    return torch.stack(losses).mean()
 
 
 class SamplingStrategy:
     """Plans the passes of one training step."""
 
-    def __init__(self, search_space: SearchSpace, num_random_sub_nets: int):
+    distill = False  # whether the sub-networks learn from a teacher
+
+    def __init__(self, search_space: SearchSpace, num_random_sub_nets: int, distill_full_network: bool = False):
         self.search_space = search_space
         self.num_random_sub_nets = num_random_sub_nets
+        self.distill_full_network = distill_full_network  # only with a fine-tuned teacher
 
     def plan(self, step: int, total_steps: int, rng: np.random.Generator) -> list[PlannedPass]:
         raise NotImplementedError
@@ -98,7 +152,7 @@ class SamplingStrategy:
 
 class Standard(SamplingStrategy):
     def plan(self, step, total_steps, rng):
-        return [PlannedPass("largest", None, distill=False)]
+        return [PlannedPass("largest", None, distill=self.distill_full_network)]
 
 
 class Random(SamplingStrategy):
@@ -107,12 +161,10 @@ class Random(SamplingStrategy):
 
 
 class LinearRandom(SamplingStrategy):
-    distill = False
-
     def plan(self, step, total_steps, rng):
         if rng.random() < step / max(total_steps, 1):
             return self._random(rng, distill=self.distill)
-        return [PlannedPass("largest", None, distill=False)]
+        return [PlannedPass("largest", None, distill=self.distill_full_network)]
 
 
 class KnowledgeDistillation(LinearRandom):
@@ -120,11 +172,9 @@ class KnowledgeDistillation(LinearRandom):
 
 
 class Sandwich(SamplingStrategy):
-    distill = False
-
     def plan(self, step, total_steps, rng):
         return [
-            PlannedPass("largest", None, distill=False),
+            PlannedPass("largest", None, distill=self.distill_full_network),
             PlannedPass("smallest", self.search_space.smallest(), distill=self.distill),
             *self._random(rng, distill=self.distill),
         ]
@@ -150,12 +200,32 @@ SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
 }
 
 
-def make_sampling_strategy(name: str, search_space: SearchSpace, num_random_sub_nets: int) -> SamplingStrategy:
+def make_sampling_strategy(
+    name: str, search_space: SearchSpace, num_random_sub_nets: int, distill_full_network: bool = False
+) -> SamplingStrategy:
+    """`distill_full_network`: the full network learns from the (fine-tuned) teacher too, not from the labels."""
     if name not in SAMPLING_STRATEGIES:
         raise UsageError(f"unknown sampling strategy '{name}'; choose one of: {', '.join(SAMPLING_STRATEGIES)}")
     if num_random_sub_nets < 1:
         raise UsageError(f"--num_random_sub_nets must be at least 1, got {num_random_sub_nets}")
-    return SAMPLING_STRATEGIES[name](search_space, num_random_sub_nets)
+    return SAMPLING_STRATEGIES[name](search_space, num_random_sub_nets, distill_full_network)
+
+
+def kept_layers(sub_network: SubNetwork | None, num_layers: int) -> list[int]:
+    """Original indices of the layers a pass runs (all of them for the full network)."""
+    if sub_network is None:
+        return list(range(num_layers))
+    return [layer for layer in range(num_layers) if sub_network.keeps_layer(layer)]
+
+
+def forward(
+    model: nn.Module, batch: dict[str, torch.Tensor], objective: TrainingObjective, with_hidden_states: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """A pass's logits (float) and, when asked, its hidden states (HF's output_hidden_states)."""
+    if not with_hidden_states:
+        return objective.logits(model, batch).float(), None
+    outputs = model(**{key: value for key, value in batch.items() if key != "labels"}, output_hidden_states=True)
+    return outputs.logits.float(), outputs.hidden_states
 
 
 def train_sub_network(
@@ -163,23 +233,36 @@ def train_sub_network(
     batch: dict[str, torch.Tensor],
     planned: PlannedPass,
     run_as: SubNetworkRunner,
-    teacher_logits: torch.Tensor | None,
+    targets: DistillationTargets | None,
     temperature: float,
     backward: Callable[[torch.Tensor], None],
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     objective: TrainingObjective = CLASSIFICATION,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward of one sub-network on one batch; returns (loss, logits)."""
+    with_hidden_states: bool = False,
+) -> tuple[torch.Tensor, DistillationTargets]:
+    """Forward and backward of one sub-network on one batch; returns (loss, its detached outputs).
+
+    `batch["labels"]` are the labels the loss sees (standardised for regression by `training_step`);
+    `with_hidden_states`: return the hidden states too (the full network teaching in place).
+    """
+    learns_hidden_states = planned.distill and targets.hidden_states is not None
     context = nullcontext() if planned.sub_network is None else run_as(model, planned.sub_network)
     with context:
         with autocast():
-            logits = objective.logits(model, batch).float()
+            logits, hidden_states = forward(model, batch, objective, with_hidden_states or learns_hidden_states)
             if planned.distill:
-                loss = objective.distillation_loss(logits, teacher_logits, batch["labels"], temperature)
+                loss = objective.distillation_loss(logits, targets.logits, batch["labels"], temperature)
+                if learns_hidden_states:
+                    num_layers = len(targets.hidden_states) - 1
+                    pairs = corresponding_hidden_states(
+                        hidden_states, targets.hidden_states, kept_layers(planned.sub_network, num_layers)
+                    )
+                    loss = loss + hidden_state_loss(pairs, batch.get("attention_mask"))
             else:
                 loss = objective.loss(logits, batch["labels"])
         backward(loss)
-    return loss.detach(), logits.detach()
+    taught = tuple(h.detach() for h in hidden_states) if with_hidden_states else None
+    return loss.detach(), DistillationTargets(logits.detach(), taught)
 
 
 def training_step(
@@ -191,18 +274,34 @@ def training_step(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     objective: TrainingObjective = CLASSIFICATION,
+    *,
+    label_scale: LabelScale | None = None,
+    teacher: Teacher | None = None,
+    distill_hidden_states: bool = False,
 ) -> dict[str, float]:
-    """Run the planned passes, accumulating gradients; returns the mean loss per role."""
-    teacher_logits = None
-    if any(planned.distill for planned in passes) and passes[0].sub_network is not None:
-        with torch.no_grad(), autocast():
-            teacher_logits = objective.logits(model, batch).float()
+    """Run the planned passes, accumulating gradients; returns the mean loss per role.
+
+    Regression labels are standardised with `label_scale` for every loss. Distilled passes learn from
+    `teacher` (a frozen fine-tuned model) if given, else from the full network of this step: its
+    pass in the plan, or an extra gradient-free pass when the plan has none first.
+    """
+    batch = standardised(batch, label_scale)
+    targets = None
+    if any(planned.distill for planned in passes):
+        if teacher is not None:
+            inputs = {key: value for key, value in batch.items() if key != "labels"}
+            targets = teacher.targets(inputs, distill_hidden_states, autocast)
+        elif passes[0].sub_network is not None:
+            with torch.no_grad(), autocast():
+                targets = DistillationTargets(*forward(model, batch, objective, distill_hidden_states))
     losses: dict[str, list[float]] = {}
     for planned in passes:
-        loss, logits = train_sub_network(
-            model, batch, planned, run_as, teacher_logits, temperature, backward, autocast, objective
+        in_place_teacher = planned.sub_network is None and targets is None
+        loss, outputs = train_sub_network(
+            model, batch, planned, run_as, targets, temperature, backward, autocast, objective,
+            with_hidden_states=distill_hidden_states and in_place_teacher,
         )
-        if planned.sub_network is None and teacher_logits is None:
-            teacher_logits = logits
+        if in_place_teacher:
+            targets = outputs
         losses.setdefault(planned.role, []).append(loss.item())
     return {role: float(np.mean(values)) for role, values in losses.items()}

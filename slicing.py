@@ -88,6 +88,10 @@ def sliced(model: nn.Module, sub_network: SubNetwork) -> Iterator[nn.Module]:
             layer_types = getattr(model.config, "layer_types", None)
             if layer_types is not None:  # per-layer attention kinds (Qwen2) are looked up by position
                 _swap_attribute(model.config, "layer_types", [layer_types[i] for i in kept_layers], stack)
+            if getattr(model.config, "use_cache", False):
+                # A KV cache built for the fewer layers would be indexed by the kept layers' original
+                # indices (Qwen2 in eval mode); a classifier's single forward needs no cache anyway.
+                _swap_attribute(model.config, "use_cache", False, stack)
         yield model
 
 

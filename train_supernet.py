@@ -38,6 +38,7 @@ from distributed import gathered_parameters, make_runtime, report_from_main_proc
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from io_utils import tensorboard_writer, write_json_atomic
+from label_scale import label_scale_for_training, standardised
 from language_modeling import LANGUAGE_MODELING
 from lm_data import LMArguments, load_blocks
 from memory import bound_kernel_cache
@@ -47,6 +48,7 @@ from reorder import reorder_by_importance, report_importance
 from sampling import CLASSIFICATION, make_sampling_strategy
 from search_spaces import make_search_space
 from slicing import runner_for
+from teacher import Teacher, load_teacher
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
 from training_loop import make_lr_schedule, make_optimizer, train_epoch
 
@@ -112,22 +114,43 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         "temperature": supernet_args.temperature,
         "seed": training_args.seed,
         "reorder_units": supernet_args.reorder_units,
+        "standardize_labels": supernet_args.standardize_labels,
+        "teacher_model_name_or_path": supernet_args.teacher_model_name_or_path,
+        "init_from_teacher": supernet_args.init_from_teacher,
+        "distill_hidden_states": supernet_args.distill_hidden_states,
+        "distill_full_network": supernet_args.distill_full_network,
     }
     if supernet_args.reorder_units == "importance":
         nas_settings["num_importance_batches"] = supernet_args.num_importance_batches
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume_from is not None:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
+    tokenizer = load_tokenizer(str(resume_from or model_name), model_args.cache_dir)
+    task = None if language_modeling else task_info_for(splits)
+    teacher_model = None
+    if supernet_args.teacher_model_name_or_path is not None:
+        teacher_model = load_teacher(
+            supernet_args.teacher_model_name_or_path, model_name, data_args.task_name, task,
+            tokenizer.pad_token_id, model_args.cache_dir,
+        )
+    from_teacher = supernet_args.init_from_teacher and resume_from is None
     weights_source = str(resume_from) if resume_from is not None else model_name
-    tokenizer = load_tokenizer(weights_source, model_args.cache_dir)
+    if from_teacher:
+        weights_source = supernet_args.teacher_model_name_or_path
     if language_modeling:
         model = load_causal_lm(weights_source, model_args.cache_dir, lm_args.torch_dtype)
     else:
-        model = load_model(weights_source, task_info_for(splits).label_names, tokenizer, model_args.cache_dir)
+        model = load_model(weights_source, task.label_names, tokenizer, model_args.cache_dir)
     model = model.to(runtime.device)
+    label_scale = None if language_modeling else label_scale_for_training(
+        model.config, task.is_regression, supernet_args.standardize_labels, splits["train"]["label"],
+        inherited=resume_from is not None or from_teacher,
+    )
+    teacher = None if teacher_model is None else Teacher(teacher_model.to(runtime.device), label_scale)
     search_space = make_search_space(nas_args.search_space, model.config)
     strategy = make_sampling_strategy(
-        supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets
+        supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets,
+        supernet_args.distill_full_network,
     )
     run_as = runner_for(nas_args.sub_network_execution)
     # Counted before the model is prepared: DeepSpeed ZeRO-3 then keeps only a shard of each parameter.
@@ -155,9 +178,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         importance_loader = make_dataloader(
             tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
         )
-        importance = reorder_by_importance(
-            model, islice(importance_loader, supernet_args.num_importance_batches), objective
-        )
+        batches = islice(importance_loader, supernet_args.num_importance_batches)
+        importance = reorder_by_importance(model, (standardised(b, label_scale) for b in batches), objective)
 
     optimizer = make_optimizer(model, training_args.learning_rate, training_args.weight_decay)
     model, optimizer, train_loader = runtime.prepare(model, optimizer, train_loader)
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         runtime.num_processes,
     )
 
-    metrics_key = metric_task(data_args.task_name, not language_modeling and task_info_for(splits).is_regression)
+    metrics_key = metric_task(data_args.task_name, not language_modeling and task.is_regression)
     train_as = runtime.sub_network_runner(run_as)
 
     def score(split: str, sub_network=None) -> dict[str, float]:
@@ -215,7 +237,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
             plan=lambda step: strategy.plan(step, total_steps, sampling_rng), run_as=train_as,
             temperature=supernet_args.temperature, max_grad_norm=training_args.max_grad_norm,
             global_step=global_step, description=f"epoch {epoch + 1}/{training_args.num_train_epochs}",
-            on_step=log_losses, objective=objective,
+            on_step=log_losses, objective=objective, label_scale=label_scale, teacher=teacher,
+            distill_hidden_states=supernet_args.distill_hidden_states,
         )
 
         for role, sub_network in (("largest", None), ("smallest", search_space.smallest())):

@@ -9,6 +9,7 @@ i.e. a single full pass per step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,6 +17,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+if TYPE_CHECKING:
+    from teacher import Teacher
+
+from label_scale import LabelScale
 from memory import release_freed_memory
 from sampling import CLASSIFICATION, PlannedPass, SubNetworkRunner, TrainingObjective, training_step
 
@@ -55,12 +60,15 @@ def train_epoch(
     description: str,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     objective: TrainingObjective = CLASSIFICATION,
+    label_scale: LabelScale | None = None,
+    teacher: Teacher | None = None,
+    distill_hidden_states: bool = False,
 ) -> int:
     """One pass over `train_loader`; `plan(step)` names the passes of each step. Returns the new global step.
 
     `runtime` is a `distributed` runtime (one process or accelerate); `on_step(step, losses)` sees the mean
     loss per role after every optimizer step; `objective` says what a pass computes (classification or
-    language modelling).
+    language modelling); `label_scale`, `teacher` and `distill_hidden_states` go to `training_step`.
     """
     progress = tqdm(train_loader, desc=description, disable=not runtime.is_main_process)
     for batch in progress:
@@ -69,7 +77,8 @@ def train_epoch(
         with runtime.accumulate_passes(model, len(passes)) as backward:
             losses = training_step(
                 model, batch, passes, run_as, temperature, backward=backward, autocast=runtime.autocast,
-                objective=objective,
+                objective=objective, label_scale=label_scale, teacher=teacher,
+                distill_hidden_states=distill_hidden_states,
             )
         if max_grad_norm > 0:
             runtime.clip_grad_norm_(model, optimizer, max_grad_norm)

@@ -2,14 +2,17 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from test_scripts import train
 from tiny_assets import write_tiny_model_dir
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 import plot_pareto
 import run_offline_search
@@ -31,6 +34,15 @@ def assets(tmp_path_factory):
     (root / "t5").mkdir()
     (root / "t5" / "config.json").write_text(json.dumps({"model_type": "t5", "vocab_size": 10}))
     write_tiny_model_dir(root / "plain_model", "bert")
+    write_tiny_model_dir(root / "gpt2_teacher", "gpt2")
+    write_tiny_model_dir(root / "three_label_teacher", "bert", num_labels=3)
+    wider = tiny_config("bert")
+    wider.intermediate_size = 24
+    AutoModelForSequenceClassification.from_config(wider).save_pretrained(root / "wider_teacher")
+    AutoModel.from_config(tiny_config("bert")).save_pretrained(root / "headless_teacher")
+    shutil.copytree(checkpoint, root / "mrpc_teacher")
+    settings = json.loads((checkpoint / "nas_settings.json").read_text()) | {"task_name": "mrpc"}
+    (root / "mrpc_teacher" / "nas_settings.json").write_text(json.dumps(settings))
     return {"root": root, "model": str(model_dir), "data": str(data_dir), "checkpoint": str(checkpoint)}
 
 
@@ -47,6 +59,10 @@ def search_argv(assets, *extra):
         "--checkpoint_dir_model", assets["checkpoint"], "--num_samples", "2",
         "--output_dir", str(assets["root"] / "never_written"), *extra,
     ]
+
+
+def teacher_argv(assets, teacher, *extra):
+    return train_argv(assets, "--teacher_model_name_or_path", str(assets["root"] / teacher), *extra)
 
 
 def user_file_argv(assets, name):
@@ -72,6 +88,17 @@ CASES = [
     ("train", lambda a: ["--model_name_or_path", str(a["root"] / "t5")] + train_argv(a)[2:], "'t5' is not supported"),
     ("train", lambda a: ["--model_name_or_path", "org/uncached"] + train_argv(a)[2:], "local model directory"),
     ("train", lambda a: train_argv(a, "--resume_from_checkpoint", "/no/ckpt"), "not a training checkpoint"),
+    ("train", lambda a: teacher_argv(a, "gpt2_teacher"), "is a GPT2ForSequenceClassification but the model is a Bert"),
+    ("train", lambda a: teacher_argv(a, "wider_teacher"), "has another shape than the model"),
+    ("train", lambda a: teacher_argv(a, "three_label_teacher"), "has 3 output(s) but the task has 2"),
+    ("train", lambda a: teacher_argv(a, "mrpc_teacher"), "was trained on --task_name mrpc, this run is on rte"),
+    ("train", lambda a: teacher_argv(a, "headless_teacher"), "is not fine-tuned"),
+    ("train", lambda a: teacher_argv(a, "plain_model", "--sampling_strategy", "sandwich"),
+     "--teacher_model_name_or_path needs a sampling strategy that distils (one_shot or kd)"),
+    ("train", lambda a: train_argv(a, "--sampling_strategy", "standard", "--distill_hidden_states", "True"),
+     "--distill_hidden_states needs a sampling strategy that distils"),
+    ("train", lambda a: train_argv(a, "--init_from_teacher", "True"), "--init_from_teacher True needs --teacher"),
+    ("train", lambda a: train_argv(a, "--distill_full_network", "True"), "--distill_full_network True needs --teacher"),
     ("search", lambda a: search_argv(a, "--search_strategy", "bogus"), "unknown --search_strategy 'bogus'"),
     ("search", lambda a: search_argv(a, "--num_samples", "0"), "--num_samples must be positive"),
     ("search", lambda a: search_argv(a, "--objective", "speed"), "unknown --objective 'speed'"),

@@ -5,6 +5,7 @@ moto marks every created training job Completed at once; a failed one is simulat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ import launch_all_supernet_training
 import launch_offline_search
 import launch_supernet_training
 import sagemaker_jobs
+from arguments import SupernetArguments
 from errors import exit_on_usage_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -169,6 +171,8 @@ def test_launcher_choices_are_the_entry_scripts_choices():
     from searchers import SEARCH_STRATEGIES
 
     assert sagemaker_jobs.TASKS == tuple(TASKS)
+    distilling = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
+    assert sagemaker_jobs.DISTILLING_STRATEGIES == distilling
     assert sagemaker_jobs.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
     assert sagemaker_jobs.SEARCH_SPACES == tuple(SEARCH_SPACES)
     assert sagemaker_jobs.SEARCH_STRATEGIES == tuple(SEARCH_STRATEGIES)
@@ -207,6 +211,31 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
         launch_all = dry_run(grid.main, ["--task_names", "rte,mrpc"], capsys)
         assert [job["hyperparameters"]["task_name"] for job in launch_all] == ["rte", "mrpc"]
     assert_no_secret(json.dumps([training, search]))
+
+
+def test_label_and_teacher_flags_pass_through_to_the_training_job(capsys):
+    teacher_folder = f"s3://{BUCKET}/nas_llm/supernet/bert-base-cased/mrpc/standard/medium/epochs_2/seed_3"
+    argv = [
+        "--task_name", "stsb", "--sampling_strategy", "kd", "--teacher_model_name_or_path", teacher_folder,
+        "--init_from_teacher", "True", "--distill_hidden_states", "True", "--distill_full_network", "True",
+        "--standardize_labels", "False",
+    ]
+    (training,) = dry_run(launch_supernet_training.main, argv, capsys)
+    assert training["input_channels"] == {"teacher": teacher_folder + "/"}
+    hyperparameters = training["hyperparameters"]
+    assert hyperparameters["teacher_model_name_or_path"] == "/opt/ml/input/data/teacher"
+    assert {flag: hyperparameters[flag] for flag in (
+        "init_from_teacher", "distill_hidden_states", "distill_full_network", "standardize_labels",
+    )} == {"init_from_teacher": True, "distill_hidden_states": True, "distill_full_network": True,
+           "standardize_labels": False}
+    (hub_teacher,) = dry_run(launch_supernet_training.main, ["--teacher_model_name_or_path", "org/bert-mrpc"], capsys)
+    assert hub_teacher["hyperparameters"]["teacher_model_name_or_path"] == "org/bert-mrpc"
+    assert hub_teacher["input_channels"] == {}
+    train_supernet_flags = {field.name for field in dataclasses.fields(SupernetArguments)}
+    assert set(hyperparameters) - {"model_name_or_path", "task_name", "search_space", "seed", "num_train_epochs",
+                                   "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                                   "fp16", "save_strategy", "output_dir", "log_dir", "resume_from_checkpoint",
+                                   } <= train_supernet_flags
 
 
 def test_job_names_are_valid_unique_and_deterministic(capsys):
@@ -409,6 +438,11 @@ def test_which_existing_job_a_new_one_would_duplicate(existing, relaunch_failed,
         (launch_supernet_training.main, ["--use_spot", "--max_wait", "60", "--dry_run"], "--max_wait"),
         (launch_offline_search.main, ["--max_wait", "60000", "--dry_run"], "--use_spot"),
         (launch_all_supernet_training.main, ["--config", "missing.json", "--dry_run"], "cannot read --config"),
+        (launch_supernet_training.main, ["--teacher_model_name_or_path", "s3://b/t", "--sampling_strategy",
+                                         "sandwich", "--dry_run"], "need a sampling strategy that distils"),
+        (launch_all_supernet_training.main, ["--sampling_strategies", "one_shot,standard", "--distill_hidden_states",
+                                             "True", "--dry_run"], "not standard"),
+        (launch_supernet_training.main, ["--init_from_teacher", "True", "--dry_run"], "need --teacher_model_name"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(fake_credentials, main, argv, message, capsys):

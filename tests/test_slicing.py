@@ -104,3 +104,18 @@ def test_training_under_slicing_updates_the_shared_weights():
     query_cols = list(range(8))  # heads 0-1 of 4 dims, in each of the q, k and v blocks of width 16
     assert changed_columns == query_cols + [16 + c for c in query_cols] + [32 + c for c in query_cols]
     assert torch.count_nonzero(grads["transformer.h.1.attn.c_attn.weight"]) == 0
+
+
+def test_a_sub_network_dropping_the_first_layer_runs_with_the_models_own_cache_setting(family_name):
+    """Without use_cache=False: Qwen2's KV cache for the kept layers was indexed by their original indices."""
+    model = tiny_model(family_name)  # eval mode, the family's default use_cache
+    space = make_search_space("layer", model.config)
+    sub_network = space.to_sub_network({**space.to_config(space.largest()), "layer_mha_0": 0, "layer_ffn_0": 0})
+    batch = tiny_batch()
+    batch.pop("labels")
+    with torch.no_grad(), sliced(model, sub_network):
+        sliced_logits = model(**batch).logits
+    with torch.no_grad(), masked(model, sub_network):
+        masked_logits = model(**batch, use_cache=False).logits
+    assert torch.allclose(sliced_logits, masked_logits, atol=1e-5)
+    assert model.config.use_cache == tiny_config(family_name).use_cache  # restored

@@ -46,24 +46,49 @@ def _sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
 
 
+def _write_pair_task(data_dir: Path, folder: str, label_header: str, counts: tuple[int, int], row) -> Path:
+    """<data_dir>/<folder>/{train,dev}.tsv: index, sentence1, sentence2, label; `row(index)` gives the last three."""
+    task_dir = data_dir / folder
+    task_dir.mkdir(parents=True, exist_ok=True)
+    for name, count in zip(("train.tsv", "dev.tsv"), counts, strict=True):
+        rows = [f"index\tsentence1\tsentence2\t{label_header}"]
+        rows += ["\t".join((str(index), *row(index))) for index in range(count)]
+        (task_dir / name).write_text("\n".join(rows) + "\n")
+    return data_dir
+
+
 def write_tiny_rte(data_dir: Path, num_train: int = 40, num_dev: int = 16, seed: int = 0) -> Path:
     """<data_dir>/RTE/{train,dev}.tsv in the original GLUE layout (index, sentence1, sentence2, label).
 
     The label is learnable: 'entailment' when the second sentence starts with the first one's first word.
     """
     rng = random.Random(seed)
-    task_dir = data_dir / "RTE"
-    task_dir.mkdir(parents=True, exist_ok=True)
-    for name, count in (("train.tsv", num_train), ("dev.tsv", num_dev)):
-        rows = ["index\tsentence1\tsentence2\tlabel"]
-        for index in range(count):
-            first, second = _sentence(rng), _sentence(rng)
-            entailed = index % 2 == 0
-            if entailed:
-                second = first.split()[0] + " " + second
-            rows.append(f"{index}\t{first}\t{second}\t{'entailment' if entailed else 'not_entailment'}")
-        (task_dir / name).write_text("\n".join(rows) + "\n")
-    return data_dir
+
+    def row(index: int) -> tuple[str, str, str]:
+        first, second = _sentence(rng), _sentence(rng)
+        entailed = index % 2 == 0
+        if entailed:
+            second = first.split()[0] + " " + second
+        return first, second, "entailment" if entailed else "not_entailment"
+
+    return _write_pair_task(data_dir, "RTE", "label", (num_train, num_dev), row)
+
+
+def write_tiny_stsb(data_dir: Path, num_train: int = 60, num_dev: int = 20, seed: int = 0) -> Path:
+    """<data_dir>/STS-B/{train,dev}.tsv: a regression task with scores in [0, 5] far from 0 (like STS-B's).
+
+    The score is easy to learn: high (3.5-5) when the first sentence starts with the word w0, low (0-2)
+    when it starts with w1.
+    """
+    rng = random.Random(seed)
+
+    def row(index: int) -> tuple[str, str, str]:
+        high = index % 2 == 0
+        first = f"{WORDS[0] if high else WORDS[1]} {_sentence(rng)}"
+        score = rng.uniform(3.5, 5.0) if high else rng.uniform(0.0, 2.0)
+        return first, _sentence(rng), f"{score:.3f}"
+
+    return _write_pair_task(data_dir, "STS-B", "score", (num_train, num_dev), row)
 
 
 POSITIVE_WORDS, NEGATIVE_WORDS = WORDS[:5], WORDS[5:10]

@@ -1,0 +1,120 @@
+"""Regression trains on standardised labels; predictions are reported on the label scale, everywhere."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_batch, tiny_model
+from tiny_assets import write_tiny_model_dir, write_tiny_stsb
+
+import train_supernet
+from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from evaluation import predict
+from extract import extract_sub_network, load_extracted, save_extracted
+from label_scale import LabelScale, fit_label_scale, label_scale_of, set_label_scale
+from metrics import compute_task_metrics
+from models import load_tokenizer
+from sampling import PlannedPass, training_step
+from search_spaces import make_search_space
+from slicing import sliced
+
+SCALE = LabelScale(mean=2.75, std=1.5)
+
+
+def test_statistics_are_the_training_labels_mean_and_population_std():
+    labels = [0.0, 1.0, 5.0, 2.0]
+    assert fit_label_scale(labels) == LabelScale(mean=2.0, std=float(np.sqrt((4 + 1 + 9 + 0) / 4)))
+    assert fit_label_scale([3.0, 3.0]) == LabelScale(mean=3.0, std=1.0)  # constant labels: no division by 0
+
+
+def test_the_loss_sees_standardised_labels(family_name):
+    model = tiny_model(family_name, num_labels=1)
+    batch = tiny_batch(num_labels=1) | {"labels": torch.tensor([0.5, 4.0, 3.0])}
+    training_step(model, batch, [PlannedPass("largest", None, False)], sliced, 1.0, label_scale=SCALE)
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad()
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    expected_loss = F.mse_loss(model(**inputs).logits.squeeze(-1), (batch["labels"] - 2.75) / 1.5)
+    expected_loss.backward()
+    for name, gradient in gradients.items():
+        assert torch.allclose(gradient, model.get_parameter(name).grad, atol=1e-6), name
+
+
+def regression_loader(tmp_path, model_dir):
+    data_args = DataArguments(task_name="stsb", data_dir=str(write_tiny_stsb(tmp_path / "glue")))
+    tokenizer = load_tokenizer(str(model_dir))
+    splits = load_raw_splits(data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    return splits, make_dataloader(tokenized["validation"], tokenizer, 8, False, 0)
+
+
+def test_predictions_are_mapped_back_to_the_label_scale(tmp_path):
+    model_dir = write_tiny_model_dir(tmp_path / "model", "gpt2", num_labels=1)
+    _, loader = regression_loader(tmp_path, model_dir)
+    model = tiny_model("gpt2", num_labels=1)
+    raw, _ = predict(model, loader, torch.device("cpu"))
+    set_label_scale(model.config, SCALE)
+    scaled, _ = predict(model, loader, torch.device("cpu"))
+    np.testing.assert_allclose(scaled, raw * 1.5 + 2.75, rtol=1e-6)
+
+
+def test_extracted_models_keep_the_statistics_and_report_the_search_metrics(tmp_path, family_name):
+    model_dir = write_tiny_model_dir(tmp_path / "model", family_name, num_labels=1)
+    _, loader = regression_loader(tmp_path, model_dir)
+    model = tiny_model(family_name, num_labels=1)
+    set_label_scale(model.config, SCALE)
+    space = make_search_space("medium", model.config)
+    sub_network = space.sample(np.random.default_rng(0))
+    searched, labels = predict(model, loader, torch.device("cpu"), sub_network, sliced)
+
+    save_extracted(extract_sub_network(model, sub_network), load_tokenizer(str(model_dir)), sub_network, tmp_path / "x")
+    extracted = load_extracted(tmp_path / "x")
+    assert label_scale_of(extracted.config) == SCALE
+    reported, _ = predict(extracted, loader, torch.device("cpu"))
+    np.testing.assert_allclose(reported, searched, atol=1e-4)
+    assert abs(reported.mean() - searched.mean()) < 1e-4 and abs(reported.mean()) > 1  # on the label scale
+    expected = compute_task_metrics("stsb", searched, labels)
+    assert compute_task_metrics("stsb", reported, labels) == pytest.approx(expected)
+
+
+def train_stsb(tmp_path, family, *extra):
+    model_dir = write_tiny_model_dir(tmp_path / "model", family, num_labels=1)
+    data_dir = write_tiny_stsb(tmp_path / "glue")
+    output_dir = tmp_path / "supernet"
+    model = train_supernet.main([
+        "--model_name_or_path", str(model_dir), "--task_name", "stsb", "--data_dir", str(data_dir),
+        "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb"), "--sampling_strategy", "one_shot",
+        "--num_train_epochs", "4", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
+        "--seed", "0", *extra,
+    ])
+    return model, model_dir, output_dir
+
+
+def test_training_stores_the_training_split_statistics(tmp_path):
+    _, model_dir, output_dir = train_stsb(tmp_path, "bert", "--num_train_epochs", "1", "--save_strategy", "no")
+    splits, _ = regression_loader(tmp_path, model_dir)
+    train_labels = np.asarray(splits["train"]["label"], dtype=np.float64)
+    stored = json.loads((output_dir / "config.json").read_text())["label_scale"]
+    assert stored == pytest.approx({"mean": train_labels.mean(), "std": train_labels.std()})
+    assert json.loads((output_dir / "nas_settings.json").read_text())["standardize_labels"] is True
+
+
+def test_a_resumed_run_keeps_the_stored_statistics(tmp_path):
+    _, _, output_dir = train_stsb(tmp_path, "bert", "--num_train_epochs", "1", "--save_strategy", "epoch")
+    config_file = output_dir / "checkpoint-1" / "config.json"
+    planted = json.loads(config_file.read_text()) | {"label_scale": {"mean": 10.0, "std": 3.0}}
+    config_file.write_text(json.dumps(planted))
+    train_stsb(tmp_path, "bert", "--num_train_epochs", "2", "--resume_from_checkpoint", "latest")
+    assert json.loads((output_dir / "config.json").read_text())["label_scale"] == {"mean": 10.0, "std": 3.0}
+
+
+def test_one_shot_full_network_predictions_on_regression_are_not_constant(tmp_path):
+    """The STS-B collapse: on raw labels the shared bias-free head of GPT-2 was pulled to a constant."""
+    model, model_dir, _ = train_stsb(tmp_path, "gpt2", "--save_strategy", "no")
+    _, loader = regression_loader(tmp_path, model_dir)
+    predictions, labels = predict(model, loader, torch.device("cpu"))
+    assert predictions.std() > 0.25 * labels.std()
+    assert compute_task_metrics("stsb", predictions, labels)["spearmanr"] > 0.5
