@@ -4,6 +4,7 @@ The sub-network is extracted from the pre-trained weights (a genuinely smaller m
 the trial costs what the sub-network costs. After every epoch it scores the validation split, saves the
 model to `<st_checkpoint_dir>/epoch-<k>/` (before reporting, so the weights of every report exist) and
 reports `epoch`, `error` and `params` (relative to the unpruned network) with syne_tune.Reporter.
+Regression trains on standardised labels, as super-network training does (label_scale.py).
 
 Syne Tune passes `--st_config_json_filename` (the config: the sub-network's hyperparameters plus the path
 of the run's settings file, which holds the command line of run_standard_nas.py) and `--st_checkpoint_dir`.
@@ -29,6 +30,7 @@ from distributed import make_runtime
 from errors import exit_on_usage_error
 from evaluation import evaluate
 from extract import extract_sub_network, save_extracted
+from label_scale import label_scale_for_training
 from metrics import metric_task
 from models import load_model, load_tokenizer, resolve_model_name
 from search_spaces import make_search_space
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     relative_params = num_parameters / count_parameters(pretrained, search_space.largest()).total
     model = extract_sub_network(pretrained, sub_network).to(runtime.device).train()
     del pretrained
+    label_scale = label_scale_for_training(model.config, task.is_regression, True, splits["train"]["label"], False)
 
     tokenized = tokenize_splits(splits, tokenizer, data_args, ("train", "validation"))
     train_loader = make_dataloader(
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         global_step = train_epoch(
             model, train_loader, runtime, optimizer, scheduler, plan=lambda step: FULL_NETWORK_ONLY,
             run_as=runner_for("slice"), temperature=1.0, max_grad_norm=training_args.max_grad_norm,
-            global_step=global_step, description=f"epoch {epoch}/{epochs}",
+            global_step=global_step, description=f"epoch {epoch}/{epochs}", label_scale=label_scale,
         )
         validation = evaluate(model, validation_loader, metrics_key, runtime.device)
         save_epoch(model, tokenizer, sub_network, checkpoint_dir, epoch)

@@ -118,3 +118,25 @@ def test_one_shot_full_network_predictions_on_regression_are_not_constant(tmp_pa
     predictions, labels = predict(model, loader, torch.device("cpu"))
     assert predictions.std() > 0.25 * labels.std()
     assert compute_task_metrics("stsb", predictions, labels)["spearmanr"] > 0.5
+
+
+def test_a_standard_nas_trial_trains_regression_on_standardised_labels(tmp_path):
+    import standard_nas_trial
+    from standard_nas import SETTINGS_KEY, epoch_checkpoint
+
+    model_dir = write_tiny_model_dir(tmp_path / "model", "bert", num_labels=1)
+    data_dir = write_tiny_stsb(tmp_path / "glue")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"argv": [
+        "--model_name_or_path", str(model_dir), "--task_name", "stsb", "--data_dir", str(data_dir),
+        "--output_dir", str(tmp_path / "run"), "--max_epochs", "1", "--num_samples", "1",
+        "--per_device_train_batch_size", "8",
+    ]}))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"num_layers": 2, "num_heads": 2, "num_units": 10, SETTINGS_KEY: str(settings)}))
+    standard_nas_trial.main(["--st_config_json_filename", str(config), "--st_checkpoint_dir", str(tmp_path / "ckpt")])
+
+    splits, _ = regression_loader(tmp_path, model_dir)
+    train_labels = np.asarray(splits["train"]["label"], dtype=np.float64)
+    stored = json.loads((epoch_checkpoint(tmp_path / "ckpt", 1) / "config.json").read_text())["label_scale"]
+    assert stored == pytest.approx({"mean": train_labels.mean(), "std": train_labels.std()})
