@@ -110,9 +110,12 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
     tokenized_splits = record_tokenized_splits(monkeypatch, run_offline_search)
     start = time.perf_counter()
-    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     search_time = time.perf_counter() - start
     assert tokenized_splits == [["test", "validation"]]  # the search never trains: no training split tokenised
+    for point in results["pareto_set"]:  # the latencies the Pareto set was chosen on, not a second measurement
+        ranked_on = results["evaluations"][point["iteration"]]
+        assert (point["latency_ms"], point["latency_iqr_ms"]) == (ranked_on["latency_ms"], ranked_on["latency_iqr_ms"])
     results_path = tmp_path / "results_random_search_0" / "results_rte.json"
     finished = results_path.read_bytes()
 
@@ -122,16 +125,20 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
     monkeypatch.setattr(run_offline_search, "load_supernet", must_not_run)
     monkeypatch.setattr(run_offline_search, "load_raw_splits", must_not_run)
     start = time.perf_counter()
-    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     assert time.perf_counter() - start < 0.1 * search_time
     assert results_path.read_bytes() == finished
     with pytest.raises(AssertionError, match="must not load"):  # other results settings: the results are redone
-        search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--max_test_samples", "5"])
+        search(
+            tmp_path, model_dir, data_dir, checkpoint, "random_search",
+            extra=["--objective", "latency", "--max_test_samples", "5"],
+        )
 
 
 def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
-    search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "flops"])
+    flops_results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "flops"])
+    assert all(point["latency_ms"] > 0 for point in flops_results["pareto_set"])  # measured for the Pareto set
     search(tmp_path, model_dir, data_dir, checkpoint, "nsga2")
     results_files = [str(tmp_path / f"results_{name}_0" / "results_rte.json") for name in ("random_search", "nsga2")]
 
