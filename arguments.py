@@ -20,6 +20,11 @@ from search_spaces import SEARCH_SPACES
 SUB_NETWORK_EXECUTIONS = ("slice", "mask")
 
 
+def run_log_dir(log_dir: str, stage: str, output_dir: str) -> str:
+    """The TensorBoard run of one stage writing to `output_dir`, so training, search and recovery show as runs."""
+    return str(Path(log_dir) / f"{stage}-{Path(output_dir).resolve().name}")
+
+
 def check_choice(flag: str, value: str, choices) -> None:
     if value not in choices:
         raise UsageError(f"unknown --{flag} '{value}'; choose one of: {', '.join(choices)}")
@@ -63,8 +68,7 @@ class NASArguments:
     )
 
     def run_log_dir(self, stage: str, output_dir: str) -> str:
-        """The TensorBoard run of one stage writing to `output_dir`, so training and search show as two runs."""
-        return str(Path(self.log_dir) / f"{stage}-{Path(output_dir).resolve().name}")
+        return run_log_dir(self.log_dir, stage, output_dir)
 
     def __post_init__(self) -> None:
         check_choice("search_space", self.search_space, SEARCH_SPACES)

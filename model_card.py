@@ -18,11 +18,29 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int) -> list
         f"| MACs per sequence of {cost_seq_len} tokens | {point['macs']:,} | {unpruned['macs']:,} |",
         f"| validation error (the search's split) | {point['error']:.4f} | {unpruned['validation']['error']:.4f} |",
     ]
-    rows += [
-        f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |"
-        for name, value in extraction["test_extracted"].items() if name != "error"
-    ]
+    recovery = extraction.get("recovery")
+    test = recovery["test_after"] if recovery else extraction["test_extracted"]
+    rows += [f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |" for name, value in test.items()
+             if name != "error"]
+    if recovery:
+        rows += [
+            f"| test {name} before recovery | {value:.4f} | |"
+            for name, value in extraction["test_extracted"].items() if name != "error"
+        ]
     return rows
+
+
+def _recovery(recovery: dict | None) -> list[str]:
+    if recovery is None:
+        return []
+    settings = recovery["settings"]
+    return [
+        f"After extraction the model was fine-tuned for {settings['epochs']} epoch(s) on "
+        f"{recovery['num_train_examples']:,} training examples, distilled from `{settings['teacher']}` "
+        f"(learning rate {settings['learning_rate']:g}, batch size {settings['batch_size']}, temperature "
+        f"{settings['temperature']:g}); the weights here are the recovered ones.",
+        "",
+    ]
 
 
 def _structure(sub_network: SubNetwork) -> list[str]:
@@ -91,6 +109,7 @@ def write_model_card(
         "",
         *_size_and_scores(results, extraction, results.get("cost_seq_len", 128)),
         "",
+        *_recovery(extraction.get("recovery")),
         "## Sub-network",
         "",
         *_structure(sub_network),

@@ -10,6 +10,8 @@ its own: its trial's checkpoint is copied instead of extracted.
         --output_dir ./pruned_model
 
 The data flags (--task_name, --data_dir, --max_test_samples, ...) default to those the search recorded.
+With --recover_epochs N the extracted model is first fine-tuned on the training split, distilled from the
+super-network's full network (recovery.py); the checkpoint written is then the recovered one.
 
 Load the result with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)
 (custom code is needed only where the family's config cannot express the sub-network; see extract.py);
@@ -39,6 +41,7 @@ from model_card import write_model_card
 from models import load_supernet, load_tokenizer, set_label_names
 from precision import default_device
 from pruned_structure import STRUCTURE_KEY
+from recovery import RecoveryArguments, check_recovery_possible, choose_teacher, recover
 from sub_network import SubNetwork
 
 logger = logging.getLogger(__name__)
@@ -122,8 +125,8 @@ def recorded_data_flags(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    selection_args, data_args, lm_args = parse_arguments(
-        (SelectionArguments, DataArguments, LMArguments), argv, recorded_data_flags(argv)
+    selection_args, data_args, lm_args, recovery_args = parse_arguments(
+        (SelectionArguments, DataArguments, LMArguments, RecoveryArguments), argv, recorded_data_flags(argv)
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     if not Path(selection_args.results).is_file():
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = default_device()
     from_trial = "trial_checkpoint_dir" in point  # standard NAS: the point's own fine-tuned model
+    check_recovery_possible(recovery_args, data_args.task_name == LM_TASK, from_trial)
     if from_trial:
         checkpoint = point["trial_checkpoint_dir"]
         extracted, tokenizer = load_extracted(checkpoint), load_tokenizer(checkpoint)
@@ -141,16 +145,24 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
         model, tokenizer, _ = load_supernet(checkpoint, lm_args.torch_dtype)
         extracted = extract_sub_network(model, sub_network)
+    splits_needed = ("train", "validation", "test") if recovery_args.recovering else ("test",)
     if data_args.task_name == LM_TASK:
         tokenized, metrics_key = load_blocks(data_args, lm_args, tokenizer, extracted.config, ("test",)), LM_TASK
     else:
         splits = load_raw_splits(data_args)
         task = task_info_for(splits)
         set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
-        tokenized = tokenize_splits(splits, tokenizer, data_args, ("test",))
+        tokenized = tokenize_splits(splits, tokenizer, data_args, splits_needed)
         metrics_key = metric_task(data_args.task_name, task.is_regression)
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     test = evaluate(extracted.to(device), loader, metrics_key, device)
+    recovery = None
+    if recovery_args.recovering:  # the super-network teaches, unless --teacher_model_name_or_path names another
+        teacher = choose_teacher(recovery_args, model, checkpoint, data_args.task_name, task, tokenizer.pad_token_id)
+        recovery = recover(
+            extracted, teacher, tokenized, tokenizer, metrics_key, selection_args.per_device_eval_batch_size,
+            recovery_args, selection_args.output_dir,
+        )
     if from_trial:  # already a smaller model: copied as the trial saved it
         shutil.copytree(checkpoint, selection_args.output_dir, dirs_exist_ok=True)
         kind = "custom_code" if getattr(extracted.config, STRUCTURE_KEY, None) is not None else "standard"
@@ -169,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
         ),
     }
+    if recovery is not None:
+        report["recovery"] = recovery
     write_model_card(selection_args.output_dir, results, report, sub_network, extracted.config)
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)
     logger.info(

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,17 @@ torch.save(reloaded, sys.argv[2] + ".out")
 """
 
 
+def reload_in_fresh_process(models: Path, batch_file: Path) -> dict:
+    """{folder name: logits on the saved batch, parameter count, module} of every checkpoint folder in `models`,
+    loaded by transformers alone in ONE fresh process outside this project (cwd elsewhere, no PYTHONPATH)."""
+    root = batch_file.parent
+    subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(models), str(batch_file)],
+        check=True, cwd=root, env={"PATH": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_HOME": str(root / "hf")},
+    )
+    return torch.load(f"{batch_file}.out", weights_only=True)
+
+
 def standard_sub_network(model):
     """Fewer layers and neurons, and fewer KV groups where the config has head_dim: a standard checkpoint."""
     family = family_for(model)
@@ -117,11 +129,7 @@ def reloaded(tmp_path_factory):
                 "logits": logits_of(model, sub_network),
                 "params": count_parameters(model, sub_network).total,
             }
-    subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, str(root / "models"), str(root / "batch.pt")],
-        check=True, cwd=root, env={"PATH": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_HOME": str(root / "hf")},
-    )
-    outputs = torch.load(root / "batch.pt.out", weights_only=True)
+    outputs = reload_in_fresh_process(root / "models", root / "batch.pt")
     return {name: expected[name] | {"reloaded": outputs[name]} for name in expected}
 
 

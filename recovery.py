@@ -1,0 +1,214 @@
+"""Recovery: a short fine-tuning of the extracted sub-network, distilled from a teacher, before it ships.
+
+Every strong structured-pruning method ends with such a phase on the chosen architecture (DynaBERT's
+final fine-tuning, CoFi's fine-tuning epochs): the shared weights were trained to serve many
+sub-networks at once, and a few steps on the one that is kept recover part of what pruning cost.
+The extracted model trains as an ordinary model (one pass per step, `training_loop.train_epoch`) with
+the distillation loss of sampling.py from a frozen teacher (teacher.py): the super-network's full
+network by default, or a fine-tuned model given by --teacher_model_name_or_path. Regression labels
+are standardised with the statistics the checkpoint carries (label_scale.py). The extracted model's
+shapes never change, so the recovered checkpoint keeps exactly the extracted parameter count.
+
+Not resumable, on purpose: recovery is short (an epoch or two of the training split on a model
+smaller than the super-network), and select_and_extract.py writes nothing before it has finished,
+so an interrupted run leaves no half-written checkpoint and is simply run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import datasets
+from torch import nn
+from transformers import PreTrainedTokenizerBase, set_seed
+
+from arguments import check_positive, run_log_dir
+from data import TaskInfo, make_dataloader
+from distributed import SingleProcess
+from errors import UsageError
+from evaluation import evaluate
+from io_utils import tensorboard_writer
+from label_scale import label_scale_of
+from sampling import PlannedPass
+from slicing import runner_for
+from teacher import Teacher, load_teacher
+from training_loop import make_lr_schedule, make_optimizer, train_epoch
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_STAGE = "recover"  # TensorBoard run: recover-<name of --output_dir>
+
+
+@dataclass
+class RecoveryArguments:
+    recover_epochs: int = field(
+        default=0,
+        metadata={"help": "Recovery: fine-tune the extracted model for this many epochs on the training split, "
+                  "distilled from the teacher, and evaluate it again (0: ship the extracted weights as they are)."},
+    )
+    recover_learning_rate: float = field(default=5e-5, metadata={"help": "Recovery: peak AdamW learning rate "
+                                         "(linear decay to 0, warm-up over --recover_warmup_ratio of the steps)."})
+    recover_warmup_ratio: float = field(default=0.1, metadata={"help": "Recovery: share of warm-up steps."})
+    recover_batch_size: int = field(default=32, metadata={"help": "Recovery: training batch size."})
+    recover_temperature: float = field(
+        default=1.0, metadata={"help": "Recovery: softmax temperature T of the distillation loss."}
+    )
+    recover_seed: int = field(default=42, metadata={"help": "Recovery: seed of the data order and dropout."})
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Recovery: the teacher, a fine-tuned full model of the super-network's architecture and "
+                  "task (e.g. the output of --sampling_strategy standard); default: the super-network's full "
+                  "network."},
+    )
+    log_dir: str = field(
+        default="./tensorboard_log_dir",
+        metadata={"help": "TensorBoard directory; recovery writes its losses into the run recover-<name of "
+                  "--output_dir> in it."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.recover_epochs < 0:
+            raise UsageError(f"--recover_epochs must be 0 (no recovery) or positive, got {self.recover_epochs}")
+        check_positive(self, "recover_learning_rate", "recover_batch_size", "recover_temperature")
+        if not 0 <= self.recover_warmup_ratio < 1:
+            raise UsageError(f"--recover_warmup_ratio must lie in [0, 1), got {self.recover_warmup_ratio}")
+        if self.teacher_model_name_or_path is not None and self.recover_epochs == 0:
+            raise UsageError("--teacher_model_name_or_path is the teacher of recovery: add --recover_epochs N")
+
+    @property
+    def recovering(self) -> bool:
+        return self.recover_epochs > 0
+
+    def settings(self) -> dict:
+        """What extraction.json records of the recovery (the teacher as resolved by the caller)."""
+        return {
+            "epochs": self.recover_epochs,
+            "learning_rate": self.recover_learning_rate,
+            "warmup_ratio": self.recover_warmup_ratio,
+            "batch_size": self.recover_batch_size,
+            "temperature": self.recover_temperature,
+            "seed": self.recover_seed,
+            "loss": "distillation (logits)",
+        }
+
+
+def fine_tune(
+    model: nn.Module,
+    teacher: Teacher,
+    train_set: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    args: RecoveryArguments,
+    output_dir: str,
+) -> dict:
+    """Train `model` in place for --recover_epochs epochs, every step distilled from `teacher`.
+
+    Returns the steps taken and the mean loss of the first and last epoch (logged to TensorBoard too).
+    """
+    set_seed(args.recover_seed)
+    runtime = SingleProcess(fp16=False, bf16=False)
+    loader = make_dataloader(train_set, tokenizer, args.recover_batch_size, True, args.recover_seed)
+    optimizer = make_optimizer(model, args.recover_learning_rate, weight_decay=0.0)
+    total_steps = args.recover_epochs * len(loader)
+    schedule = SimpleNamespace(lr_scheduler_type="linear", warmup_ratio=args.recover_warmup_ratio)
+    scheduler = make_lr_schedule(optimizer, schedule, total_steps)
+    writer = tensorboard_writer(run_log_dir(args.log_dir, RECOVERY_STAGE, output_dir))
+    epoch_losses: list[list[float]] = []
+
+    def log_loss(step: int, losses: dict[str, float]) -> None:
+        epoch_losses[-1].append(losses["recovery"])
+        writer.add_scalar("recover/loss", losses["recovery"], step)
+        writer.add_scalar("recover/learning_rate", scheduler.get_last_lr()[0], step)
+
+    model.to(runtime.device).train()
+    step = 0
+    for epoch in range(args.recover_epochs):
+        epoch_losses.append([])
+        step = train_epoch(
+            model, loader, runtime, optimizer, scheduler,
+            plan=lambda _: [PlannedPass("recovery", None, distill=True)], run_as=runner_for("slice"),
+            temperature=args.recover_temperature, max_grad_norm=1.0, global_step=step,
+            description=f"recovery epoch {epoch + 1}/{args.recover_epochs}", on_step=log_loss,
+            label_scale=label_scale_of(model.config), teacher=teacher,
+        )
+    writer.close()
+    model.eval()
+    mean = [sum(losses) / len(losses) for losses in epoch_losses]
+    return {"num_steps": step, "mean_loss_first_epoch": mean[0], "mean_loss_last_epoch": mean[-1]}
+
+
+def choose_teacher(
+    args: RecoveryArguments,
+    supernet: nn.Module,
+    checkpoint: str,
+    task_name: str | None,
+    task: TaskInfo,
+    pad_token_id: int | None,
+) -> tuple[nn.Module, str]:
+    """(teacher model, where it comes from): --teacher_model_name_or_path, checked like training's, else the
+    super-network's full network."""
+    if args.teacher_model_name_or_path is None:
+        return supernet, checkpoint
+    teacher = load_teacher(args.teacher_model_name_or_path, checkpoint, task_name, task, pad_token_id)
+    return teacher, args.teacher_model_name_or_path
+
+
+def recover(
+    model: nn.Module,
+    teacher: tuple[nn.Module, str],
+    tokenized: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    metrics_key: str,
+    eval_batch_size: int,
+    args: RecoveryArguments,
+    output_dir: str,
+) -> dict:
+    """Score `model` on validation and test, fine-tune it (in place) from `teacher` (choose_teacher), score it
+    again; returns the report of extraction.json."""
+    teacher_model, teacher_source = teacher
+    start = time.time()
+    device = next(model.parameters()).device
+    loaders = {
+        split: make_dataloader(tokenized[split], tokenizer, eval_batch_size, False, 0)
+        for split in ("validation", "test")
+    }
+
+    def scores() -> dict[str, dict[str, float]]:
+        return {split: evaluate(model, loader, metrics_key, device) for split, loader in loaders.items()}
+
+    before = scores()
+    frozen_teacher = Teacher(teacher_model.to(device), label_scale_of(model.config))
+    logger.info("Recovery: %d epochs on %d training examples", args.recover_epochs, len(tokenized["train"]))
+    training = fine_tune(model, frozen_teacher, tokenized["train"], tokenizer, args, output_dir)
+    after = scores()
+    logger.info("Recovery: validation %s -> %s, test %s -> %s", before["validation"], after["validation"],
+                before["test"], after["test"])
+    return {
+        "settings": args.settings() | {"teacher": str(teacher_source)},
+        "validation_before": before["validation"],
+        "test_before": before["test"],
+        "validation_after": after["validation"],
+        "test_after": after["test"],
+        "num_train_examples": len(tokenized["train"]),
+        **training,
+        "runtime_s": time.time() - start,
+    }
+
+
+def check_recovery_possible(args: RecoveryArguments, language_modeling: bool, from_trial: bool) -> None:
+    """Refuse recovery where it does not apply, before anything is loaded."""
+    if not args.recovering:
+        return
+    if language_modeling:
+        raise UsageError(
+            "--recover_epochs works for classification and regression tasks; recover a pruned LM with "
+            "train_supernet.py --sampling_strategy standard on the extracted checkpoint (README, 'Pruning a causal "
+            "language model')"
+        )
+    if from_trial:
+        raise UsageError(
+            "--recover_epochs applies to sub-networks of a super-network; a standard-NAS point is already a model "
+            "fine-tuned on its own"
+        )

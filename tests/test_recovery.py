@@ -1,0 +1,141 @@
+"""Recovery (select_and_extract.py --recover_epochs): the extracted model, fine-tuned from a teacher, keeps its
+size, learns (a distillation loss computed here with plain torch drops), and ships as a checkpoint that reloads in
+a fresh process with the metric extraction.json records; --recover_epochs 0 changes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_end_to_end import logits_on, train_toy
+from test_extract import reload_in_fresh_process
+from test_scripts import record_tokenized_splits, scalar_tags
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import run_offline_search
+import select_and_extract
+from cost import count_parameters
+from errors import UsageError
+from extract import extract_sub_network
+from search_spaces import make_search_space
+
+# Tiny BERT: 3 layers, 4 heads, 20 FFN neurons. All heads: a standard checkpoint; fewer heads: custom code.
+SUB_NETWORKS = {
+    "standard": {"num_layers": 2, "num_heads": 4, "num_units": 9},
+    "custom_code": {"num_layers": 2, "num_heads": 2, "num_units": 9},
+}
+RECOVERY_FLAGS = ["--recover_epochs", "3", "--recover_learning_rate", "3e-3", "--recover_batch_size", "16"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A trained tiny super-network, and a results file per checkpoint kind whose one Pareto point is that kind."""
+    root = tmp_path_factory.mktemp("recovery")
+    run = train_toy(root, regression=False)
+    run_offline_search.main([
+        "--model_name_or_path", str(run.model_dir), *run.data_flags(), "--checkpoint_dir_model", str(run.supernet),
+        "--search_space", "small", "--search_strategy", "random_search", "--num_samples", "3",
+        "--output_dir", str(root / "search"), "--log_dir", str(root / "tb"), "--cost_seq_len", "16",
+        "--latency_repeats", "1",
+    ])
+    results = json.loads((root / "search" / "results_custom.json").read_text())
+    supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
+    space = make_search_space("small", supernet.config)
+    results_files = {}
+    for kind, config in SUB_NETWORKS.items():
+        sub_network = space.to_sub_network(config)
+        point = results["pareto_set"][0] | {"sub_network": sub_network.to_json_dict()}
+        results_files[kind] = root / f"results_{kind}.json"
+        results_files[kind].write_text(json.dumps(results | {"pareto_set": [point]}))
+    return run, supernet, space, results_files
+
+
+def distillation_loss_on_training_split(student, teacher, run) -> float:
+    """T = 1: cross-entropy to the teacher's soft labels + cross-entropy to the labels, by hand."""
+    student_logits, labels = logits_on(student, run, "train")
+    teacher_logits, _ = logits_on(teacher, run, "train")
+    soft = F.cross_entropy(student_logits, F.softmax(teacher_logits, dim=-1))
+    return float(soft + F.cross_entropy(student_logits, torch.as_tensor(labels)))
+
+
+@pytest.mark.parametrize("kind", list(SUB_NETWORKS))
+def test_recovery_keeps_the_size_learns_and_reloads_with_its_metric(toy, tmp_path, kind):
+    run, supernet, space, results_files = toy
+    output_dir = tmp_path / "pruned"
+    select_and_extract.main([
+        "--results", str(results_files[kind]), "--pareto_index", "0", *RECOVERY_FLAGS,
+        "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb"),
+    ])
+    report = json.loads((output_dir / "extraction.json").read_text())
+    sub_network = space.to_sub_network(SUB_NETWORKS[kind])
+    assert report["checkpoint_kind"] == kind
+    assert report["num_parameters"] == count_parameters(supernet, sub_network).total
+    recovery = report["recovery"]
+    assert recovery["settings"]["epochs"] == 3 and recovery["settings"]["teacher"] == str(run.supernet)
+    assert recovery["test_before"] == report["test_extracted"]
+    assert recovery["num_steps"] == 3 * -(-recovery["num_train_examples"] // 16)
+
+    extracted = extract_sub_network(supernet, sub_network)
+    recovered = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True).eval()
+    changed = [
+        name for name, tensor in recovered.state_dict().items()
+        if not torch.equal(tensor, extracted.state_dict()[name])
+    ]
+    assert len(changed) > len(recovered.state_dict()) // 2
+    before = distillation_loss_on_training_split(extracted, supernet, run)
+    after = distillation_loss_on_training_split(recovered, supernet, run)
+    assert after < 0.9 * before, (before, after)
+
+    sentences, labels = run.split("test")
+    batch = dict(AutoTokenizer.from_pretrained(output_dir)(sentences, padding=True, return_tensors="pt"))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / kind).symlink_to(output_dir)
+    torch.save(batch, tmp_path / "batch.pt")
+    reloaded = reload_in_fresh_process(models, tmp_path / "batch.pt")[kind]
+    assert reloaded["params"] == report["num_parameters"]
+    accuracy = float((reloaded["logits"].argmax(-1).numpy() == labels).mean())
+    assert accuracy == pytest.approx(recovery["test_after"]["accuracy"])
+    assert f"| test accuracy | {accuracy:.4f} |" in (output_dir / "README.md").read_text()
+    assert {"recover/loss", "recover/learning_rate"} <= scalar_tags(tmp_path / "tb" / "recover-pruned")
+
+
+def test_recover_epochs_0_writes_exactly_what_extraction_without_the_flag_writes(toy, tmp_path, monkeypatch):
+    _, _, _, results_files = toy
+    command = ["--results", str(results_files["custom_code"]), "--pareto_index", "0", "--output_dir", str(tmp_path)]
+    select_and_extract.main(command)
+    without_flag = {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()}
+    tokenized_splits = record_tokenized_splits(monkeypatch, select_and_extract)
+    select_and_extract.main([*command, "--recover_epochs", "0"])
+    assert {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()} == without_flag
+    assert tokenized_splits == [["test"]]  # no training split loaded without recovery
+    assert "recovery" not in json.loads((tmp_path / "extraction.json").read_text())
+
+
+def test_another_teacher_is_recorded(toy, tmp_path):
+    run, _, _, results_files = toy
+    select_and_extract.main([
+        "--results", str(results_files["standard"]), "--pareto_index", "0", "--recover_epochs", "1",
+        "--teacher_model_name_or_path", str(run.supernet), "--output_dir", str(tmp_path / "pruned"),
+        "--log_dir", str(tmp_path / "tb"),
+    ])
+    report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
+    assert report["recovery"]["settings"]["teacher"] == str(run.supernet)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--recover_epochs", "-1"], "--recover_epochs must be 0"),
+    (["--teacher_model_name_or_path", "x"], "add --recover_epochs"),
+    (["--recover_epochs", "1", "--recover_learning_rate", "0"], "--recover_learning_rate must be positive"),
+])
+def test_bad_recovery_flags_are_refused_before_anything_is_written(toy, tmp_path, flags, message):
+    _, _, _, results_files = toy
+    with pytest.raises(UsageError, match=message):
+        select_and_extract.main([
+            "--results", str(results_files["standard"]), "--pareto_index", "0", *flags,
+            "--output_dir", str(tmp_path / "never"),
+        ])
+    assert not Path(tmp_path / "never").exists()
