@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from test_end_to_end import logits_on, train_toy
 from test_extract import reload_in_fresh_process
 from test_scripts import record_tokenized_splits, scalar_tags
@@ -139,3 +140,41 @@ def test_bad_recovery_flags_are_refused_before_anything_is_written(toy, tmp_path
             "--output_dir", str(tmp_path / "never"),
         ])
     assert not Path(tmp_path / "never").exists()
+
+
+def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp_path):
+    """Regression: the loss recovery lowers is the MSE to the teacher and to the labels, both standardised with
+    the statistics the checkpoint carries (computed here from config.json); the recorded Spearman is the model's."""
+    root = tmp_path_factory.mktemp("regression_recovery")
+    run = train_toy(root, regression=True)
+    supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
+    run_offline_search.main([
+        "--model_name_or_path", str(run.model_dir), *run.data_flags(), "--checkpoint_dir_model", str(run.supernet),
+        "--search_space", "small", "--search_strategy", "random_search", "--num_samples", "3",
+        "--output_dir", str(root / "search"), "--log_dir", str(root / "tb"), "--cost_seq_len", "16",
+        "--latency_repeats", "1",
+    ])
+    results = json.loads((root / "search" / "results_custom.json").read_text())
+    sub_network = make_search_space("small", supernet.config).to_sub_network(SUB_NETWORKS["custom_code"])
+    results_file = tmp_path / "results.json"
+    point = results["pareto_set"][0] | {"sub_network": sub_network.to_json_dict()}
+    results_file.write_text(json.dumps(results | {"pareto_set": [point]}))
+    select_and_extract.main([
+        "--results", str(results_file), "--pareto_index", "0", *RECOVERY_FLAGS,
+        "--output_dir", str(tmp_path / "pruned"), "--log_dir", str(tmp_path / "tb"),
+    ])
+    report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
+    scale = json.loads((run.supernet / "config.json").read_text())["label_scale"]
+    recovered = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+
+    def loss(student) -> float:
+        outputs, labels = logits_on(student, run, "train")
+        teacher_outputs, _ = logits_on(supernet, run, "train")
+        standardised = (torch.as_tensor(labels, dtype=torch.float32) - scale["mean"]) / scale["std"]
+        return float(F.mse_loss(outputs, teacher_outputs) + F.mse_loss(outputs[:, 0], standardised))
+
+    assert loss(recovered) < 0.9 * loss(extract_sub_network(supernet, sub_network))
+    outputs, labels = logits_on(recovered, run, "test")
+    assert report["recovery"]["test_after"]["spearmanr"] == pytest.approx(
+        spearmanr(outputs[:, 0].numpy(), labels).statistic, abs=1e-6
+    )
