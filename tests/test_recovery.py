@@ -131,6 +131,7 @@ def test_another_teacher_is_recorded(toy, tmp_path):
     (["--recover_epochs", "-1"], "--recover_epochs must be 0"),
     (["--teacher_model_name_or_path", "x"], "add --recover_epochs"),
     (["--recover_epochs", "1", "--recover_learning_rate", "0"], "--recover_learning_rate must be positive"),
+    (["--recover_epochs", "1", "--task_name", "lm"], "works for classification and regression tasks"),
 ])
 def test_bad_recovery_flags_are_refused_before_anything_is_written(toy, tmp_path, flags, message):
     _, _, _, results_files = toy
@@ -178,3 +179,16 @@ def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp
     assert report["recovery"]["test_after"]["spearmanr"] == pytest.approx(
         spearmanr(outputs[:, 0].numpy(), labels).statistic, abs=1e-6
     )
+
+
+def test_a_standard_nas_point_is_not_recovered(toy, tmp_path):
+    _, _, _, results_files = toy
+    results = json.loads(results_files["standard"].read_text())
+    results["pareto_set"][0]["trial_checkpoint_dir"] = str(tmp_path / "trial")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(UsageError, match="already a model fine-tuned on its own"):
+        select_and_extract.main([
+            "--results", str(tmp_path / "results.json"), "--pareto_index", "0", "--recover_epochs", "1",
+            "--output_dir", str(tmp_path / "never"),
+        ])
+    assert not (tmp_path / "never").exists()
