@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from test_end_to_end import logits_on, train_toy
 from test_extract import reload_in_fresh_process
 from test_scripts import record_tokenized_splits, scalar_tags
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import run_offline_search
 import select_and_extract
@@ -31,11 +31,8 @@ SUB_NETWORKS = {
 RECOVERY_FLAGS = ["--recover_epochs", "3", "--recover_learning_rate", "3e-3", "--recover_batch_size", "16"]
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """A trained tiny super-network, and a results file per checkpoint kind whose one Pareto point is that kind."""
-    root = tmp_path_factory.mktemp("recovery")
-    run = train_toy(root, regression=False)
+def results_with_one_point(run, root: Path, sub_network_configs: dict[str, dict]) -> dict[str, Path]:
+    """A results file per sub-network: a real search's, with that sub-network as its one Pareto point."""
     run_offline_search.main([
         "--model_name_or_path", str(run.model_dir), *run.data_flags(), "--checkpoint_dir_model", str(run.supernet),
         "--search_space", "small", "--search_strategy", "random_search", "--num_samples", "3",
@@ -43,15 +40,23 @@ def toy(tmp_path_factory):
         "--latency_repeats", "1",
     ])
     results = json.loads((root / "search" / "results_custom.json").read_text())
+    space = make_search_space("small", AutoConfig.from_pretrained(run.supernet))
+    results_files = {}
+    for name, config in sub_network_configs.items():
+        point = results["pareto_set"][0] | {"sub_network": space.to_sub_network(config).to_json_dict()}
+        results_files[name] = root / f"results_{name}.json"
+        results_files[name].write_text(json.dumps(results | {"pareto_set": [point]}))
+    return results_files
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A trained tiny super-network, and a results file per checkpoint kind whose one Pareto point is that kind."""
+    root = tmp_path_factory.mktemp("recovery")
+    run = train_toy(root, regression=False)
     supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
     space = make_search_space("small", supernet.config)
-    results_files = {}
-    for kind, config in SUB_NETWORKS.items():
-        sub_network = space.to_sub_network(config)
-        point = results["pareto_set"][0] | {"sub_network": sub_network.to_json_dict()}
-        results_files[kind] = root / f"results_{kind}.json"
-        results_files[kind].write_text(json.dumps(results | {"pareto_set": [point]}))
-    return run, supernet, space, results_files
+    return run, supernet, space, results_with_one_point(run, root, SUB_NETWORKS)
 
 
 def distillation_loss_on_training_split(student, teacher, run) -> float:
@@ -149,17 +154,8 @@ def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp
     root = tmp_path_factory.mktemp("regression_recovery")
     run = train_toy(root, regression=True)
     supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
-    run_offline_search.main([
-        "--model_name_or_path", str(run.model_dir), *run.data_flags(), "--checkpoint_dir_model", str(run.supernet),
-        "--search_space", "small", "--search_strategy", "random_search", "--num_samples", "3",
-        "--output_dir", str(root / "search"), "--log_dir", str(root / "tb"), "--cost_seq_len", "16",
-        "--latency_repeats", "1",
-    ])
-    results = json.loads((root / "search" / "results_custom.json").read_text())
+    results_file = results_with_one_point(run, root, {"custom_code": SUB_NETWORKS["custom_code"]})["custom_code"]
     sub_network = make_search_space("small", supernet.config).to_sub_network(SUB_NETWORKS["custom_code"])
-    results_file = tmp_path / "results.json"
-    point = results["pareto_set"][0] | {"sub_network": sub_network.to_json_dict()}
-    results_file.write_text(json.dumps(results | {"pareto_set": [point]}))
     select_and_extract.main([
         "--results", str(results_file), "--pareto_index", "0", *RECOVERY_FLAGS,
         "--output_dir", str(tmp_path / "pruned"), "--log_dir", str(tmp_path / "tb"),
