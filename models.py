@@ -87,6 +87,17 @@ def load_config(name_or_path: str, cache_dir: str | None = None, **kwargs):
     return config
 
 
+def without_kv_cache(config) -> None:
+    """Classification and scoring passes never reuse keys and values: build no KV cache.
+
+    A cache sized by the super-network's config breaks on sub-networks that drop layers (Qwen2's
+    per-layer cache), and on every other pass it only holds memory. Checkpoints written from such a
+    model say `use_cache: false`, which loads everywhere.
+    """
+    if getattr(config, "use_cache", False):
+        config.use_cache = False
+
+
 def load_tokenizer(name_or_path: str, cache_dir: str | None = None) -> PreTrainedTokenizerBase:
     tokenizer = _from_local_or_hub(AutoTokenizer.from_pretrained, name_or_path, cache_dir)
     if tokenizer.pad_token is None:
@@ -139,6 +150,7 @@ def load_model(
     """A sequence classifier for the classes `label_names` (none: one regression output) on the pre-trained model."""
     config = load_config(name_or_path, cache_dir)
     set_label_names(config, label_names)
+    without_kv_cache(config)
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     # A checkpoint fine-tuned with another number of labels gets a new head, as in HF's run_glue.
@@ -235,4 +247,5 @@ def load_supernet(directory: str | Path, dtype: str = "float32"):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(directory))
     family_for_config(model.config)
+    without_kv_cache(model.config)
     return model, tokenizer, nas_settings

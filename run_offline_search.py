@@ -46,7 +46,7 @@ from models import load_supernet, resolve_model_name
 from pareto import pareto_indices
 from precision import default_device
 from search_spaces import make_search_space
-from searchers import SEARCH_STRATEGIES, make_searcher
+from searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
 from slicing import runner_for
 from sub_network import SubNetwork
 
@@ -68,7 +68,10 @@ class SearchArguments:
         default="random_search", metadata={"help": f"Searcher, one of: {', '.join(SEARCH_STRATEGIES)}."}
     )
     num_samples: int = field(default=500, metadata={"help": "Sub-networks to evaluate."})
-    population_size: int = field(default=20, metadata={"help": "Population of morea and nsga2."})
+    population_size: int = field(
+        default=DEFAULT_POPULATION_SIZE,
+        metadata={"help": "Population of morea (whose tournament samples half of it) and nsga2; the original's is 10."},
+    )
     output_dir: str = field(default="./results_nas", metadata={"help": "Where the results are written."})
     seed: int = field(default=42, metadata={"help": "Seed of the searcher."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Evaluation batch size."})
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for record in records:  # replay a resumed run: the searcher proposes the same configs again
         config = searcher.ask()
-        if search_space.to_config(SubNetwork.from_compact(record["sub_network_masks"])) != config:
+        if search_space.to_sub_network(config) != SubNetwork.from_compact(record["sub_network_masks"]):
             raise UsageError(
                 f"cannot resume {output_dir}: the searcher now proposes a different config at iteration "
                 f"{record['iteration']} (were the code or libraries changed?); pass --overwrite_output_dir True"

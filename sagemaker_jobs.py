@@ -59,7 +59,7 @@ TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
 SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "none")
 DISTILLING_STRATEGIES = ("one_shot", "kd")  # those a teacher can teach
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
-SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "large", "uniform")
+SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "layer_block", "large", "uniform")
 REORDER_UNITS = ("none", "importance")
 
 # Paths inside the training container.

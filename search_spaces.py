@@ -5,10 +5,11 @@ Every space exposes the same five things: `config_space` (for the searchers), `s
 sandwich rule), and `to_sub_network(config)` / `to_config(sub_network)`.
 
 - small: one (num_layers, num_heads, num_units) shared by all kept layers; the first
-  `num_layers` layers, the first heads and neurons of each are kept (prefixes).
-- smallpower2: like small, with num_heads restricted to powers of two.
+  `num_layers` layers (0 to all, as in the original), the first heads and neurons of each are kept.
+- smallpower2: like small, with num_heads one of H / 2^i (1, 3, 6, 12 for H = 12), as in the original.
 - medium: per layer a number of heads and of neurons (prefixes; 0 removes the block).
-- layer: per layer, keep or drop the attention block and the FFN block.
+- layer: per layer, keep or drop the whole layer (the original's `layer` space).
+- layer_block: per layer, keep or drop the attention block and the FFN block separately.
 - large (alias uniform): one bit per head unit and per neuron.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from syne_tune.config_space import Categorical, Domain, Integer, choice, randint
+from syne_tune.config_space import Categorical, Domain, Integer, choice, ordinal, randint
 
 from errors import UsageError
 from families import family_for_config
@@ -104,7 +105,7 @@ class SmallSearchSpace(SearchSpace):
 
     def _define_config_space(self) -> dict[str, Any]:
         return {
-            "num_layers": randint(1, self.shape.num_layers),
+            "num_layers": randint(0, self.shape.num_layers),
             "num_heads": self._head_domain(),
             "num_units": randint(1, self.shape.intermediate_size),
         }
@@ -118,8 +119,10 @@ class SmallSearchSpace(SearchSpace):
 
     def to_config(self, sub_network: SubNetwork) -> dict[str, Any]:
         kept_layers = [layer for layer in range(sub_network.num_layers) if sub_network.keeps_layer(layer)]
-        if kept_layers != list(range(len(kept_layers))) or not kept_layers:
-            raise self._unrepresentable("kept layers must be a non-empty prefix")
+        if kept_layers != list(range(len(kept_layers))):
+            raise self._unrepresentable("kept layers must be a prefix")
+        if not kept_layers:  # no layer: every head and neuron count gives it; take the smallest
+            return {"num_layers": 0, "num_heads": 1, "num_units": 1}
         heads = {int(sub_network.head_mask[layer].sum()) for layer in kept_layers}
         neurons = {int(sub_network.ffn_mask[layer].sum()) for layer in kept_layers}
         if len(heads) != 1 or len(neurons) != 1:
@@ -137,8 +140,9 @@ class SmallPower2SearchSpace(SmallSearchSpace):
     name = "smallpower2"
 
     def _head_domain(self) -> Domain:
-        powers = [2**k for k in range(self.shape.num_head_units.bit_length()) if 2**k <= self.shape.num_head_units]
-        return choice(powers)
+        """H / 2^i heads, rounded down, down to 1: the full head count is always a choice."""
+        heads = self.shape.num_head_units
+        return ordinal(sorted({heads // 2**i for i in range(heads.bit_length())}), kind="nn-log")
 
 
 class MediumSearchSpace(SearchSpace):
@@ -173,7 +177,41 @@ class MediumSearchSpace(SearchSpace):
 
 
 class LayerSearchSpace(SearchSpace):
+    """One bit per layer (`layer_i`): keep the whole layer or drop it, as in the original example."""
+
     name = "layer"
+
+    def _define_config_space(self) -> dict[str, Any]:
+        return {f"layer_{layer}": choice([0, 1]) for layer in range(self.shape.num_layers)}
+
+    def to_sub_network(self, config: dict[str, Any]) -> SubNetwork:
+        kept = [config[f"layer_{layer}"] for layer in range(self.shape.num_layers)]
+        heads = [self.shape.num_head_units * keep for keep in kept]
+        neurons = [self.shape.intermediate_size * keep for keep in kept]
+        return _prefix_masks(self.shape, heads, neurons)
+
+    def to_config(self, sub_network: SubNetwork) -> dict[str, Any]:
+        config = {f"layer_{layer}": int(sub_network.keeps_layer(layer)) for layer in range(sub_network.num_layers)}
+        if self.to_sub_network(config) != sub_network:
+            raise self._unrepresentable("each layer must be kept whole or removed")
+        return config
+
+    def sample(self, rng: np.random.Generator) -> SubNetwork:
+        """Keep a uniformly random number of layers (0 to L - 1), chosen uniformly (the original sampler)."""
+        kept = rng.choice(self.shape.num_layers, size=int(rng.integers(0, self.shape.num_layers)), replace=False)
+        config = {f"layer_{layer}": int(layer in kept) for layer in range(self.shape.num_layers)}
+        return self.to_sub_network(config)
+
+    def smallest(self) -> SubNetwork:
+        """No layer at all, as in the original example."""
+        zeros = [0] * self.shape.num_layers
+        return _prefix_masks(self.shape, zeros, zeros)
+
+
+class LayerBlockSearchSpace(LayerSearchSpace):
+    """Two bits per layer (`layer_mha_i`, `layer_ffn_i`): keep or drop its attention and its FFN block."""
+
+    name = "layer_block"
 
     def _define_config_space(self) -> dict[str, Any]:
         space = {}
@@ -198,7 +236,7 @@ class LayerSearchSpace(SearchSpace):
         return config
 
     def sample(self, rng: np.random.Generator) -> SubNetwork:
-        """Keep a uniformly random number of blocks, chosen uniformly (the original sampler)."""
+        """Keep a uniformly random number of blocks (0 to 2L - 1), chosen uniformly (the original sampler)."""
         num_blocks = 2 * self.shape.num_layers
         kept = rng.choice(num_blocks, size=int(rng.integers(0, num_blocks)), replace=False)
         config = {f"layer_mha_{layer}": 0 for layer in range(self.shape.num_layers)}
@@ -207,11 +245,6 @@ class LayerSearchSpace(SearchSpace):
             kind = "mha" if block < self.shape.num_layers else "ffn"
             config[f"layer_{kind}_{block % self.shape.num_layers}"] = 1
         return self.to_sub_network(config)
-
-    def smallest(self) -> SubNetwork:
-        """No block at all, as in the original example."""
-        zeros = [0] * self.shape.num_layers
-        return _prefix_masks(self.shape, zeros, zeros)
 
 
 class LargeSearchSpace(SearchSpace):
@@ -265,6 +298,7 @@ SEARCH_SPACES: dict[str, type[SearchSpace]] = {
     "smallpower2": SmallPower2SearchSpace,
     "medium": MediumSearchSpace,
     "layer": LayerSearchSpace,
+    "layer_block": LayerBlockSearchSpace,
     "large": LargeSearchSpace,
     "uniform": LargeSearchSpace,
 }

@@ -43,7 +43,7 @@ from errors import UsageError
 logger = logging.getLogger(__name__)
 
 SEARCH_STRATEGIES: tuple[str, ...] = ("random_search", "local_search", "morea", "nsga2", "ehvi")
-DEFAULT_POPULATION_SIZE = 20
+DEFAULT_POPULATION_SIZE = 10  # the original's MOREA (tournament of 5) and NSGA-II populations
 EHVI_MAX_HYPERPARAMETERS = 256
 
 

@@ -76,6 +76,8 @@ def sliced(model: nn.Module, sub_network: SubNetwork) -> Iterator[nn.Module]:
     layers = layers_of(model)
     with ExitStack() as stack:
         stack.enter_context(skipped_empty_blocks(model, sub_network))
+        if getattr(model.config, "use_cache", False):  # a KV cache sized for all layers breaks on dropped ones
+            _swap_attribute(model.config, "use_cache", False, stack)
         kept_layers = []
         for index, layer in enumerate(layers):
             if sub_network.keeps_layer(index):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -19,6 +20,7 @@ from transformers import (
     RobertaConfig,
     XLMRobertaConfig,
 )
+from transformers.pytorch_utils import Conv1D
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,10 +43,11 @@ DECODER_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen
 def tiny_config(family: str, num_labels: int = 2):
     """A 3-layer, 4-head, hidden-16 config of a model type; decoders use the pad id as eos, as the original did.
 
-    Everything but the sizes keeps the library's defaults. `electra-projected` is ELECTRA with embeddings
-    narrower than the hidden size (its `embeddings_project`), as in the released ELECTRA checkpoints.
+    Everything but sizes and token ids keeps the library's defaults (Qwen2's `use_cache=True`, Mistral's
+    sliding window, ...), so the tests see what released checkpoints ship. `electra-projected` is ELECTRA with
+    embeddings narrower than the hidden size (its `embeddings_project`), as in the released ELECTRA checkpoints.
     """
-    common = dict(num_labels=num_labels, pad_token_id=PAD_ID, initializer_range=0.2)
+    common = dict(num_labels=num_labels, pad_token_id=PAD_ID)
     sizes = dict(
         vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=20
     )
@@ -75,9 +78,19 @@ FAMILY_NAMES = (
 )
 
 
+INIT_STD = 0.2  # ten times a released model's: every head and neuron changes the logits visibly
+
+
 def tiny_model(family: str, num_labels: int = 2, seed: int = 0):
+    """A random tiny model; its weights are drawn with INIT_STD, its config keeps the library's defaults."""
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, Conv1D, nn.Embedding)):
+                module.weight.normal_(std=INIT_STD)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
     return model.eval()
 
 

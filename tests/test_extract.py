@@ -1,5 +1,6 @@
 """Extraction: a genuinely smaller model with the super-network's logits under the sub-network."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import torch
 from conftest import FAMILY_NAMES, tiny_batch, tiny_config, tiny_model
 from test_search_spaces import SPACE_NAMES
 from tiny_assets import tiny_tokenizer
+from torch.utils.flop_counter import FlopCounterMode
 
-from cost import count_parameters
+from cost import count_macs, count_parameters, measure_latency
 from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from families import family_for
+from families import family_for, layers_of
+from mask import masked
 from search_spaces import make_search_space
 from slicing import sliced
 
@@ -24,9 +27,9 @@ def logits_of(model, sub_network=None):
     batch.pop("labels")
     with torch.no_grad():
         if sub_network is None:
-            return model(**batch, use_cache=False).logits
+            return model(**batch).logits
         with sliced(model, sub_network):
-            return model(**batch, use_cache=False).logits
+            return model(**batch).logits
 
 
 def sample_sub_networks(family, space_name):
@@ -75,7 +78,7 @@ for directory in sorted(Path(sys.argv[1]).iterdir()):
     standard = "auto_map" not in json.loads((directory / "config.json").read_text())
     model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=not standard).eval()
     with torch.no_grad():
-        logits = model(**batch, use_cache=False).logits
+        logits = model(**batch).logits
     params = sum(p.numel() for p in model.parameters())
     reloaded[directory.name] = {"logits": logits, "params": params, "module": type(model).__module__}
 torch.save(reloaded, sys.argv[2] + ".out")
@@ -147,3 +150,26 @@ def test_standard_checkpoint_reloads_without_remote_code(reloaded, family_name):
     assert (checkpoint["reloaded"]["logits"] - checkpoint["logits"]).abs().max() <= 1e-5
     assert checkpoint["reloaded"]["params"] == checkpoint["params"]
     assert num_parameters(load_extracted(checkpoint["directory"])) == checkpoint["params"]
+
+
+def test_a_sub_network_without_layers_is_the_model_with_its_layers_deleted(family_name):
+    """`small` and `layer` allow 0 layers (as the original): embeddings and head alone, on every path."""
+    model = tiny_model(family_name)
+    empty = make_search_space("small", model.config).to_sub_network({"num_layers": 0, "num_heads": 1, "num_units": 1})
+    reference = copy.deepcopy(model)
+    for _ in range(len(layers_of(reference))):
+        del layers_of(reference)[0]
+    reference.config.num_hidden_layers = 0
+    if getattr(reference.config, "layer_types", None):
+        reference.config.layer_types = []
+    expected = logits_of(reference)
+    with masked(model, empty):
+        assert (logits_of(model) - expected).abs().max() <= 1e-5
+    assert (logits_of(model, empty) - expected).abs().max() <= 1e-5
+    assert (logits_of(extract_sub_network(model, empty)) - expected).abs().max() <= 1e-5
+    assert count_parameters(model, empty).total == num_parameters(reference)
+    assert count_parameters(model, empty).layers == 0
+    with FlopCounterMode(display=False) as counter:
+        reference(input_ids=torch.randint(3, 60, (1, 10)))
+    assert counter.get_total_flops() == 2 * count_macs(model, empty, seq_len=10)
+    assert measure_latency(model, empty, sliced, batch_size=2, seq_len=8, repeats=1).median_ms > 0

@@ -250,7 +250,8 @@ def test_job_names_are_valid_unique_and_deterministic(capsys):
         launch_all_offline_search.main,
         [*every_value, "--search_strategies", ",".join(sagemaker_jobs.SEARCH_STRATEGIES)], capsys,
     )
-    assert len(trainings) == 9 * 2 * len(sagemaker_jobs.SAMPLING_STRATEGIES) * 6 and len(searches) == len(trainings) * 5
+    grid_size = 9 * 2 * len(sagemaker_jobs.SAMPLING_STRATEGIES) * len(sagemaker_jobs.SEARCH_SPACES)
+    assert len(trainings) == grid_size and len(searches) == len(trainings) * 5
     names = [job["base_job_name"] for job in trainings + searches]
     assert len(set(names)) == len(names)
     for name in names:

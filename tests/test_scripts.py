@@ -16,6 +16,7 @@ import run_offline_search
 import select_and_extract
 import train_supernet
 from errors import UsageError
+from search_spaces import SEARCH_SPACES
 
 
 def scalar_tags(log_dir) -> set[str]:
@@ -180,3 +181,28 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     ])
     report = json.loads((tmp_path / "pruned_on_5" / "extraction.json").read_text())
     assert report["data"]["max_test_samples"] == 5 and report["data"]["task_name"] == "rte"
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+def test_released_decoder_configs_train_and_search_in_every_space(tmp_path, family):
+    """Library-default configs (use_cache=True, as released Qwen2/Llama/Mistral checkpoints ship) with
+    sub-networks that drop layers: training and search run through the scripts in every space."""
+    model_dir = write_tiny_model_dir(tmp_path / "model", family)
+    assert json.loads((model_dir / "config.json").read_text())["use_cache"] is True
+    data_dir = write_tiny_rte(tmp_path / "glue", num_train=12, num_dev=4)
+    for space in SEARCH_SPACES:
+        checkpoint, results_dir = tmp_path / space / "supernet", tmp_path / space / "results"
+        train_supernet.main([
+            "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+            "--output_dir", str(checkpoint), "--log_dir", str(tmp_path / "tb"), "--search_space", space,
+            "--sampling_strategy", "sandwich", "--num_random_sub_nets", "3", "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "4", "--save_strategy", "no", "--seed", "0",
+        ])
+        run_offline_search.main([
+            "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+            "--checkpoint_dir_model", str(checkpoint), "--search_space", space, "--num_samples", "6",
+            "--output_dir", str(results_dir), "--log_dir", str(tmp_path / "tb"), "--cost_seq_len", "16",
+        ])
+        evaluations = json.loads((results_dir / "results_rte.json").read_text())["evaluations"]
+        assert len(evaluations) == 6, space
+        if space.startswith("layer"):
+            assert any(0 in e["sub_network"]["heads_per_layer"] for e in evaluations), space

@@ -27,7 +27,9 @@ def test_config_round_trips_through_sub_network(space):
     for _ in range(20):
         config = space.sample_config(rng)
         sub_network = space.to_sub_network(config)
-        assert space.to_config(sub_network) == config
+        assert space.to_sub_network(space.to_config(sub_network)) == sub_network
+        if any(sub_network.keeps_layer(layer) for layer in range(sub_network.num_layers)):
+            assert space.to_config(sub_network) == config  # without layers, heads and neurons say nothing
 
 
 def test_samples_are_within_the_model(space):
@@ -56,6 +58,8 @@ def test_largest_keeps_everything_and_smallest_keeps_least(space):
     rng = np.random.default_rng(2)
     for _ in range(20):
         sample = space.sample(rng)
+        if not sample.head_mask.any() and not sample.ffn_mask.any():
+            continue  # small's sampler may keep no layer, as the original's; its smallest keeps one
         assert smallest.head_mask.sum() + smallest.ffn_mask.sum() <= sample.head_mask.sum() + sample.ffn_mask.sum()
 
 
@@ -71,8 +75,10 @@ def test_largest_keeps_everything_and_smallest_keeps_least(space):
             [0, 4, 1],
             [7, 0, 1],
         ),
+        ("small", {"num_layers": 0, "num_heads": 4, "num_units": 20}, [0, 0, 0], [0, 0, 0]),
+        ("layer", {"layer_0": 1, "layer_1": 0, "layer_2": 1}, [4, 0, 4], [20, 0, 20]),
         (
-            "layer",
+            "layer_block",
             {"layer_mha_0": 1, "layer_ffn_0": 0, "layer_mha_1": 0, "layer_ffn_1": 0, "layer_mha_2": 0,
              "layer_ffn_2": 1},
             [4, 0, 0],
@@ -96,9 +102,22 @@ def test_large_space_has_one_bit_per_head_and_neuron():
     assert int(sub_network.head_mask.sum()) == 1 and int(sub_network.ffn_mask.sum()) == 1
 
 
-def test_smallpower2_offers_powers_of_two_only():
-    space = make_search_space("smallpower2", tiny_config("bert"))
-    assert space.config_space["num_heads"].categories == [1, 2, 4]
+@pytest.mark.parametrize("num_heads, choices", [(4, [1, 2, 4]), (12, [1, 3, 6, 12]), (20, [1, 2, 5, 10, 20])])
+def test_smallpower2_offers_the_head_count_halved_down_to_one(num_heads, choices):
+    """The original's H / 2^i (rounded down): the full head count is always in the domain."""
+    config = tiny_config("bert")
+    config.num_attention_heads = num_heads
+    space = make_search_space("smallpower2", config)
+    assert space.config_space["num_heads"].categories == choices
+    space.to_config(space.largest())
+
+
+def test_small_and_layer_spaces_allow_no_layer_as_the_original():
+    assert make_search_space("small", tiny_config("bert")).config_space["num_layers"].lower == 0
+    layer = make_search_space("layer", tiny_config("bert"))
+    assert sorted(layer.config_space) == ["layer_0", "layer_1", "layer_2"]
+    kept_layers = {int(layer.sample(np.random.default_rng(seed)).head_mask.any(dim=1).sum()) for seed in range(50)}
+    assert kept_layers == {0, 1, 2}  # the original sampler keeps 0 to L - 1 layers
 
 
 def test_unknown_space_lists_the_valid_ones():

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from syne_tune.config_space import Categorical, Domain, choice, randint, uniform
+from syne_tune.config_space import Categorical, Domain, choice, ordinal, randint, uniform
 
 from errors import UsageError
+from run_offline_search import SearchArguments
 from searchers import EHVI_MAX_HYPERPARAMETERS, SEARCH_STRATEGIES, EHVISearcher, Searcher, make_searcher
 
 METRICS = ["error", "params"]
@@ -15,12 +16,17 @@ NUM_STEPS = 10
 POPULATION_SIZE = 4  # small, so that morea and nsga2 move past their first population in NUM_STEPS
 SPACES = {
     "small": {
-        "num_layers": randint(1, 12),
+        "num_layers": randint(0, 12),
         "num_heads": randint(1, 12),
         "num_units": randint(1, 3072),
         "model_type": "bert",
     },
-    "layer": {
+    "smallpower2": {
+        "num_layers": randint(0, 12),
+        "num_heads": ordinal([1, 3, 6, 12], kind="nn-log"),
+        "num_units": randint(1, 3072),
+    },
+    "layer_block": {
         **{f"layer_mha_{i}": choice([0, 1]) for i in range(6)},
         **{f"layer_ffn_{i}": choice([0, 1]) for i in range(6)},
     },
@@ -203,3 +209,13 @@ def test_tell_rejects_configs_that_were_not_asked():
     with pytest.raises(UsageError, match="params"):
         searcher.tell(config, {"error": 0.5})
     searcher.tell(config, {"error": 0.5, "params": 0.5})
+
+
+def test_default_population_is_the_originals():
+    """The original ran MOREA and NSGA-II with populations of 10: an NSGA-II generation is 10 configs."""
+    assert SearchArguments().population_size == 10
+    searcher = make_searcher("nsga2", SPACES["small"], METRICS, seed=0)
+    for _ in range(10):
+        searcher.ask()
+    with pytest.raises(RuntimeError, match="tell the results of the current generation"):
+        searcher.ask()

@@ -24,7 +24,7 @@ def run(model, sub_network, context, backward: bool):
     labels = batch.pop("labels")
     model.zero_grad(set_to_none=True)
     with context(model, sub_network):
-        logits = model(**batch, use_cache=False).logits
+        logits = model(**batch).logits
         if backward:
             task_loss(logits, labels).backward()
     grads = {
