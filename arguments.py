@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, SchedulerType
 
-from errors import UsageError
+from errors import UsageArgumentParser, UsageError
 from reorder import REORDER_UNITS
 from sampling import SAMPLING_STRATEGIES
 from search_spaces import SEARCH_SPACES
@@ -223,13 +223,19 @@ class TrainingArguments:
             raise UsageError("choose one of --fp16 and --bf16")
 
 
+class _UsageHfArgumentParser(HfArgumentParser, UsageArgumentParser):
+    """HfArgumentParser with the flag checks and one-line errors of UsageArgumentParser."""
+
+
 def parse_arguments(dataclass_types: tuple, args: list[str] | None = None, defaults: dict | None = None) -> tuple:
     """Parse the command line into the dataclasses; `--help` lists every flag with its help text.
 
-    `defaults` replace the dataclasses' defaults (flags on the command line still win).
+    `defaults` replace the dataclasses' defaults (flags on the command line still win). A bad value or an
+    unknown flag is a UsageError (a misspelled flag names the closest valid one).
     """
-    parser = HfArgumentParser(dataclass_types)
+    parser = _UsageHfArgumentParser(dataclass_types)
     parser.set_defaults(**(defaults or {}))
     if args is None:
         args = sys.argv[1:]
+    parser.parse_args(args)  # flags and values, before the dataclasses check what they got
     return parser.parse_args_into_dataclasses(args=args)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import exit_on_usage_error
+from errors import UsageArgumentParser, exit_on_usage_error
 from launch_offline_search import add_search_flags, search_job
 from sagemaker_jobs import (
     SEARCH_STRATEGY,
     SUPERNET_AXES,
-    LauncherArgumentParser,
     add_config_flag,
     grid_cells,
     parse_launcher_args,
@@ -31,7 +30,7 @@ from sagemaker_jobs import (
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = LauncherArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_flags(parser, grid=True)
     add_config_flag(parser)
     args = parse_launcher_args(parser, argv)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import exit_on_usage_error
+from errors import UsageArgumentParser, exit_on_usage_error
 from sagemaker_jobs import (
     CHECKPOINT_DIR,
     MODEL_CHANNEL,
@@ -26,7 +26,6 @@ from sagemaker_jobs import (
     SUPERNET_DONE_FILE,
     TENSORBOARD_DIR,
     JobDefinition,
-    LauncherArgumentParser,
     S3Layout,
     SageMakerSettings,
     add_axis_flag,
@@ -82,7 +81,7 @@ def search_job(args: argparse.Namespace, layout: S3Layout, settings: SageMakerSe
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = LauncherArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_flags(parser, grid=False)
     args = parse_launcher_args(parser, argv)
     layout = s3_layout(args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageError, exit_on_usage_error
+from errors import UsageArgumentParser, UsageError, exit_on_usage_error
 from sagemaker_jobs import (
     CHECKPOINT_DIR,
     DISTILLING_STRATEGIES,
@@ -22,7 +22,6 @@ from sagemaker_jobs import (
     TEACHER_CHANNEL_DIR,
     TENSORBOARD_DIR,
     JobDefinition,
-    LauncherArgumentParser,
     S3Layout,
     SageMakerSettings,
     add_sagemaker_flags,
@@ -149,7 +148,7 @@ def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMaker
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = LauncherArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(parser, grid=False)
     args = parse_launcher_args(parser, argv)
     layout = s3_layout(args)

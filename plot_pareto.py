@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from errors import UsageError, exit_on_usage_error  # noqa: E402
+from errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
 from io_utils import write_json_atomic  # noqa: E402
 from pareto import hypervolume_2d, pareto_indices  # noqa: E402
 
@@ -105,7 +105,7 @@ def pareto_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="results_<task>.json files of run_offline_search.py")
     parser.add_argument("--cost", default="params", help=f"x axis: {', '.join(COST_LABELS)} (default: params)")
     parser.add_argument("--output", default="pareto.png", help="PNG file to write (default: pareto.png)")

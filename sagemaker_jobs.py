@@ -76,17 +76,10 @@ MAX_BASE_NAME_LENGTH = 48  # 63 (SageMaker) minus the 15 characters of the SDK's
 VALID_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 RUNNING_OR_DONE = ("InProgress", "Completed", "Stopping")
 FAILED_OR_STOPPED = ("Failed", "Stopped")
-# Only the flat modules and requirements.txt are uploaded: never local checkpoints, data, caches or dotfiles;
-# and the container does not install the packages that only launch jobs or test.
-LAUNCHER_ONLY_PACKAGES = ("sagemaker", "moto", "pytest", "ruff")
+# Only the flat modules and the core requirements are uploaded: never local checkpoints, data, caches or
+# dotfiles; the container does not install the packages that only launch jobs, test or run DeepSpeed.
+CONTAINER_REQUIREMENTS = "requirements-core.txt"
 PROJECT_DIR = Path(__file__).resolve().parent
-
-
-class LauncherArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors become a UsageError: one line on stderr and exit code 2, like the entry scripts."""
-
-    def error(self, message: str):
-        raise UsageError(message)
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,7 @@ def add_sagemaker_flags(parser: argparse.ArgumentParser, volume_size_gb: int) ->
     group.add_argument("--image_uri", default=None, help="training image to use instead of the PyTorch container")
     group.add_argument(
         "--source_dir", default=str(PROJECT_DIR),
-        help="project directory whose *.py and requirements.txt run in the container (default: this one)",
+        help=f"project directory whose *.py and {CONTAINER_REQUIREMENTS} run in the container (default: this one)",
     )
     group.add_argument(
         "--relaunch_failed", action="store_true",
@@ -450,21 +443,15 @@ def launch(job: JobDefinition, session: Session) -> str:
 
 @contextmanager
 def staged_source_dir(project_dir: Path, entry_script: str) -> Iterator[Path]:
-    """A copy of just what the container runs: the *.py modules and the requirements it needs."""
-    for required in (entry_script, "requirements.txt"):
+    """A copy of just what the container runs: the *.py modules and, as requirements.txt, the core requirements."""
+    for required in (entry_script, CONTAINER_REQUIREMENTS):
         if not (project_dir / required).is_file():
             raise UsageError(f"--source_dir {project_dir} has no {required}")
     with TemporaryDirectory(prefix="nas_llm_source_") as staging:
         for module in project_dir.glob("*.py"):
             shutil.copy2(module, staging)
-        requirements = (project_dir / "requirements.txt").read_text().splitlines()
-        (Path(staging) / "requirements.txt").write_text("\n".join(filter(needed_in_container, requirements)) + "\n")
+        shutil.copyfile(project_dir / CONTAINER_REQUIREMENTS, Path(staging) / "requirements.txt")
         yield Path(staging)
-
-
-def needed_in_container(requirement_line: str) -> bool:
-    package = re.match(r"[A-Za-z0-9_.-]*", requirement_line.strip()).group()
-    return package.lower() not in LAUNCHER_ONLY_PACKAGES
 
 
 def model_trainer(job: JobDefinition, session: Session, source_dir: Path) -> ModelTrainer:

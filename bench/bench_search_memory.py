@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_sub_networks import ARCHITECTURES, Batch, machine_info, random_batches, rss_mb  # noqa: E402
 
 from cost import count_parameters  # noqa: E402
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from memory import bound_kernel_cache, release_freed_memory  # noqa: E402
 from search_spaces import SearchSpace, make_search_space  # noqa: E402
@@ -92,7 +93,7 @@ def summarise(rss_after_sample_mb: list[float], live_tensors: dict[int, int]) ->
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architecture", default="minilm", choices=list(ARCHITECTURES))
     parser.add_argument("--sub_network_execution", default="slice", choices=list(SUB_NETWORK_RUNNERS))
     parser.add_argument("--num_samples", type=int, default=500)
@@ -145,4 +146,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

@@ -43,6 +43,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cost import count_macs, count_parameters  # noqa: E402
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from extract import extract_sub_network  # noqa: E402
 from mask import masked  # noqa: E402
 from memory import release_freed_memory  # noqa: E402
@@ -357,7 +358,7 @@ def print_summary(architecture: str, results: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--num_configs", type=int, default=100, help="random SMALL-space configs evaluated")
     parser.add_argument("--num_batches", type=int, default=4, help="fixed evaluation batches per config")
@@ -424,4 +425,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

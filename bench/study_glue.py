@@ -40,6 +40,7 @@ from bench_sub_networks import machine_info  # noqa: E402
 
 from cost import count_parameters  # noqa: E402
 from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from io_utils import write_json_atomic  # noqa: E402
 from metrics import MAIN_METRIC, trivial_metric  # noqa: E402
@@ -464,7 +465,7 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default=str(PROJECT_DIR.parent / "shared" / "data" / "glue"),
                         help="GLUE files in the <TASK>/{train,dev}.tsv layout")
     parser.add_argument("--output_dir", type=Path, default=PROJECT_DIR.parent / "study_runs",
@@ -543,4 +544,4 @@ def write_report(report: dict, report_dir: Path, benchmarks_md: Path | None) -> 
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

@@ -178,6 +178,7 @@ def deepspeed_worker(output_dir: str) -> None:
         config = {
             "train_micro_batch_size_per_gpu": 4,
             "gradient_accumulation_steps": 1,
+            "gradient_clipping": 0.0,  # none, as in the reference; DeepSpeed's default turned from 0 to 1.0
             "zero_optimization": {"stage": stage},
             "zero_allow_untested_optimizer": True,  # accelerate sets it too for a torch optimizer
         }

@@ -14,6 +14,10 @@ from test_scripts import train
 from tiny_assets import write_tiny_model_dir
 from transformers import AutoModel, AutoModelForSequenceClassification
 
+import launch_all_offline_search
+import launch_all_supernet_training
+import launch_offline_search
+import launch_supernet_training
 import plot_pareto
 import run_offline_search
 import select_and_extract
@@ -21,6 +25,11 @@ import train_supernet
 from errors import exit_on_usage_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR / "bench"))
+
+import bench_search_memory  # noqa: E402
+import bench_sub_networks  # noqa: E402
+import study_glue  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +146,47 @@ def test_bad_input_through_the_real_command_line(assets):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoint was trained with --search_space")
+
+
+MISSPELLED_FLAGS = [
+    (train_supernet, ["--model_name_or_path", "m", "--learning_rte", "1e-3"], "--learning_rte", "--learning_rate"),
+    (run_offline_search, ["--model_name_or_path", "m", "--num_sample", "3"], "--num_sample", "--num_samples"),
+    (select_and_extract, ["--result", "results.json"], "--result", "--results"),
+    (plot_pareto, ["results.json", "--tabel"], "--tabel", "--table"),
+    (launch_supernet_training, ["--sampling_stategy", "kd", "--dry_run"], "--sampling_stategy", "--sampling_strategy"),
+    (launch_offline_search, ["--search_strategy=ehvi", "--dry_run", "--seeed", "1"], "--seeed", "--seed"),
+    (launch_all_supernet_training, ["--task_name", "rte", "--dry_run"], "--task_name", "--task_names"),
+    (launch_all_offline_search, ["--search_strategy", "ehvi"], "--search_strategy", "--search_strategies"),
+    (bench_sub_networks, ["--num_config", "3"], "--num_config", "--num_configs"),
+    (bench_search_memory, ["--num_sample", "3"], "--num_sample", "--num_samples"),
+    (study_glue, ["--quik"], "--quik", "--quick"),
+]
+
+
+@pytest.mark.parametrize(
+    "script, argv, unknown, closest", MISSPELLED_FLAGS, ids=[case[0].__name__ for case in MISSPELLED_FLAGS]
+)
+def test_a_misspelled_flag_names_itself_and_the_closest_valid_flag(capsys, script, argv, unknown, closest):
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_usage_error(partial(script.main, argv))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: unknown flag {unknown}; did you mean {closest}?\n"
+
+
+def test_a_stray_value_and_an_abbreviated_flag_are_refused(capsys):
+    for argv, message in (
+        (["--model_name_or_path", "m", "stray"], "error: unexpected argument 'stray'"),
+        (["--model_name_or_path", "m", "--learning", "1e-3"], "error: unknown flag --learning; did you mean"),
+    ):
+        with pytest.raises(SystemExit):
+            exit_on_usage_error(partial(train_supernet.main, argv))
+        assert capsys.readouterr().err.startswith(message)
+
+
+def test_a_misspelled_flag_through_the_real_command_line():
+    result = subprocess.run(
+        [sys.executable, "train_supernet.py", "--model_name_or_path", "m", "--learning_rte", "1e-3"],
+        capture_output=True, text=True, cwd=PROJECT_DIR, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: unknown flag --learning_rte; did you mean --learning_rate?"

@@ -105,3 +105,13 @@ def test_help_does_not_wait_for_libraries_only_a_run_needs():
 )
 def test_model_aliases_of_the_original_resolve(alias, hub_id):
     assert resolve_model_name(alias) == hub_id
+
+
+def test_the_readme_test_command_ends_with_pytests_count():
+    """`python -m pytest -q` (the README's test command) must keep pytest's closing "N passed" line."""
+    assert "\npython -m pytest -q\n" in README
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pareto.py"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert re.match(r"\d+ passed", result.stdout.strip().splitlines()[-1]), result.stdout
