@@ -27,6 +27,7 @@ from transformers import set_seed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from importance import unit_importance  # noqa: E402
 from io_utils import write_json_atomic  # noqa: E402
@@ -43,7 +44,7 @@ def top_k(order: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True)
     parser.add_argument("--fine_tuned", required=True, help="checkpoint of the model fine-tuned on the task")
     parser.add_argument("--task_name", required=True)
@@ -107,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

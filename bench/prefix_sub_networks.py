@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cost import count_parameters  # noqa: E402
 from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from io_utils import write_json_atomic  # noqa: E402
 from metrics import MAIN_METRIC  # noqa: E402
@@ -75,7 +76,7 @@ def markdown(results: dict[str, list[dict]], metric: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="+", required=True)
     parser.add_argument("--labels", nargs="+", required=True)
     parser.add_argument("--task_name", required=True)
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

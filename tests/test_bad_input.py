@@ -29,6 +29,8 @@ sys.path.insert(0, str(PROJECT_DIR / "bench"))
 
 import bench_search_memory  # noqa: E402
 import bench_sub_networks  # noqa: E402
+import importance_orders  # noqa: E402
+import prefix_sub_networks  # noqa: E402
 import study_glue  # noqa: E402
 
 
@@ -160,6 +162,8 @@ MISSPELLED_FLAGS = [
     (bench_sub_networks, ["--num_config", "3"], "--num_config", "--num_configs"),
     (bench_search_memory, ["--num_sample", "3"], "--num_sample", "--num_samples"),
     (study_glue, ["--quik"], "--quik", "--quick"),
+    (importance_orders, ["--fine_tune", "checkpoint"], "--fine_tune", "--fine_tuned"),
+    (prefix_sub_networks, ["--checkpoint", "checkpoint"], "--checkpoint", "--checkpoints"),
 ]
 
 
