@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -20,7 +19,6 @@ from transformers import (
     RobertaConfig,
     XLMRobertaConfig,
 )
-from transformers.pytorch_utils import Conv1D
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -82,15 +80,12 @@ INIT_STD = 0.2  # ten times a released model's: every head and neuron changes th
 
 
 def tiny_model(family: str, num_labels: int = 2, seed: int = 0):
-    """A random tiny model; its weights are drawn with INIT_STD, its config keeps the library's defaults."""
+    """A random tiny model: weights drawn with std INIT_STD; its config keeps the library's initializer_range."""
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, Conv1D, nn.Embedding)):
-                module.weight.normal_(std=INIT_STD)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
+    config = tiny_config(family, num_labels)
+    library_std, config.initializer_range = config.initializer_range, INIT_STD
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.config.initializer_range = library_std
     return model.eval()
 
 
