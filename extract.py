@@ -5,7 +5,7 @@ the super-network's state dict inside that context (dropped layers renumbered, r
 columns gone). Never a full-size model with zeroed weights.
 
 Two kinds of checkpoint:
-- *standard*: the family's HF config can express the sub-network (fewer layers, one smaller FFN width
+- *standard*: the family's HF config can express the sub-network (fewer layers or none, one smaller FFN width
   for all kept layers, and fewer heads only in families whose config has an explicit `head_dim`, i.e.
   Llama / Mistral / Qwen2). `from_pretrained(dir)` loads it with the family's own class.
 - *custom code*: everything else — fewer heads in BERT, RoBERTa, ELECTRA, GPT-2 or GPT-NeoX (their configs
@@ -68,7 +68,9 @@ def describe_structure(model: nn.Module, sub_network: SubNetwork) -> dict[str, A
 def _standard_dimensions(family: Family, config, sub_network: SubNetwork) -> dict[str, int] | None:
     """Config fields that express the sub-network in the family's own config, or None if none can."""
     kept = [index for index in range(sub_network.num_layers) if sub_network.keeps_layer(index)]
-    if not kept or any(not (sub_network.keeps_attention(i) and sub_network.keeps_ffn(i)) for i in kept):
+    if not kept:  # embeddings and head alone: any config says that with no layers
+        return {"num_hidden_layers": 0}
+    if any(not (sub_network.keeps_attention(i) and sub_network.keeps_ffn(i)) for i in kept):
         return None
     head_units = {int(sub_network.head_mask[i].sum()) for i in kept}
     neurons = {int(sub_network.ffn_mask[i].sum()) for i in kept}

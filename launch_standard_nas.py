@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import exit_on_usage_error
+from errors import UsageArgumentParser, exit_on_usage_error
 from sagemaker_jobs import (
     CHECKPOINT_DIR,
     SEARCH_SPACE,
     SEED,
     TASK,
     JobDefinition,
-    LauncherArgumentParser,
     S3Layout,
     SageMakerSettings,
     add_axis_flag,
@@ -105,7 +104,7 @@ def standard_nas_job(args: argparse.Namespace, layout: S3Layout, settings: SageM
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = LauncherArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_standard_nas_flags(parser)
     args = parse_launcher_args(parser, argv)
     if args.num_samples is None and args.max_wallclock_time is None:

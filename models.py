@@ -197,7 +197,7 @@ def load_causal_lm(name_or_path: str, cache_dir: str | None = None, dtype: str =
             f"'{name_or_path}' is a {heads[0]} checkpoint, not a language model; --task_name lm needs a causal LM "
             "(a pre-trained model or the output of train_supernet.py --task_name lm)"
         )
-    config.use_cache = False
+    without_kv_cache(config)
     return _from_local_or_hub(
         AutoModelForCausalLM.from_pretrained, name_or_path, cache_dir, config=config,
         dtype=dtype if dtype == "auto" else getattr(torch, dtype),

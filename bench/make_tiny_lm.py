@@ -11,8 +11,8 @@ agreement across a prepositional phrase, which a few training steps start to lea
 
 from __future__ import annotations
 
-import argparse
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -26,6 +26,10 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 
 EOS = "<eos>"
 DETERMINERS = {"singular": ["a", "every", "the"], "plural": ["some", "all", "the"]}
@@ -103,7 +107,7 @@ def write_tiny_lm(directory: Path, family: str, seed: int = 0, max_positions: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = UsageArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=FAMILIES, default="qwen2")
     parser.add_argument("--output_dir", type=Path, default=Path("./tiny_lm"))
     parser.add_argument("--num_train_lines", type=int, default=2000)
@@ -118,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_usage_error(main)

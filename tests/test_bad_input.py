@@ -17,9 +17,11 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 import launch_all_offline_search
 import launch_all_supernet_training
 import launch_offline_search
+import launch_standard_nas
 import launch_supernet_training
 import plot_pareto
 import run_offline_search
+import run_standard_nas
 import select_and_extract
 import train_supernet
 from errors import exit_on_usage_error
@@ -30,6 +32,7 @@ sys.path.insert(0, str(PROJECT_DIR / "bench"))
 import bench_search_memory  # noqa: E402
 import bench_sub_networks  # noqa: E402
 import importance_orders  # noqa: E402
+import make_tiny_lm  # noqa: E402
 import prefix_sub_networks  # noqa: E402
 import study_glue  # noqa: E402
 
@@ -164,6 +167,9 @@ MISSPELLED_FLAGS = [
     (study_glue, ["--quik"], "--quik", "--quick"),
     (importance_orders, ["--fine_tune", "checkpoint"], "--fine_tune", "--fine_tuned"),
     (prefix_sub_networks, ["--checkpoint", "checkpoint"], "--checkpoint", "--checkpoints"),
+    (make_tiny_lm, ["--output", "tiny_lm"], "--output", "--output_dir"),
+    (launch_standard_nas, ["--n_worker", "4", "--dry_run"], "--n_worker", "--n_workers"),
+    (run_standard_nas, ["--model_name_or_path", "m", "--n_worker", "4"], "--n_worker", "--n_workers"),
 ]
 
 

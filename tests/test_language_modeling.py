@@ -179,7 +179,7 @@ print(json.dumps({"perplexity": math.exp(loss), "generated": generated[0].tolist
 
 
 @pytest.mark.parametrize("family, space, kind", [
-    ("gpt2", "medium", "custom_code"), ("gpt_neox", "layer", "custom_code"), ("llama", "small", "standard"),
+    ("gpt2", "medium", "custom_code"), ("gpt_neox", "layer_block", "custom_code"), ("llama", "small", "standard"),
     ("qwen2", "medium", "custom_code"),
 ])
 def test_train_search_extract_and_reload_a_causal_lm(tmp_path, corpus, family, space, kind):
@@ -319,7 +319,7 @@ def test_a_model_whose_first_layer_lost_its_attention_generates_with_the_cache(t
         for param in model.parameters():  # larger matrices than the init's: varied, position-dependent output
             if param.dim() > 1:
                 param.normal_(0, 0.1, generator=generator)
-    space = make_search_space("layer", model.config)
+    space = make_search_space("layer_block", model.config)
     sub_network = space.to_sub_network({name: int(name != "layer_mha_0") for name in space.config_space})
     extracted = extract_sub_network(model, sub_network)
     assert extracted.generation_config.use_cache and not extracted.config.use_cache
