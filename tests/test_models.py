@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from conftest import PAD_ID, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig, AutoModel
 
 from errors import UsageError
 from models import load_model, load_tokenizer
+from search_spaces import make_search_space
+from slicing import sliced
 
 DECODERS = ["gpt2", "gpt_neox", "llama", "qwen2"]
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -92,3 +95,21 @@ def test_a_single_process_run_starts_quietly(tmp_path):
     assert "LOAD REPORT" not in result.stderr and "Setting accelerator" not in result.stdout + result.stderr
     config = AutoConfig.from_pretrained(tmp_path / "supernet")
     assert config.id2label == {0: "entailment", 1: "not_entailment"}
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+def test_classifiers_never_build_a_kv_cache(tmp_path, monkeypatch, family):
+    """Released configs say use_cache=True; a loaded classifier builds no cache, full or as a sliced sub-network."""
+    model_dir = write_tiny_model_dir(tmp_path, family)
+    assert AutoConfig.from_pretrained(model_dir).use_cache
+    model = load_model(str(model_dir), ("a", "b"), load_tokenizer(str(model_dir)))
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("a KV cache was built")
+
+    monkeypatch.setattr(transformers.cache_utils.DynamicCache, "__init__", no_cache)
+    drops_a_layer = make_search_space("layer", model.config).to_sub_network({"layer_0": 1, "layer_1": 0, "layer_2": 1})
+    ids = torch.tensor([[5, 9, 13, 7, 21]])
+    model(input_ids=ids).logits.sum().backward()
+    with sliced(model, drops_a_layer):
+        model(input_ids=ids).logits.sum().backward()
