@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from families import family_for_config
 from sub_network import SubNetwork
 
 
@@ -43,12 +44,15 @@ def _recovery(recovery: dict | None) -> list[str]:
     ]
 
 
-def _structure(sub_network: SubNetwork) -> list[str]:
+def _structure(sub_network: SubNetwork, config) -> list[str]:
     summary = sub_network.summary()
+    family = family_for_config(config)
+    grouped = family.query_heads_per_unit(config) > 1
+    heads = "key/value groups (each with its query heads)" if grouped else "attention heads"
     kept_layers = [layer for layer in range(sub_network.num_layers) if sub_network.keeps_layer(layer)]
     return [
         f"- layers kept: {len(kept_layers)} of {sub_network.num_layers} ({', '.join(map(str, kept_layers))})",
-        f"- attention heads per layer (key/value groups for grouped-query attention): {summary['heads_per_layer']}",
+        f"- {heads} per layer: {summary['heads_per_layer']}",
         f"- FFN neurons per layer: {summary['neurons_per_layer']}",
     ]
 
@@ -112,7 +116,7 @@ def write_model_card(
         *_recovery(extraction.get("recovery")),
         "## Sub-network",
         "",
-        *_structure(sub_network),
+        *_structure(sub_network, config),
         "",
         *([] if causal_lm else [f"Labels: {labels}.", ""]),
         "## How to load",

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {
         "task_name": data_args.task_name,
         "model_name_or_path": nas_settings.get("model_name_or_path"),
-        "checkpoint_dir_model": str(search_args.checkpoint_dir_model),
+        "checkpoint_dir_model": str(Path(search_args.checkpoint_dir_model).resolve()),  # usable from any directory
         "sampling_strategy": nas_settings.get("sampling_strategy"),
         "search_space": nas_args.search_space,
         "search_strategy": search_args.search_strategy,

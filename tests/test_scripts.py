@@ -140,7 +140,8 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
     flops_results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "flops"])
     assert all(point["latency_ms"] > 0 for point in flops_results["pareto_set"])  # measured for the Pareto set
-    search(tmp_path, model_dir, data_dir, checkpoint, "nsga2")
+    monkeypatch.chdir(tmp_path)  # a relative checkpoint path, as typed on a command line
+    search(tmp_path, model_dir, data_dir, Path(checkpoint.name), "nsga2")
     results_files = [str(tmp_path / f"results_{name}_0" / "results_rte.json") for name in ("random_search", "nsga2")]
 
     plot_pareto.main([*results_files, "--output", str(tmp_path / "pareto.png"), "--table"])
@@ -166,6 +167,9 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     assert f"| parameters | {report['num_parameters']:,} (" in card
     assert f"| test accuracy | {report['test_extracted']['accuracy']:.4f} |" in card
     assert "`0`: entailment, `1`: not_entailment" in card
+    kept = json.loads(Path(results_files[1]).read_text())["pareto_set"]  # the card's sub-network is the chosen one
+    chosen = next(point for point in kept if point["num_parameters"] == report["num_parameters"])
+    assert f"- attention heads per layer: {[len(h) for h in chosen['sub_network']['kept_heads']]}" in card
     assert ("trust_remote_code=True)" in card) == (report["checkpoint_kind"] == "custom_code")
 
     cheapest = min(point["params"] for point in json.loads(Path(results_files[1]).read_text())["pareto_set"])
