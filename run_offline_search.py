@@ -1,6 +1,7 @@
 """Stage 2: multi-objective search for the Pareto set of sub-networks of a trained super-network.
 
-Loads the checkpoint once, then asks a searcher for sub-network configs and scores each with one
+Loads the checkpoint once, then asks a searcher for sub-network configs (first the search space's
+initial design: the largest, the smallest and the mid-size sub-network) and scores each with one
 gradient-free pass over the validation split (error = 1 - the task's main metric) and its
 parameter count relative to the super-network. Writes every evaluation, the Pareto set with the
 test metric of each Pareto-optimal sub-network, and the Pareto sub-networks as JSON masks. With
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         search_space.config_space,
         objectives,
         search_args.seed,
+        points_to_evaluate=search_space.initial_design(),
         population_size=search_args.population_size,
     )
     cost_meter = CostMeter(model, run_as, cost_args, search_space.largest())

@@ -1,8 +1,9 @@
 """Search spaces: Syne Tune config spaces whose configs map to sub-networks.
 
-Every space exposes the same five things: `config_space` (for the searchers), `sample(rng)`
-(the seeded sampler that super-network training uses), `smallest()` and `largest()` (for the
-sandwich rule), and `to_sub_network(config)` / `to_config(sub_network)`.
+Every space exposes the same things: `config_space` (for the searchers), `sample(rng)` (the
+seeded sampler that super-network training uses), `smallest()` and `largest()` (for the sandwich
+rule), `mid()` (about half of the layers' parameters), `initial_design()` (the configs every search
+evaluates first) and `to_sub_network(config)` / `to_config(sub_network)`.
 
 - small: one (num_layers, num_heads, num_units) shared by all kept layers; the first
   `num_layers` layers (0 to all, as in the original), the first heads and neurons of each are kept.
@@ -57,6 +58,18 @@ def _sample_domain(domain: Any, rng: np.random.Generator) -> Any:
     return domain
 
 
+def _half(count: int) -> int:
+    """Half of `count` units, rounded up, so that one unit stays one."""
+    return (count + 1) // 2
+
+
+def _nearest_value(domain: Domain, target: int) -> int:
+    """The value of an integer or numeric categorical domain closest to `target` (the smaller on a tie)."""
+    if isinstance(domain, Integer):
+        return min(max(target, domain.lower), domain.upper)
+    return min(domain.categories, key=lambda value: (abs(value - target), value))
+
+
 def _is_prefix(mask: torch.Tensor) -> bool:
     count = int(mask.sum())
     return bool(mask[:count].all())
@@ -85,6 +98,26 @@ class SearchSpace:
 
     def largest(self) -> SubNetwork:
         return SubNetwork.full(self.shape.num_layers, self.shape.num_head_units, self.shape.intermediate_size)
+
+    def mid(self) -> SubNetwork:
+        """Mid-size: every layer keeps the first half of its heads and neurons (about half its parameters)."""
+        layers = self.shape.num_layers
+        return _prefix_masks(
+            self.shape, [_half(self.shape.num_head_units)] * layers, [_half(self.shape.intermediate_size)] * layers
+        )
+
+    def initial_design(self) -> list[dict[str, Any]]:
+        """The configs of the largest, the smallest and the mid-size sub-network, without repeats.
+
+        Every search evaluates them first (the initial design of plm_pruning, Klein et al. 2024), so
+        each Pareto front spans the whole range of sizes from its first three evaluations.
+        """
+        configs: list[dict[str, Any]] = []
+        for sub_network in (self.largest(), self.smallest(), self.mid()):
+            config = self.to_config(sub_network)
+            if config not in configs:
+                configs.append(config)
+        return configs
 
     def sample_config(self, rng: np.random.Generator) -> dict[str, Any]:
         return {key: _sample_domain(domain, rng) for key, domain in self.config_space.items()}
@@ -134,6 +167,14 @@ class SmallSearchSpace(SearchSpace):
 
     def smallest(self) -> SubNetwork:
         return self.to_sub_network({"num_layers": 1, "num_heads": 1, "num_units": 1})
+
+    def mid(self) -> SubNetwork:
+        """All layers at half width: the head count of the domain nearest half the heads, half the neurons."""
+        return self.to_sub_network({
+            "num_layers": self.shape.num_layers,
+            "num_heads": _nearest_value(self._head_domain(), _half(self.shape.num_head_units)),
+            "num_units": _half(self.shape.intermediate_size),
+        })
 
 
 class SmallPower2SearchSpace(SmallSearchSpace):
@@ -206,6 +247,13 @@ class LayerSearchSpace(SearchSpace):
         """No layer at all, as in the original example."""
         zeros = [0] * self.shape.num_layers
         return _prefix_masks(self.shape, zeros, zeros)
+
+    def mid(self) -> SubNetwork:
+        """The bottom half of the layers, whole (dropping the top layers is the strongest simple layer drop)."""
+        kept = [layer < _half(self.shape.num_layers) for layer in range(self.shape.num_layers)]
+        heads = [self.shape.num_head_units * keep for keep in kept]
+        neurons = [self.shape.intermediate_size * keep for keep in kept]
+        return _prefix_masks(self.shape, heads, neurons)
 
 
 class LayerBlockSearchSpace(LayerSearchSpace):

@@ -508,7 +508,8 @@ def make_searcher(
 ) -> Searcher:
     """The searcher for strategy `name`; all `metrics` are minimised.
 
-    `points_to_evaluate` are full configs asked first (e.g. the largest sub-network).
+    `points_to_evaluate` are full configs asked first, in order (run_offline_search.py passes the search
+    space's initial design: the largest, the smallest and the mid-size sub-network).
     `population_size` is the population of `morea` (whose tournament samples half of it)
     and `nsga2`; the other strategies ignore it.
     """

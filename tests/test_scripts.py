@@ -17,6 +17,8 @@ import select_and_extract
 import train_supernet
 from errors import UsageError
 from search_spaces import SEARCH_SPACES
+from searchers import SEARCH_STRATEGIES
+from sub_network import SubNetwork
 
 
 def scalar_tags(log_dir) -> set[str]:
@@ -134,6 +136,24 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
             tmp_path, model_dir, data_dir, checkpoint, "random_search",
             extra=["--objective", "latency", "--max_test_samples", "5"],
         )
+
+
+@pytest.fixture(scope="module")
+def trained_bert(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("trained_bert"), "bert")
+
+
+@pytest.mark.parametrize("strategy", SEARCH_STRATEGIES)
+def test_every_search_starts_with_the_largest_smallest_and_mid_size_sub_network(tmp_path, trained_bert, strategy):
+    search(tmp_path, *trained_bert, strategy, extra=["--num_samples", "4"])
+    log = (tmp_path / f"results_{strategy}_0" / "evaluations.jsonl").read_text().splitlines()
+    first = [SubNetwork.from_compact(json.loads(line)["sub_network_masks"]).summary() for line in log[:3]]
+    assert first == [  # the tiny BERT: 3 layers of 4 heads and 20 neurons
+        {"heads_per_layer": [4, 4, 4], "neurons_per_layer": [20, 20, 20]},
+        {"heads_per_layer": [1, 0, 0], "neurons_per_layer": [1, 0, 0]},
+        {"heads_per_layer": [2, 2, 2], "neurons_per_layer": [10, 10, 10]},
+    ]
+    assert len(log) == 4
 
 
 def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from transformers import AutoModelForSequenceClassification, BertConfig
 
+from cost import count_parameters
 from errors import UsageError
 from search_spaces import SEARCH_SPACES, ModelShape, make_search_space
 from sub_network import SubNetwork
@@ -161,3 +163,41 @@ def hand_built(heads_per_layer: list[list[int]], neurons_per_layer: list[list[in
 )
 def test_smallest_sub_network_is_the_original_one(name, heads, neurons):
     assert make_search_space(name, tiny_config("bert")).smallest() == hand_built(heads, neurons)
+
+
+@pytest.mark.parametrize(
+    "name, family, heads, neurons",
+    [  # tiny configs: 3 layers, 4 heads (llama: 2 KV groups), 20 neurons
+        ("small", "bert", [2, 2, 2], [10, 10, 10]),
+        ("smallpower2", "bert", [2, 2, 2], [10, 10, 10]),
+        ("medium", "bert", [2, 2, 2], [10, 10, 10]),
+        ("large", "bert", [2, 2, 2], [10, 10, 10]),
+        ("layer", "bert", [4, 4, 0], [20, 20, 0]),
+        ("medium", "llama", [1, 1, 1], [10, 10, 10]),
+        ("layer", "llama", [2, 2, 0], [20, 20, 0]),
+    ],
+)
+def test_mid_keeps_half_of_every_layer_or_the_bottom_half_of_the_layers(name, family, heads, neurons):
+    mid = make_search_space(name, tiny_config(family)).mid()
+    assert mid.summary() == {"heads_per_layer": heads, "neurons_per_layer": neurons}
+    assert all(mid.kept_heads(layer) == list(range(count)) for layer, count in enumerate(heads))
+
+
+def test_initial_design_is_largest_smallest_mid_as_configs(space):
+    design = space.initial_design()
+    assert [space.to_sub_network(config) for config in design] == [space.largest(), space.smallest(), space.mid()]
+
+
+@pytest.mark.parametrize("name", ["small", "smallpower2", "medium", "layer", "large"])
+def test_mid_holds_about_half_of_the_layer_parameters_of_minilm(name):
+    """MiniLM-L6's shape (6 layers, 12 heads, 1536 neurons, hidden 384) on the meta device: no weights."""
+    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    space = make_search_space(name, config)
+    # attention holds 4 * 384^2 weights per layer, the FFN 2 * 384 * 1536: half of each is half of the layer,
+    # up to biases and layer norms; smallpower2 takes 6 heads where it offers them, else 4 (of 1, 2, 4, 8)
+    heads = 6 if name != "smallpower2" or 6 in space.config_space["num_heads"].categories else 4
+    expected = (4 * 384**2 * heads / 12 + 2 * 384 * 768) / (4 * 384**2 + 2 * 384 * 1536)
+    fraction = count_parameters(model, space.mid()).layers / count_parameters(model, space.largest()).layers
+    assert fraction == pytest.approx(expected, abs=0.01)
