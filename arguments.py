@@ -16,6 +16,7 @@ from errors import UsageArgumentParser, UsageError
 from reorder import REORDER_UNITS
 from sampling import SAMPLING_STRATEGIES
 from search_spaces import SEARCH_SPACES
+from sub_network_sampler import SAMPLING_DISTRIBUTIONS
 
 SUB_NETWORK_EXECUTIONS = ("slice", "mask")
 
@@ -142,10 +143,17 @@ class SupernetArguments:
         metadata={"help": "With --teacher_model_name_or_path: the full network learns from the teacher too "
                   "(distillation loss instead of the task loss)."},
     )
+    sampling_distribution: str = field(
+        default="uniform",
+        metadata={"help": "How random sub-networks are drawn: 'uniform' (every hyperparameter uniformly, the "
+                  "original's; most draws are small) or 'params' (parameter counts spread evenly between the "
+                  "smallest and the largest sub-network)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("sampling_strategy", self.sampling_strategy, SAMPLING_STRATEGIES)
         check_choice("reorder_units", self.reorder_units, REORDER_UNITS)
+        check_choice("sampling_distribution", self.sampling_distribution, SAMPLING_DISTRIBUTIONS)
         check_positive(self, "num_random_sub_nets", "temperature", "num_importance_batches")
         distils = SAMPLING_STRATEGIES[self.sampling_strategy].distill
         for flag in ("teacher_model_name_or_path", "distill_hidden_states"):
@@ -157,6 +165,11 @@ class SupernetArguments:
         for flag in ("init_from_teacher", "distill_full_network"):
             if getattr(self, flag) and self.teacher_model_name_or_path is None:
                 raise UsageError(f"--{flag} True needs --teacher_model_name_or_path")
+        if self.sampling_strategy == "standard" and self.sampling_distribution != "uniform":
+            raise UsageError(
+                "--sampling_distribution applies to random sub-networks, which --sampling_strategy standard "
+                "never draws; drop it or choose another strategy"
+            )
 
 
 @dataclass

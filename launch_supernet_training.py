@@ -18,6 +18,7 @@ from sagemaker_jobs import (
     CHECKPOINT_DIR,
     DISTILLING_STRATEGIES,
     REORDER_UNITS,
+    SAMPLING_DISTRIBUTIONS,
     TEACHER_CHANNEL,
     TEACHER_CHANNEL_DIR,
     TENSORBOARD_DIR,
@@ -59,6 +60,11 @@ def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:
         help="training batches the importance scores use (default: 32)",
     )
     add_distillation_flags(parser)
+    parser.add_argument(
+        "--sampling_distribution", choices=SAMPLING_DISTRIBUTIONS, default="uniform",
+        help="'params' spreads the parameter counts of the random sub-networks evenly (default: uniform). Not part "
+        "of the S3 folder: change --s3_prefix to train both kinds",
+    )
     add_sagemaker_flags(parser, volume_size_gb=30)
 
 
@@ -134,6 +140,7 @@ def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMaker
             "save_strategy": args.save_strategy,
             "reorder_units": args.reorder_units,
             "num_importance_batches": args.num_importance_batches,
+            "sampling_distribution": args.sampling_distribution,
             "output_dir": CHECKPOINT_DIR,
             "log_dir": TENSORBOARD_DIR,
             # SageMaker restores the synced checkpoint folder when a (spot) job restarts: continue from it.

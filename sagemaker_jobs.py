@@ -61,6 +61,7 @@ DISTILLING_STRATEGIES = ("one_shot", "kd")  # those a teacher can teach
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "layer_block", "large", "uniform")
 REORDER_UNITS = ("none", "importance")
+SAMPLING_DISTRIBUTIONS = ("uniform", "params")
 
 # Paths inside the training container.
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker syncs it with the job's checkpoint S3 folder

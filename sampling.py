@@ -39,6 +39,7 @@ from errors import UsageError
 from label_scale import LabelScale, standardised
 from search_spaces import SearchSpace
 from sub_network import SubNetwork
+from sub_network_sampler import SubNetworkSampler
 
 if TYPE_CHECKING:
     from teacher import Teacher
@@ -132,13 +133,20 @@ def hidden_state_loss(
 
 
 class SamplingStrategy:
-    """Plans the passes of one training step."""
+    """Plans the passes of one training step; its random sub-networks come from `sampler`."""
 
     distill = False  # whether the sub-networks learn from a teacher
 
-    def __init__(self, search_space: SearchSpace, num_random_sub_nets: int, distill_full_network: bool = False):
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        num_random_sub_nets: int,
+        sampler: SubNetworkSampler,
+        distill_full_network: bool = False,
+    ):
         self.search_space = search_space
         self.num_random_sub_nets = num_random_sub_nets
+        self.sampler = sampler
         self.distill_full_network = distill_full_network  # only with a fine-tuned teacher
 
     def plan(self, step: int, total_steps: int, rng: np.random.Generator) -> list[PlannedPass]:
@@ -146,7 +154,7 @@ class SamplingStrategy:
 
     def _random(self, rng: np.random.Generator, distill: bool) -> list[PlannedPass]:
         return [
-            PlannedPass("random", self.search_space.sample(rng), distill) for _ in range(self.num_random_sub_nets)
+            PlannedPass("random", self.sampler.sample(rng), distill) for _ in range(self.num_random_sub_nets)
         ]
 
 
@@ -201,14 +209,19 @@ SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
 
 
 def make_sampling_strategy(
-    name: str, search_space: SearchSpace, num_random_sub_nets: int, distill_full_network: bool = False
+    name: str,
+    search_space: SearchSpace,
+    num_random_sub_nets: int,
+    distill_full_network: bool = False,
+    sampler: SubNetworkSampler | None = None,
 ) -> SamplingStrategy:
-    """`distill_full_network`: the full network learns from the (fine-tuned) teacher too, not from the labels."""
+    """`distill_full_network`: the full network learns from the (fine-tuned) teacher too, not from the labels;
+    `sampler` draws the random sub-networks (by default the search space's uniform sampler)."""
     if name not in SAMPLING_STRATEGIES:
         raise UsageError(f"unknown sampling strategy '{name}'; choose one of: {', '.join(SAMPLING_STRATEGIES)}")
     if num_random_sub_nets < 1:
         raise UsageError(f"--num_random_sub_nets must be at least 1, got {num_random_sub_nets}")
-    return SAMPLING_STRATEGIES[name](search_space, num_random_sub_nets, distill_full_network)
+    return SAMPLING_STRATEGIES[name](search_space, num_random_sub_nets, sampler or search_space, distill_full_network)
 
 
 def kept_layers(sub_network: SubNetwork | None, num_layers: int) -> list[int]:

@@ -48,6 +48,7 @@ from reorder import reorder_by_importance, report_importance
 from sampling import CLASSIFICATION, make_sampling_strategy
 from search_spaces import make_search_space
 from slicing import runner_for
+from sub_network_sampler import make_sub_network_sampler
 from teacher import Teacher, load_teacher
 from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
 from training_loop import make_lr_schedule, make_optimizer, train_epoch
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         "sampling_strategy": supernet_args.sampling_strategy,
         "num_random_sub_nets": supernet_args.num_random_sub_nets,
         "temperature": supernet_args.temperature,
+        "sampling_distribution": supernet_args.sampling_distribution,
         "seed": training_args.seed,
         "reorder_units": supernet_args.reorder_units,
         "standardize_labels": supernet_args.standardize_labels,
@@ -148,9 +150,10 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     )
     teacher = None if teacher_model is None else Teacher(teacher_model.to(runtime.device), label_scale)
     search_space = make_search_space(nas_args.search_space, model.config)
+    sampler = make_sub_network_sampler(supernet_args.sampling_distribution, search_space, model)
     strategy = make_sampling_strategy(
         supernet_args.sampling_strategy, search_space, supernet_args.num_random_sub_nets,
-        supernet_args.distill_full_network,
+        supernet_args.distill_full_network, sampler,
     )
     run_as = runner_for(nas_args.sub_network_execution)
     # Counted before the model is prepared: DeepSpeed ZeRO-3 then keeps only a shard of each parameter.

@@ -169,6 +169,7 @@ def test_launcher_choices_are_the_entry_scripts_choices():
     from sampling import SAMPLING_STRATEGIES
     from search_spaces import SEARCH_SPACES
     from searchers import SEARCH_STRATEGIES
+    from sub_network_sampler import SAMPLING_DISTRIBUTIONS
 
     assert sagemaker_jobs.TASKS == tuple(TASKS)
     distilling = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
@@ -177,6 +178,7 @@ def test_launcher_choices_are_the_entry_scripts_choices():
     assert sagemaker_jobs.SEARCH_SPACES == tuple(SEARCH_SPACES)
     assert sagemaker_jobs.SEARCH_STRATEGIES == tuple(SEARCH_STRATEGIES)
     assert sagemaker_jobs.REORDER_UNITS == REORDER_UNITS
+    assert sagemaker_jobs.SAMPLING_DISTRIBUTIONS == SAMPLING_DISTRIBUTIONS
 
 
 def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credentials, monkeypatch, capsys):
@@ -190,7 +192,8 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": 3, "num_train_epochs": 2, "learning_rate": 2e-05,
         "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "fp16": True, "save_strategy": "epoch",
-        "reorder_units": "none", "num_importance_batches": 32, "output_dir": "/opt/ml/checkpoints",
+        "reorder_units": "none", "num_importance_batches": 32, "sampling_distribution": "uniform",
+        "output_dir": "/opt/ml/checkpoints",
         "log_dir": "/opt/ml/output/tensorboard",
         "resume_from_checkpoint": "latest",
     }
@@ -210,6 +213,9 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
     for grid in (launch_all_supernet_training, launch_all_offline_search):
         launch_all = dry_run(grid.main, ["--task_names", "rte,mrpc"], capsys)
         assert [job["hyperparameters"]["task_name"] for job in launch_all] == ["rte", "mrpc"]
+    for launch in (launch_supernet_training, launch_all_supernet_training):
+        (budget_aware,) = dry_run(launch.main, ["--sampling_distribution", "params"], capsys)
+        assert budget_aware["hyperparameters"]["sampling_distribution"] == "params"
     assert_no_secret(json.dumps([training, search]))
 
 
@@ -282,6 +288,7 @@ def test_supernet_training_job(aws, capsys):
         "search_space": "medium", "seed": "3", "num_train_epochs": "2", "learning_rate": "2e-05",
         "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "fp16": "true",
         "save_strategy": "epoch", "reorder_units": "none", "num_importance_batches": "32",
+        "sampling_distribution": "uniform",
         "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",
         "resume_from_checkpoint": "latest",
     }

@@ -85,8 +85,9 @@ def train_command(model_dir, data_dir, output_dir, resume=False):
         sys.executable, str(PROJECT_DIR / "train_supernet.py"),
         "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
         "--output_dir", str(output_dir), "--log_dir", str(output_dir / "tb"), "--sampling_strategy", "kd",
-        "--search_space", "medium", "--num_train_epochs", "3", "--per_device_train_batch_size", "4",
-        "--learning_rate", "1e-3", "--seed", "0", *(["--resume_from_checkpoint", "latest"] if resume else []),
+        "--sampling_distribution", "params", "--search_space", "medium", "--num_train_epochs", "3",
+        "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--seed", "0",
+        *(["--resume_from_checkpoint", "latest"] if resume else []),
     ]
 
 
@@ -132,3 +133,8 @@ def test_resuming_training_with_other_settings_is_refused(tmp_path):
     assert refused.returncode == 2 and "--sampling_strategy kd but this run asks for --sampling_strategy sandwich" in (
         refused.stderr
     )
+    other = train_command(model_dir, data_dir, output_dir, resume=True)
+    other[other.index("params")] = "uniform"
+    refused = run(other)
+    assert refused.returncode == 2 and "--sampling_distribution params but this run asks for --sampling_distribution " \
+        "uniform" in refused.stderr
