@@ -48,17 +48,16 @@ class LayerParameterCounter:
     def __init__(self, model: nn.Module):
         shape = ModelShape.of(model.config)
 
-        def per_layer(heads: int, neurons: int) -> int:
+        def per_layer(num_heads: int, num_neurons: int) -> int:
             """Parameters one layer keeps with this many heads and neurons (all layers alike)."""
             sub_network = SubNetwork.full(shape.num_layers, shape.num_head_units, shape.intermediate_size)
-            sub_network.head_mask[:, heads:] = False
-            sub_network.ffn_mask[:, neurons:] = False
+            sub_network.head_mask[:, num_heads:] = False
+            sub_network.ffn_mask[:, num_neurons:] = False
             return count_parameters(model, sub_network).layers // shape.num_layers
 
-        self.per_head, self.attention_block = self._coefficients(per_layer(1, 0), per_layer(shape.num_head_units, 0),
-                                                                 shape.num_head_units)
-        self.per_neuron, self.ffn_block = self._coefficients(per_layer(0, 1), per_layer(0, shape.intermediate_size),
-                                                             shape.intermediate_size)
+        heads, neurons = shape.num_head_units, shape.intermediate_size
+        self.per_head, self.attention_block = self._coefficients(per_layer(1, 0), per_layer(heads, 0), heads)
+        self.per_neuron, self.ffn_block = self._coefficients(per_layer(0, 1), per_layer(0, neurons), neurons)
 
     @staticmethod
     def _coefficients(with_one: int, with_all: int, num_units: int) -> tuple[int, int]:

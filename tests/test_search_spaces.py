@@ -9,6 +9,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 from cost import count_parameters
 from errors import UsageError
 from search_spaces import SEARCH_SPACES, ModelShape, make_search_space
+from searchers import IntegerCodec
 from sub_network import SubNetwork
 
 SPACE_NAMES = tuple(SEARCH_SPACES)
@@ -201,3 +202,13 @@ def test_mid_holds_about_half_of_the_layer_parameters_of_minilm(name):
     expected = (4 * 384**2 * heads / 12 + 2 * 384 * 768) / (4 * 384**2 + 2 * 384 * 1536)
     fraction = count_parameters(model, space.mid()).layers / count_parameters(model, space.largest()).layers
     assert fraction == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_initial_design_of_minilm_is_in_every_config_space(name):
+    """The searchers encode the initial design against the config space: each config must belong to it."""
+    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    space = make_search_space(name, config)
+    codec = IntegerCodec(space.config_space)
+    for design_config in space.initial_design():
+        codec.encode(design_config)
