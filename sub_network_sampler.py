@@ -4,8 +4,9 @@
   original's). Sizes pile up at the small end: on MiniLM-L6's `small` space the median draw keeps
   about a quarter of the encoder's parameters, so mid-size and large sub-networks are rarely trained.
 - params: layer parameter counts spread evenly between the smallest and the largest sub-network.
-  Each draw picks one of `NUM_BINS` equal-width bins of parameter counts uniformly, then proposes
-  configs until one falls into it (at most `MAX_TRIES`; else the closest proposal is taken).
+  Each draw picks one of `NUM_BINS` equal-width bins of parameter counts uniformly (among those the
+  space can reach), then proposes configs until one falls into it (at most `MAX_TRIES`; else the
+  proposal closest to the bin's centre is taken).
 
 Proposals tilt every hyperparameter towards small or large values alike: one exponent `a` per
 proposal, log-uniform in [1/MAX_TILT, MAX_TILT], and each hyperparameter takes the value at
@@ -80,6 +81,7 @@ class ParameterBinSampler:
 
     NUM_BINS = 10
     MAX_TRIES = 500
+    NUM_PROBES = 2000
     MAX_TILT = 32.0
 
     def __init__(self, search_space: SearchSpace, count: LayerParameterCounter):
@@ -98,19 +100,34 @@ class ParameterBinSampler:
             else:
                 self._constants[name] = domain
         self._sizes = np.array([len(values) for _, values in self._domains])
+        self.bins = self._reachable_bins()
+
+    def bin_of(self, count: int) -> int:
+        """The bin holding `count`: bins are half-open, the last one closed; -1 below the smallest."""
+        return min(int(np.searchsorted(self.edges, count, side="right")) - 1, self.NUM_BINS - 1)
+
+    def _reachable_bins(self) -> list[int]:
+        """The bins proposals reach, probed once with a fixed seed (spaces with few sizes, like `layer`, leave
+        some empty; the training RNG is not touched, so a resumed run draws the same sub-networks)."""
+        rng = np.random.default_rng(0)
+        reached: set[int] = set()
+        for _ in range(self.NUM_PROBES):
+            reached.add(self.bin_of(self.count(self.propose(rng))))
+            if reached >= set(range(self.NUM_BINS)):
+                break
+        return sorted(reached - {-1})
 
     def sample(self, rng: np.random.Generator) -> SubNetwork:
-        target = int(rng.integers(self.NUM_BINS))
-        lower, upper = self.edges[target], self.edges[target + 1]
+        target = self.bins[int(rng.integers(len(self.bins)))]
+        center = (self.edges[target] + self.edges[target + 1]) / 2
         closest, closest_distance = None, math.inf
         for _ in range(self.MAX_TRIES):
             proposal = self.propose(rng)
             count = self.count(proposal)
-            distance = max(lower - count, count - upper, 0.0)
-            if distance == 0:
+            if self.bin_of(count) == target:
                 return proposal
-            if distance < closest_distance:
-                closest, closest_distance = proposal, distance
+            if abs(count - center) < closest_distance:
+                closest, closest_distance = proposal, abs(count - center)
         return closest
 
     def propose(self, rng: np.random.Generator) -> SubNetwork:
