@@ -165,10 +165,10 @@ class SupernetArguments:
         for flag in ("init_from_teacher", "distill_full_network"):
             if getattr(self, flag) and self.teacher_model_name_or_path is None:
                 raise UsageError(f"--{flag} True needs --teacher_model_name_or_path")
-        if self.sampling_strategy == "standard" and self.sampling_distribution != "uniform":
+        if self.sampling_strategy in ("standard", "none") and self.sampling_distribution != "uniform":
             raise UsageError(
-                "--sampling_distribution applies to random sub-networks, which --sampling_strategy standard "
-                "never draws; drop it or choose another strategy"
+                f"--sampling_distribution applies to random sub-networks, which --sampling_strategy "
+                f"{self.sampling_strategy} never draws; drop it or choose another strategy"
             )
 
 
