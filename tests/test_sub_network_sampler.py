@@ -11,7 +11,7 @@ from sampling import make_sampling_strategy
 from search_spaces import make_search_space
 from sub_network_sampler import LayerParameterCounter, ParameterBinSampler, make_sub_network_sampler
 
-SPACE_NAMES = ("small", "smallpower2", "medium", "layer", "large")
+SPACE_NAMES = ("small", "smallpower2", "medium", "layer", "layer_block", "large")
 
 
 def meta_model(config):
@@ -70,7 +70,7 @@ def test_minilm_median_sub_network_is_a_quarter_of_the_encoder_uniformly_and_hal
 @pytest.mark.parametrize(
     "space_name, config, num_draws",
     [
-        *((name, MINILM, 1000) for name in SPACE_NAMES if name != "large"),
+        *((name, MINILM, 1000) for name in SPACE_NAMES if name not in ("layer", "large")),
         # one bit per neuron: a narrower model keeps the test fast
         ("large", BertConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128), 500),
     ],
@@ -80,6 +80,13 @@ def test_params_distribution_is_uniform_over_the_range(space_name, config, num_d
     assert np.quantile(sizes, [0.25, 0.5, 0.75]) == pytest.approx([0.25, 0.5, 0.75], abs=0.06)
     uniform_cdf = np.arange(1, num_draws + 1) / num_draws
     assert np.max(np.abs(uniform_cdf - sizes)) < 0.1  # Kolmogorov-Smirnov distance to U(0, 1)
+
+
+def test_params_distribution_draws_every_number_of_layers_equally_often():
+    """The `layer` space has only L + 1 sizes; the uniform sampler never draws the full network."""
+    sizes = relative_sizes("params", "layer", MINILM, 1400)
+    assert sorted(set(np.round(sizes * 6, 6))) == [0, 1, 2, 3, 4, 5, 6]
+    assert all(abs(np.mean(np.isclose(sizes * 6, kept)) - 1 / 7) < 0.04 for kept in range(7))
 
 
 def test_uniform_distribution_is_skewed_small_on_minilm():
