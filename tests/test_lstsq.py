@@ -33,7 +33,8 @@ def projection_inputs(model, path: str, layer: int, sub_network=None) -> tuple[t
     """Every calibration token's input to one layer's projection, read with a plain hook."""
     module = layers_of(model)[layer].get_submodule(path)
     rows = []
-    with torch.no_grad(), masked(model, sub_network or full_sub_network(model)):  # hooked after the masks: sees the removed units zeroed
+    # hooked inside `masked`, after the mask hooks: sees the removed units zeroed
+    with torch.no_grad(), masked(model, sub_network or full_sub_network(model)):
         handle = module.register_forward_pre_hook(lambda _, args: rows.append(args[0].reshape(-1, args[0].shape[-1])))
         for batch in BATCHES:
             model(**{key: value for key, value in batch.items() if key != "labels"})
