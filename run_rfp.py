@@ -1,0 +1,152 @@
+"""Retraining-free pruning baseline (Kwon et al. 2022): one pruned model per budget, no training.
+
+On a fine-tuned model (train_supernet.py's --output_dir, e.g. --sampling_strategy standard): the Fisher
+information of every head and neuron mask on --num_calibration_samples training examples, then per
+budget the mask search (rfp.py) and least-squares mask tuning (lstsq.py). Each budget's model is
+extracted with its tuned weights into <output_dir>/budget-<b>/, and results_<task>.json has the schema of
+run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies a point's own checkpoint.
+
+    python run_rfp.py --checkpoint_dir_model ./finetuned_sst2 --task_name sst2 --budgets 0.4,0.5,0.6,0.7,0.8,0.9 \
+        --output_dir ./results_rfp
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import set_seed
+
+from arguments import CostArguments, parse_arguments
+from cost import CostMeter, check_cost_seq_len
+from data import (
+    LM_TASK,
+    DataArguments,
+    absolute_data_flags,
+    load_raw_splits,
+    make_dataloader,
+    task_info_for,
+    tokenize_splits,
+)
+from errors import UsageError, exit_on_usage_error
+from evaluation import evaluate
+from extract import extract_sub_network, save_extracted
+from importance import unit_importance
+from io_utils import write_json_atomic
+from lstsq import tune_masks
+from metrics import metric_task
+from models import load_supernet
+from pareto import pareto_indices
+from precision import default_device
+from rfp import RFPArguments, UnitCosts, search_mask
+from run_offline_search import results_file_name
+from slicing import sliced
+from sub_network import SubNetwork
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rfp_args, data_args, cost_args = parse_arguments((RFPArguments, DataArguments, CostArguments), argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
+    if data_args.task_name == LM_TASK:
+        raise UsageError("run_rfp.py prunes classifiers; --task_name lm is not supported")
+    start_time = time.time()
+    set_seed(rfp_args.seed)
+    device = default_device()
+    model, tokenizer, nas_settings = load_supernet(rfp_args.checkpoint_dir_model)
+    model.to(device).eval()
+    check_cost_seq_len(cost_args, model.config)
+
+    splits = load_raw_splits(data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args)
+    train = tokenized["train"].shuffle(seed=rfp_args.seed)
+    calibration = train.select(range(min(rfp_args.num_calibration_samples, len(train))))
+    batches = list(make_dataloader(calibration, tokenizer, rfp_args.calibration_batch_size, False, 0))
+    loaders = {
+        name: make_dataloader(tokenized[name], tokenizer, rfp_args.per_device_eval_batch_size, False, 0)
+        for name in ("validation", "test")
+    }
+    metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
+
+    def score(scored: torch.nn.Module, split: str, sub_network: SubNetwork | None = None) -> dict[str, float]:
+        return evaluate(scored, loaders[split], metrics_key, device, sub_network, sliced if sub_network else None)
+
+    importance = unit_importance(model, batches)
+    unit_costs = UnitCosts.measure(model, rfp_args.constraint, cost_args.cost_seq_len)
+    full = SubNetwork.full(*importance.heads.shape, importance.neurons.shape[1])
+    cost_meter = CostMeter(model, sliced, cost_args, full)
+    output_dir = Path(rfp_args.output_dir)
+    evaluations = []
+    for iteration, budget in enumerate(rfp_args.budget_list):
+        budget_start = time.time()
+        sub_network = search_mask(importance, unit_costs, budget)
+        error_before_tuning = score(model, "validation", sub_network)["error"]
+        tuned = copy.deepcopy(model)
+        if rfp_args.tune_masks:
+            tune_masks(tuned, model, sub_network, batches)
+        costs = cost_meter.measure(sub_network, with_latency=True)
+        validation = score(tuned, "validation", sub_network)
+        checkpoint_dir = (output_dir / f"budget-{budget:g}").resolve()
+        save_extracted(extract_sub_network(tuned, sub_network), tokenizer, sub_network, checkpoint_dir)
+        evaluations.append({
+            "iteration": iteration,
+            "budget": budget,
+            "constraint": rfp_args.constraint,
+            "error": validation["error"],
+            "error_before_tuning": error_before_tuning,
+            "validation": validation,
+            **cost_meter.relative(costs),
+            "layer_params": costs["num_layer_parameters"] / cost_meter.unpruned["num_layer_parameters"],
+            **costs,
+            "test": score(tuned, "test", sub_network),
+            "sub_network": sub_network.to_json_dict(),
+            "trial_checkpoint_dir": str(checkpoint_dir),  # select_and_extract.py copies these tuned weights
+            "runtime_s": time.time() - budget_start,
+        })
+        logger.info("budget %g: validation error %.4f (%.4f before tuning), %s %.3f", budget, validation["error"],
+                    error_before_tuning, rfp_args.constraint, evaluations[-1][rfp_args.constraint])
+
+    objectives = np.array([[record["error"], record["params"]] for record in evaluations])
+    non_dominated = set(pareto_indices(objectives))
+    # Every budget's model is the method's answer for that budget; plot_pareto.py draws the front from evaluations.
+    pareto_set = [record | {"dominated": index not in non_dominated} for index, record in enumerate(evaluations)]
+    results = {
+        "task_name": data_args.task_name,
+        "model_name_or_path": nas_settings.get("model_name_or_path"),
+        "checkpoint_dir_model": None,  # every point carries its own tuned checkpoint
+        "method": "retraining_free_pruning",
+        "sampling_strategy": nas_settings.get("sampling_strategy"),
+        "fine_tuned_checkpoint": str(Path(rfp_args.checkpoint_dir_model).resolve()),
+        "search_space": "large",
+        "search_strategy": "fisher_mask_search" + ("+lstsq" if rfp_args.tune_masks else ""),
+        "seed": rfp_args.seed,
+        "num_samples": len(evaluations),
+        "num_calibration_samples": len(calibration),
+        "objectives": ["error", "params"],
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
+        "device": str(device),
+        "settings": {"data": absolute_data_flags(data_args)},  # select_and_extract.py's default data flags
+        "unpruned": cost_meter.unpruned | {"validation": score(model, "validation"), "test": score(model, "test")},
+        "evaluations": [
+            record | {"sub_network": SubNetwork.from_json_dict(record["sub_network"]).summary()}
+            for record in evaluations
+        ],
+        "pareto_indices": sorted(non_dominated),
+        "pareto_set": pareto_set,
+        "runtime_s": time.time() - start_time,
+    }
+    write_json_atomic(output_dir / results_file_name(data_args.task_name), results)
+    logger.info("Unpruned validation error %.4f; results in %s", results["unpruned"]["validation"]["error"],
+                output_dir / results_file_name(data_args.task_name))
+
+
+if __name__ == "__main__":
+    exit_on_usage_error(main)
