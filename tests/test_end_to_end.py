@@ -33,7 +33,7 @@ from sub_network import SubNetwork
 
 EPOCHS = 5
 NUM_SAMPLES = 30
-SEARCH_SEED = "2"  # its params and flops fronts differ, so the flops search is told from the params one
+SEARCH_SEED = "8"  # its params and flops fronts differ, so the flops search is told from the params one
 COST_SEQ_LEN = 16
 
 
