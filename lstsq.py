@@ -73,14 +73,26 @@ def _unit_sums(matrix: torch.Tensor, width: int) -> torch.Tensor:
     return matrix.reshape(units, width, units, width).sum(dim=(1, 3))
 
 
+class _Captured(Exception):
+    """Raised once a projection's input is captured: the rest of the forward pass is not needed."""
+
+
 class _Inputs:
-    """Forward pre-hook accumulating X1^T X2 (float64) of the inputs two models give one projection."""
+    """Forward pre-hook keeping the projection's input (float64, one row per token), then ending the pass."""
 
     def __init__(self) -> None:
         self.inputs: list[torch.Tensor] = []
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
         self.inputs.append(args[0].detach().double().reshape(-1, args[0].shape[-1]))
+        raise _Captured
+
+
+def _run_until_captured(model: nn.Module, batch: dict, objective: TrainingObjective) -> None:
+    try:
+        objective.logits(model, batch)
+    except _Captured:
+        pass
 
 
 @torch.no_grad()
@@ -88,7 +100,11 @@ def block_gram(
     pruned: nn.Module, full: nn.Module, sub_network: SubNetwork, block: Block, batches: Sequence[dict],
     objective: TrainingObjective = CLASSIFICATION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Xp^T Xp, Xp^T Xf) summed over the tokens of `batches` at the block's output projection (padding included)."""
+    """(Xp^T Xp, Xp^T Xf) summed over the tokens of `batches` at the block's output projection (padding included).
+
+    Only the removed units' columns of Xp differ between masked and unmasked inputs, and they are never used,
+    so the capture may run before the masking hooks. Each pass ends at the projection (later layers unused).
+    """
     captured_pruned, captured_full = _Inputs(), _Inputs()
     gram_pp = gram_pf = None
     pruned_module = _projection(pruned, block)[0]
@@ -101,8 +117,8 @@ def block_gram(
         for batch in batches:
             batch = {key: value.to(pruned.device) for key, value in batch.items()}
             with masked(pruned, sub_network):
-                objective.logits(pruned, batch)
-            objective.logits(full, batch)
+                _run_until_captured(pruned, batch, objective)
+            _run_until_captured(full, batch, objective)
             x_pruned, x_full = captured_pruned.inputs.pop(), captured_full.inputs.pop()
             gram_pp = x_pruned.T @ x_pruned + (0 if gram_pp is None else gram_pp)
             gram_pf = x_pruned.T @ x_full + (0 if gram_pf is None else gram_pf)
