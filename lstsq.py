@@ -17,12 +17,17 @@ parameter count, and extraction slices it like any other.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import datasets
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from data import make_dataloader
+from extract import extract_sub_network
 from families import family_for, layer_parameters, layers_of
 from mask import masked
 from sampling import CLASSIFICATION, TrainingObjective
@@ -179,3 +184,20 @@ def tune_masks(
         pruned.train(was_training[0])
         full.train(was_training[1])
     return scales
+
+
+def calibration_batches(
+    train_set: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, num_samples: int, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """A seeded random subset of `num_samples` training examples (all if fewer), in batches, for the calibration."""
+    subset = train_set.shuffle(seed=seed).select(range(min(num_samples, len(train_set))))
+    return list(make_dataloader(subset, tokenizer, batch_size, False, 0))
+
+
+def tuned_extraction(
+    model: nn.Module, sub_network: SubNetwork, batches: Sequence[dict]
+) -> tuple[nn.Module, dict[str, list[list[float]]]]:
+    """`sub_network` of `model`, extracted after least-squares tuning against `model`'s full network (on a copy)."""
+    tuned = copy.deepcopy(model)
+    scales = tune_masks(tuned, model, sub_network, batches)
+    return extract_sub_network(tuned, sub_network), scales

@@ -19,7 +19,7 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int) -> list
         f"| MACs per sequence of {cost_seq_len} tokens | {point['macs']:,} | {unpruned['macs']:,} |",
         f"| validation error (the search's split) | {point['error']:.4f} | {unpruned['validation']['error']:.4f} |",
     ]
-    recovery = extraction.get("recovery")
+    recovery = extraction.get("recovery") or extraction.get("lstsq_recovery")  # the last one applied
     test = recovery["test_after"] if recovery else extraction["test_extracted"]
     rows += [f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |" for name, value in test.items()
              if name != "error"]
@@ -31,11 +31,16 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int) -> list
     return rows
 
 
-def _recovery(recovery: dict | None) -> list[str]:
+def _recovery(recovery: dict | None, lstsq_recovery: dict | None) -> list[str]:
+    lines = [] if lstsq_recovery is None else [
+        f"After extraction the kept heads and neurons were rescaled by layer-wise least squares on "
+        f"{lstsq_recovery['num_calibration_samples']:,} training examples (Kwon et al. 2022, no training).",
+        "",
+    ]
     if recovery is None:
-        return []
+        return lines
     settings = recovery["settings"]
-    return [
+    return lines + [
         f"After extraction the model was fine-tuned for {settings['epochs']} epoch(s) on "
         f"{recovery['num_train_examples']:,} training examples, distilled from `{settings['teacher']}` "
         f"(learning rate {settings['learning_rate']:g}, batch size {settings['batch_size']}, temperature "
@@ -113,7 +118,7 @@ def write_model_card(
         "",
         *_size_and_scores(results, extraction, results.get("cost_seq_len", 128)),
         "",
-        *_recovery(extraction.get("recovery")),
+        *_recovery(extraction.get("recovery"), extraction.get("lstsq_recovery")),
         "## Sub-network",
         "",
         *_structure(sub_network, config),

@@ -32,8 +32,10 @@ from errors import UsageError
 from evaluation import evaluate
 from io_utils import tensorboard_writer
 from label_scale import label_scale_of
+from lstsq import calibration_batches, tuned_extraction
 from sampling import PlannedPass
 from slicing import runner_for
+from sub_network import SubNetwork
 from teacher import Teacher, load_teacher
 from training_loop import make_lr_schedule, make_optimizer, train_epoch
 
@@ -63,6 +65,15 @@ class RecoveryArguments:
                   "task (e.g. the output of --sampling_strategy standard); default: the super-network's full "
                   "network."},
     )
+    recover_lstsq: bool = field(
+        default=False,
+        metadata={"help": "Recovery without training (Kwon et al. 2022): least-squares rescaling of the kept heads "
+                  "and neurons, block by block, so each block reconstructs the super-network's full network "
+                  "(lstsq.py); before --recover_epochs when both are given."},
+    )
+    recover_calibration_samples: int = field(
+        default=2048, metadata={"help": "Recovery: training examples of the least-squares tuning (--recover_lstsq)."}
+    )
     log_dir: str = field(
         default="./tensorboard_log_dir",
         metadata={"help": "TensorBoard directory; recovery writes its losses into the run recover-<name of "
@@ -72,7 +83,8 @@ class RecoveryArguments:
     def __post_init__(self) -> None:
         if self.recover_epochs < 0:
             raise UsageError(f"--recover_epochs must be 0 (no recovery) or positive, got {self.recover_epochs}")
-        check_positive(self, "recover_learning_rate", "recover_batch_size", "recover_temperature")
+        check_positive(self, "recover_learning_rate", "recover_batch_size", "recover_temperature",
+                       "recover_calibration_samples")
         if not 0 <= self.recover_warmup_ratio < 1:
             raise UsageError(f"--recover_warmup_ratio must lie in [0, 1), got {self.recover_warmup_ratio}")
         if self.teacher_model_name_or_path is not None and self.recover_epochs == 0:
@@ -81,6 +93,10 @@ class RecoveryArguments:
     @property
     def recovering(self) -> bool:
         return self.recover_epochs > 0
+
+    @property
+    def needs_training_split(self) -> bool:
+        return self.recovering or self.recover_lstsq
 
     def settings(self) -> dict:
         """What extraction.json records of the recovery (the teacher as resolved by the caller)."""
@@ -197,18 +213,56 @@ def recover(
     }
 
 
+def least_squares_recovery(
+    supernet: nn.Module,
+    sub_network: SubNetwork,
+    extracted: nn.Module,
+    tokenized: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    metrics_key: str,
+    eval_batch_size: int,
+    args: RecoveryArguments,
+) -> tuple[nn.Module, dict]:
+    """(the extracted model with least-squares tuned scales, the report of extraction.json); no gradient steps."""
+    start = time.time()
+    device = next(extracted.parameters()).device
+    loaders = {
+        split: make_dataloader(tokenized[split], tokenizer, eval_batch_size, False, 0)
+        for split in ("validation", "test")
+    }
+    batches = calibration_batches(
+        tokenized["train"], tokenizer, args.recover_calibration_samples, args.recover_batch_size, args.recover_seed
+    )
+    before = {split: evaluate(extracted, loader, metrics_key, device) for split, loader in loaders.items()}
+    tuned, scales = tuned_extraction(supernet.to(device), sub_network, batches)
+    tuned.to(device)
+    after = {split: evaluate(tuned, loader, metrics_key, device) for split, loader in loaders.items()}
+    logger.info("Least-squares recovery: validation %s -> %s", before["validation"], after["validation"])
+    return tuned, {
+        "method": "layer-wise least-squares mask tuning (Kwon et al. 2022) against the super-network's full network",
+        "num_calibration_samples": sum(len(batch["labels"]) for batch in batches),
+        "validation_before": before["validation"],
+        "test_before": before["test"],
+        "validation_after": after["validation"],
+        "test_after": after["test"],
+        "scales": scales,
+        "runtime_s": time.time() - start,
+    }
+
+
 def check_recovery_possible(args: RecoveryArguments, language_modeling: bool, from_trial: bool) -> None:
     """Refuse recovery where it does not apply, before anything is loaded."""
-    if not args.recovering:
+    if not args.needs_training_split:
         return
+    flag = "--recover_epochs" if args.recovering else "--recover_lstsq"
     if language_modeling:
         raise UsageError(
-            "--recover_epochs works for classification and regression tasks; recover a pruned LM with "
+            f"{flag} works for classification and regression tasks; recover a pruned LM with "
             "train_supernet.py --sampling_strategy standard on the extracted checkpoint (README, 'Pruning a causal "
             "language model')"
         )
     if from_trial:
         raise UsageError(
-            "--recover_epochs applies to sub-networks of a super-network; a standard-NAS point is already a model "
-            "fine-tuned on its own"
+            f"{flag} applies to sub-networks of a super-network; a point of run_standard_nas.py or run_rfp.py is "
+            "already a model of its own"
         )

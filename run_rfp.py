@@ -12,7 +12,6 @@ run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies 
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import time
@@ -38,7 +37,7 @@ from evaluation import evaluate
 from extract import extract_sub_network, save_extracted
 from importance import unit_importance
 from io_utils import write_json_atomic
-from lstsq import tune_masks
+from lstsq import calibration_batches, tuned_extraction
 from metrics import metric_task
 from models import load_supernet
 from pareto import pareto_indices
@@ -66,9 +65,8 @@ def main(argv: list[str] | None = None) -> None:
 
     splits = load_raw_splits(data_args)
     tokenized = tokenize_splits(splits, tokenizer, data_args)
-    train = tokenized["train"].shuffle(seed=rfp_args.seed)
-    calibration = train.select(range(min(rfp_args.num_calibration_samples, len(train))))
-    batches = list(make_dataloader(calibration, tokenizer, rfp_args.calibration_batch_size, False, 0))
+    batches = calibration_batches(tokenized["train"], tokenizer, rfp_args.num_calibration_samples,
+                                  rfp_args.calibration_batch_size, rfp_args.seed)
     loaders = {
         name: make_dataloader(tokenized[name], tokenizer, rfp_args.per_device_eval_batch_size, False, 0)
         for name in ("validation", "test")
@@ -76,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
 
     def score(scored: torch.nn.Module, split: str, sub_network: SubNetwork | None = None) -> dict[str, float]:
-        return evaluate(scored, loaders[split], metrics_key, device, sub_network, sliced if sub_network else None)
+        return evaluate(scored.to(device), loaders[split], metrics_key, device, sub_network,
+                        sliced if sub_network else None)
 
     importance = unit_importance(model, batches)
     unit_costs = UnitCosts.measure(model, rfp_args.constraint, cost_args.cost_seq_len)
@@ -88,13 +87,14 @@ def main(argv: list[str] | None = None) -> None:
         budget_start = time.time()
         sub_network = search_mask(importance, unit_costs, budget)
         error_before_tuning = score(model, "validation", sub_network)["error"]
-        tuned = copy.deepcopy(model)
         if rfp_args.tune_masks:
-            tune_masks(tuned, model, sub_network, batches)
+            pruned, _ = tuned_extraction(model, sub_network, batches)
+        else:
+            pruned = extract_sub_network(model, sub_network)
         costs = cost_meter.measure(sub_network, with_latency=True)
-        validation = score(tuned, "validation", sub_network)
+        validation = score(pruned, "validation")
         checkpoint_dir = (output_dir / f"budget-{budget:g}").resolve()
-        save_extracted(extract_sub_network(tuned, sub_network), tokenizer, sub_network, checkpoint_dir)
+        save_extracted(pruned, tokenizer, sub_network, checkpoint_dir)
         evaluations.append({
             "iteration": iteration,
             "budget": budget,
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             **cost_meter.relative(costs),
             "layer_params": costs["num_layer_parameters"] / cost_meter.unpruned["num_layer_parameters"],
             **costs,
-            "test": score(tuned, "test", sub_network),
+            "test": score(pruned, "test"),
             "sub_network": sub_network.to_json_dict(),
             "trial_checkpoint_dir": str(checkpoint_dir),  # select_and_extract.py copies these tuned weights
             "runtime_s": time.time() - budget_start,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "search_strategy": "fisher_mask_search" + ("+lstsq" if rfp_args.tune_masks else ""),
         "seed": rfp_args.seed,
         "num_samples": len(evaluations),
-        "num_calibration_samples": len(calibration),
+        "num_calibration_samples": sum(len(batch["labels"]) for batch in batches),
         "objectives": ["error", "params"],
         "cost_seq_len": cost_args.cost_seq_len,
         "latency_batch_size": cost_args.latency_batch_size,

@@ -11,7 +11,8 @@ its own: its trial's checkpoint is copied instead of extracted.
 
 The data flags (--task_name, --data_dir, --max_test_samples, ...) default to those the search recorded.
 With --recover_epochs N the extracted model is first fine-tuned on the training split, distilled from the
-super-network's full network (recovery.py); the checkpoint written is then the recovered one.
+super-network's full network (recovery.py); with --recover_lstsq True its kept heads and neurons are first
+rescaled by least squares (lstsq.py, no training); the checkpoint written is then the recovered one.
 
 Load the result with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)
 (custom code is needed only where the family's config cannot express the sub-network; see extract.py);
@@ -41,7 +42,13 @@ from model_card import write_model_card
 from models import load_supernet, load_tokenizer, set_label_names
 from precision import default_device
 from pruned_structure import STRUCTURE_KEY
-from recovery import RecoveryArguments, check_recovery_possible, choose_teacher, recover
+from recovery import (
+    RecoveryArguments,
+    check_recovery_possible,
+    choose_teacher,
+    least_squares_recovery,
+    recover,
+)
 from sub_network import SubNetwork
 
 logger = logging.getLogger(__name__)
@@ -50,8 +57,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class SelectionArguments:
     results: str = field(
-        metadata={"help": "results_<task>.json written by run_offline_search.py (or run_standard_nas.py, whose Pareto "
-                  "points are taken with their own fine-tuned weights)."}
+        metadata={"help": "results_<task>.json written by run_offline_search.py (or run_standard_nas.py or run_rfp.py, "
+                  "whose Pareto points are taken with their own weights)."}
     )
     output_dir: str = field(default="./pruned_model", metadata={"help": "Where the extracted checkpoint goes."})
     checkpoint_dir_model: str | None = field(
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
         model, tokenizer, _ = load_supernet(checkpoint, lm_args.torch_dtype)
         extracted = extract_sub_network(model, sub_network)
-    splits_needed = ("train", "validation", "test") if recovery_args.recovering else ("test",)
+    splits_needed = ("train", "validation", "test") if recovery_args.needs_training_split else ("test",)
     if data_args.task_name == LM_TASK:
         tokenized, metrics_key = load_blocks(data_args, lm_args, tokenizer, extracted.config, ("test",)), LM_TASK
     else:
@@ -156,7 +163,12 @@ def main(argv: list[str] | None = None) -> None:
         metrics_key = metric_task(data_args.task_name, task.is_regression)
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     test = evaluate(extracted.to(device), loader, metrics_key, device)
-    recovery = None
+    lstsq_recovery = recovery = None
+    if recovery_args.recover_lstsq:
+        extracted, lstsq_recovery = least_squares_recovery(
+            model, sub_network, extracted, tokenized, tokenizer, metrics_key,
+            selection_args.per_device_eval_batch_size, recovery_args,
+        )
     if recovery_args.recovering:  # the super-network teaches, unless --teacher_model_name_or_path names another
         teacher = choose_teacher(recovery_args, model, checkpoint, data_args.task_name, task, tokenizer.pad_token_id)
         recovery = recover(
@@ -181,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
         ),
     }
+    if lstsq_recovery is not None:
+        report["lstsq_recovery"] = lstsq_recovery
     if recovery is not None:
         report["recovery"] = recovery
     write_model_card(selection_args.output_dir, results, report, sub_network, extracted.config)

@@ -137,6 +137,8 @@ def test_another_teacher_is_recorded(toy, tmp_path):
     (["--teacher_model_name_or_path", "x"], "add --recover_epochs"),
     (["--recover_epochs", "1", "--recover_learning_rate", "0"], "--recover_learning_rate must be positive"),
     (["--recover_epochs", "1", "--task_name", "lm"], "works for classification and regression tasks"),
+    (["--recover_lstsq", "True", "--task_name", "lm"], "--recover_lstsq works for classification"),
+    (["--recover_lstsq", "True", "--recover_calibration_samples", "0"], "--recover_calibration_samples must be"),
 ])
 def test_bad_recovery_flags_are_refused_before_anything_is_written(toy, tmp_path, flags, message):
     _, _, _, results_files = toy
@@ -177,14 +179,42 @@ def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp
     )
 
 
-def test_a_standard_nas_point_is_not_recovered(toy, tmp_path):
+@pytest.mark.parametrize("flags", [["--recover_epochs", "1"], ["--recover_lstsq", "True"]])
+def test_a_standard_nas_point_is_not_recovered(toy, tmp_path, flags):
     _, _, _, results_files = toy
     results = json.loads(results_files["standard"].read_text())
     results["pareto_set"][0]["trial_checkpoint_dir"] = str(tmp_path / "trial")
     (tmp_path / "results.json").write_text(json.dumps(results))
-    with pytest.raises(UsageError, match="already a model fine-tuned on its own"):
+    with pytest.raises(UsageError, match=f"{flags[0]} applies to sub-networks of a super-network"):
         select_and_extract.main([
-            "--results", str(tmp_path / "results.json"), "--pareto_index", "0", "--recover_epochs", "1",
+            "--results", str(tmp_path / "results.json"), "--pareto_index", "0", *flags,
             "--output_dir", str(tmp_path / "never"),
         ])
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("kind", list(SUB_NETWORKS))
+def test_lstsq_recovery_keeps_the_size_rescales_the_kept_units_and_records_its_metrics(toy, tmp_path, kind):
+    run, supernet, space, results_files = toy
+    output_dir = tmp_path / "pruned"
+    select_and_extract.main([
+        "--results", str(results_files[kind]), "--pareto_index", "0", "--recover_lstsq", "True",
+        "--recover_calibration_samples", "16", "--output_dir", str(output_dir),
+    ])
+    report = json.loads((output_dir / "extraction.json").read_text())
+    sub_network = space.to_sub_network(SUB_NETWORKS[kind])
+    assert report["checkpoint_kind"] == kind and "recovery" not in report
+    assert report["num_parameters"] == count_parameters(supernet, sub_network).total
+    lstsq = report["lstsq_recovery"]
+    assert lstsq["num_calibration_samples"] == 16 and lstsq["test_before"] == report["test_extracted"]
+    extracted = extract_sub_network(supernet, sub_network).state_dict()
+    recovered = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True).eval()
+    changed = {name for name, tensor in recovered.state_dict().items() if not torch.equal(tensor, extracted[name])}
+    # Only the output projections' weights of blocks that lost units change, by one scale per kept unit.
+    assert changed and all(name.endswith("output.dense.weight") for name in changed)
+    for name in changed:
+        ratio = recovered.state_dict()[name] / extracted[name]
+        assert torch.allclose(ratio, ratio[:1].expand_as(ratio), rtol=1e-4), name  # columns scaled, rows alike
+    logits, labels = logits_on(recovered, run, "test")
+    accuracy = float((logits.argmax(-1).numpy() == labels).mean())
+    assert accuracy == pytest.approx(lstsq["test_after"]["accuracy"])
