@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 import run_offline_search
+import run_rfp
 import run_standard_nas
 import train_supernet
 from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
 from data import DataArguments
 from lm_data import LMArguments
 from models import resolve_model_name
+from recovery import RecoveryArguments
+from rfp import RFPArguments
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
 from standard_nas import StandardNASArguments
@@ -24,7 +27,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
-    SelectionArguments, CostArguments, StandardNASArguments,
+    SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments,
 )
 
 
@@ -67,11 +70,14 @@ def test_the_scripts_document_themselves_in_help(capsys):
         with pytest.raises(SystemExit):
             script.main(["--help"])
         assert re.search(r"--model_name_or_path", capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        run_rfp.main(["--help"])
+    assert re.search(r"--budgets .*--num_calibration_samples", capsys.readouterr().out, re.DOTALL)
 
 
 ENTRY_SCRIPTS = (
     "train_supernet", "run_offline_search", "plot_pareto", "select_and_extract", "run_standard_nas",
-    "standard_nas_trial",
+    "standard_nas_trial", "run_rfp",
 )
 HEAVY_MODULES = ("scipy.stats", "sklearn", "tensorboard", "transformers.modeling_utils", "deepspeed")
 
