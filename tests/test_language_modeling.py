@@ -189,10 +189,12 @@ def test_train_search_extract_and_reload_a_causal_lm(tmp_path, corpus, family, s
     results = search(tmp_path, corpus, model_dir, checkpoint, space)
     assert len(results["evaluations"]) == 10
     assert all(0 < e["error"] <= 1 and 0 < e["params"] <= 1 for e in results["evaluations"])
-    point = results["pareto_set"][0]  # the cheapest Pareto point
+    # the cheapest Pareto point past the initial design (the largest, smallest and mid-size sub-network,
+    # which every search evaluates first and whose uniform shapes often extract to standard checkpoints)
+    index, point = next((i, p) for i, p in enumerate(results["pareto_set"]) if p["iteration"] >= 3)
     assert point["params"] < 1
     select_and_extract.main([
-        "--results", str(tmp_path / "search" / "results_lm.json"), "--pareto_index", "0", *data_argv(corpus),
+        "--results", str(tmp_path / "search" / "results_lm.json"), "--pareto_index", str(index), *data_argv(corpus),
         "--output_dir", str(tmp_path / "pruned"),
     ])
     report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
