@@ -11,6 +11,8 @@ subset and is unaffected, `layer` keeps whole blocks.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,8 @@ from sub_network import unit_index
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
+
+logger = logging.getLogger(__name__)
 
 REORDER_UNITS = ("none", "importance")
 IMPORTANCE_FILE = "unit_importance.json"
@@ -48,8 +52,13 @@ def reorder_by_importance(
     model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: TrainingObjective = CLASSIFICATION
 ) -> UnitImportance:
     """Score every unit on `batches`, then permute the weights most important first; returns the scores."""
+    start = time.time()
     importance = unit_importance(model, batches, objective)
     permute_units(model, importance.head_order(), importance.neuron_order())
+    logger.info(
+        "Stored every layer's head units and neurons most important first (Fisher scores on %d batches, %.1f s)",
+        importance.num_batches, time.time() - start,
+    )
     return importance
 
 
