@@ -106,8 +106,11 @@ def corresponding_hidden_states(
     feed the head); the output of every other kept layer matches the teacher's output of the same
     layer, i.e. the residual stream at the same depth. A dropped layer has no output of its own and
     so no term. Sliced execution returns only the layers it runs, masked execution every layer (the
-    dropped ones as the identity); both give the same pairs.
+    dropped ones as the identity); both give the same pairs. A sub-network that keeps no layer has no
+    pair (sliced, HF records no hidden state at all; masked would give the embeddings): its logits still learn.
     """
+    if not kept_layers:
+        return []
     run_outputs = student[1:-1]
     if len(run_outputs) == len(teacher) - 2:  # every layer ran: index by original layer
         outputs = [run_outputs[layer] for layer in kept_layers[:-1]]
@@ -121,6 +124,8 @@ def hidden_state_loss(
     pairs: list[tuple[torch.Tensor, torch.Tensor]], attention_mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Mean over the pairs of the MSE between student and teacher hidden states, over real (unpadded) tokens."""
+    if not pairs:
+        return torch.zeros(())
     losses = []
     for student, teacher in pairs:
         squared = (student.float() - teacher.float()).pow(2).mean(dim=-1)

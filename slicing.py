@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
+from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 from families import ParamAxis, family_for, layer_parameters, layers_of
 from mask import masked, skipped_empty_blocks
@@ -74,6 +75,9 @@ def sliced(model: nn.Module, sub_network: SubNetwork) -> Iterator[nn.Module]:
     """Context in which `model` computes `sub_network` on sliced weights; always restored on exit."""
     family = family_for(model)
     layers = layers_of(model)
+    # transformers hooks the layers for output_hidden_states at the model's first forward; were that
+    # forward sliced, the layers it dropped would never report their hidden states afterwards.
+    maybe_install_capturing_hooks(model.base_model)
     with ExitStack() as stack:
         stack.enter_context(skipped_empty_blocks(model, sub_network))
         if getattr(model.config, "use_cache", False):  # a KV cache sized for all layers breaks on dropped ones

@@ -119,3 +119,17 @@ def test_a_sub_network_dropping_the_first_layer_runs_with_the_models_own_cache_s
         masked_logits = model(**batch, use_cache=False).logits
     assert torch.allclose(sliced_logits, masked_logits, atol=1e-5)
     assert model.config.use_cache == tiny_config(family_name).use_cache  # restored
+
+
+def test_hidden_states_of_every_layer_after_a_first_forward_that_dropped_layers(family_name):
+    """transformers hooks the layers for hidden states at the first forward; a sliced one must not hide layers."""
+    model, batch = tiny_model(family_name), tiny_batch()
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    num_layers = model.config.num_hidden_layers
+    first_layer_only = make_search_space("small", model.config).to_sub_network(
+        {"num_layers": 1, "num_heads": 1, "num_units": 1}
+    )
+    with torch.no_grad():
+        with sliced(model, first_layer_only):
+            model(**inputs, output_hidden_states=True)
+        assert len(model(**inputs, output_hidden_states=True).hidden_states) == num_layers + 1

@@ -153,6 +153,27 @@ def test_the_final_output_matches_the_final_output_when_the_last_layers_are_drop
     assert [(s.item(), t.item()) for s, t in pairs] == [(1.0, 11.0), (3.0, 13.0)]
 
 
+@pytest.mark.parametrize("run_as", [sliced, masked], ids=["slice", "mask"])
+def test_a_sub_network_without_layers_learns_the_logits_only(run_as):
+    """HF records no hidden states when no layer runs: the loss is the logits' distillation loss alone."""
+    student, teacher_model = tiny_model("bert"), tiny_model("bert", seed=1)
+    no_layers = make_search_space("small", student.config).to_sub_network(
+        {"num_layers": 0, "num_heads": 1, "num_units": 1}
+    )
+    batch = tiny_batch()
+    passes = [PlannedPass("largest", None, False), PlannedPass("random", no_layers, True)]
+    losses = training_step(
+        student, batch, passes, run_as, T, teacher=Teacher(teacher_model, None), distill_hidden_states=True
+    )
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with torch.no_grad():
+        teacher_logits = teacher_model(**inputs).logits
+        with masked(student, no_layers):
+            logits = student(**inputs).logits
+    expected = F.cross_entropy(logits, batch["labels"]) + soft_cross_entropy(logits, teacher_logits)
+    assert losses["random"] == pytest.approx(expected.item(), abs=1e-5)
+
+
 def test_the_teacher_is_frozen_in_eval_mode():
     teacher_model = tiny_model("bert", seed=1).train()
     before = {name: p.clone() for name, p in teacher_model.named_parameters()}
