@@ -49,7 +49,7 @@ def leftovers(model: nn.Module) -> list[str]:
     for name, module in model.named_modules():
         hooks = (module._forward_pre_hooks, module._forward_hooks, module._backward_hooks, module._backward_pre_hooks)
         if any(hooks):
-            found.append(f"{name or 'model'}: hooks")
+            found.append(f"{name or 'model'}: {sum(map(len, hooks))} hooks")
         if "forward" in vars(module):
             found.append(f"{name or 'model'}: forward override")
         for param_name, param in module._parameters.items():
@@ -72,9 +72,13 @@ def test_long_search_leaves_nothing_behind(execution, one_thread):
     model = tiny_bert()
     parameters_before = [(id(p), p.shape) for p in model.parameters()]
     layers_before = model.bert.encoder.layer
+    # transformers' own output-capturing hooks (installed once, for output_hidden_states) belong to the model
+    inputs = {key: value for key, value in validation_batches()[0].items() if key != "labels"}
+    model(**inputs, output_hidden_states=True)
+    hooks_before = leftovers(model)
     space = make_search_space("small", model.config)
     _, live_tensors = run_search(model, space, validation_batches(), execution, NUM_SAMPLES, seed=0, malloc_trim=True)
-    assert leftovers(model) == []
+    assert leftovers(model) == hooks_before
     assert model.bert.encoder.layer is layers_before and len(layers_before) == 3
     assert [(id(p), p.shape) for p in model.parameters()] == parameters_before
     assert live_tensors[NUM_SAMPLES] <= live_tensors[STEADY_AFTER], live_tensors
