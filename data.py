@@ -3,10 +3,11 @@
 The protocol follows the original NAS-for-LLMs example: the task's *training* file is split into
 train/validation (70/30, seeded by ``dataset_seed``) and the search picks sub-networks on that
 validation split, so the GLUE *dev* set stays untouched and serves as the test set
-(MNLI: dev_matched).
+(MNLI: dev_matched; IMDB, which has no dev set: its test split).
 
-Data comes from, in this order of precedence: the user's files (``--train_file``), a local copy of
-the classic GLUE download (``--data_dir``), or the Hugging Face hub (``nyu-mll/glue``).
+Data comes from, in this order of precedence: the user's files (``--train_file``), a local copy
+(``--data_dir``: the classic GLUE download, or IMDB's splits as CSV/JSON-lines/Parquet files), or the
+Hugging Face hub (``nyu-mll/glue``, ``stanfordnlp/imdb``).
 """
 
 import csv
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 GLUE_HUB_ID = "nyu-mll/glue"
+TABLE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")  # the user files' formats, read by pandas
 LM_TASK = "lm"  # language modelling: lm_data.py loads the text, language_modeling.py trains and scores
 DATA_PATH_FLAGS = ("data_dir", "train_file", "validation_file")
 GLUE_DIR_HELP = "--data_dir with a local GLUE copy (<TASK>/train.tsv and dev.tsv) or --train_file/--validation_file"
@@ -61,6 +63,8 @@ TASKS: dict[str, TaskInfo] = {
     "sst2": TaskInfo(("sentence",), ("negative", "positive")),
     "stsb": TaskInfo(("sentence1", "sentence2"), ()),
     "wnli": TaskInfo(("sentence1", "sentence2"), ("not_entailment", "entailment")),
+    # IMDB movie reviews (binary sentiment), as the hub's ``stanfordnlp/imdb``.
+    "imdb": TaskInfo(("text",), ("neg", "pos")),
 }
 
 
@@ -89,6 +93,24 @@ GLUE_FILES: dict[str, GlueFiles] = {
 }
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """Where the hub keeps a task, and which of its splits is the test set (the training split is "train")."""
+
+    path: str
+    config: str | None
+    test_split: str
+
+
+HUB_DATASETS: dict[str, HubDataset] = {
+    **{name: HubDataset(GLUE_HUB_ID, name, "validation") for name in GLUE_FILES},
+    "mnli": HubDataset(GLUE_HUB_ID, "mnli", "validation_matched"),
+    "imdb": HubDataset("stanfordnlp/imdb", None, "test"),  # its "unsupervised" split has no labels: unused
+}
+# Tasks whose local copy (--data_dir) is <task>/{train,<test split>}.<csv|jsonl|parquet> in the hub's columns.
+TABLE_TASKS = ("imdb",)
+
+
 @dataclass
 class DataArguments:
     """Which data to load and how to split, subsample and tokenise it."""
@@ -96,29 +118,31 @@ class DataArguments:
     task_name: str | None = field(
         default=None,
         metadata={
-            "help": f"GLUE task, one of: {', '.join(TASKS)}; or '{LM_TASK}' to prune a causal language model "
-            "on text (see --block_size). Leave unset to use --train_file with labels inferred from the file."
+            "help": f"Task, one of: {', '.join(TASKS)} (GLUE, and imdb: movie-review sentiment); or '{LM_TASK}' to "
+            "prune a causal language model on text (see --block_size). Leave unset to use --train_file with "
+            "labels inferred from the file."
         },
     )
     data_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Local GLUE copy used instead of the hub: the folder with <TASK>/train.tsv and dev.tsv "
-            "(MNLI: dev_matched.tsv) as written by download_glue_data.py, or the task folder itself."
+            "help": "Local copy used instead of the hub: the folder with <TASK>/train.tsv and dev.tsv "
+            "(MNLI: dev_matched.tsv) as written by download_glue_data.py; for imdb, imdb/train and imdb/test "
+            "as .csv, .jsonl or .parquet with the hub's columns (text, label); or the task folder itself."
         },
     )
     train_file: str | None = field(
         default=None,
         metadata={
-            "help": "CSV or JSON-lines training file; takes precedence over --data_dir and the hub. It is split "
-            "into train/validation like a GLUE training file."
+            "help": "CSV, JSON-lines or Parquet training file; takes precedence over --data_dir and the hub. It "
+            "is split into train/validation like a GLUE training file."
         },
     )
     validation_file: str | None = field(
         default=None,
         metadata={
-            "help": "CSV or JSON-lines file used as the TEST set (the role of the GLUE dev set). Without it, a "
-            "--validation_fraction share of --train_file is held out as the test set first."
+            "help": "CSV, JSON-lines or Parquet file used as the TEST set (the role of the GLUE dev set). Without "
+            "it, a --validation_fraction share of --train_file is held out as the test set first."
         },
     )
     text_column: str | None = field(
@@ -201,7 +225,7 @@ def _check_arguments(args: DataArguments) -> None:
     if args.task_name is not None and args.task_name not in (*TASKS, LM_TASK):
         raise UsageError(f"Unknown --task_name '{args.task_name}'; choose one of: {', '.join(TASKS)}, {LM_TASK}.")
     if args.train_file is None and args.task_name is None:
-        raise UsageError("Pass --task_name (a GLUE task, with --data_dir for a local copy) or --train_file.")
+        raise UsageError("Pass --task_name (a GLUE task or imdb, with --data_dir for a local copy) or --train_file.")
     if args.validation_file is not None and args.train_file is None:
         raise UsageError("--validation_file needs --train_file as well: it only replaces the GLUE dev set.")
     if not 0.0 < args.validation_fraction < 1.0:
@@ -243,8 +267,8 @@ def _encode_labels(values: Iterable, label_to_id: dict[str, int] | None, source:
     return [label_to_id[str(value)] for value in values]
 
 
-def _glue_label_to_id(task_name: str) -> dict[str, int] | None:
-    """GLUE files write some labels as names (RTE, QNLI, MNLI) and others as ids (CoLA, SST-2, ...)."""
+def _task_label_to_id(task_name: str) -> dict[str, int] | None:
+    """Files write some labels as names (RTE, QNLI, MNLI; IMDB copies may) and others as ids (CoLA, SST-2, ...)."""
     label_names = TASKS[task_name].label_names
     if not label_names:
         return None
@@ -288,27 +312,27 @@ def _read_glue_tsv(path: Path, task_name: str) -> datasets.Dataset:
             )
     positions = _column_positions(layout, header, path)
     texts = {key: [row[position] for row in rows] for key, position in positions.items() if key != LABEL}
-    labels = _encode_labels((row[positions[LABEL]] for row in rows), _glue_label_to_id(task_name), str(path))
+    labels = _encode_labels((row[positions[LABEL]] for row in rows), _task_label_to_id(task_name), str(path))
     return _make_dataset(texts, labels, TASKS[task_name].label_names)
 
 
-def _glue_task_folder(data_dir: Path, task_name: str) -> Path:
-    """Accept both the GLUE root (as download_glue_data.py writes it) and the task folder itself."""
+def _task_folder(data_dir: Path, folder_name: str, train_files: tuple[str, ...]) -> Path:
+    """Accept both the data root (as download_glue_data.py writes it) and the task folder itself."""
     if not data_dir.is_dir():
-        raise UsageError(f"--data_dir {data_dir} is not a directory; point it at your local GLUE copy.")
-    folder = data_dir / GLUE_FILES[task_name].folder
+        raise UsageError(f"--data_dir {data_dir} is not a directory; point it at your local data copy.")
+    folder = data_dir / folder_name
     if folder.is_dir():
         return folder
-    if (data_dir / "train.tsv").is_file():
+    if any((data_dir / name).is_file() for name in train_files):
         return data_dir
     raise UsageError(
-        f"--data_dir {data_dir} has neither a {folder.name}/ folder nor a train.tsv; point it at the GLUE root "
-        f"or at the {folder.name} folder."
+        f"--data_dir {data_dir} has neither a {folder_name}/ folder nor a {' or '.join(train_files)}; point it "
+        f"at the data root or at the {folder_name} folder."
     )
 
 
 def _load_glue_dir(data_dir: Path, task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
-    folder = _glue_task_folder(data_dir, task_name)
+    folder = _task_folder(data_dir, GLUE_FILES[task_name].folder, ("train.tsv",))
     train = _read_glue_tsv(folder / "train.tsv", task_name)
     return train, _read_glue_tsv(folder / GLUE_FILES[task_name].dev_file, task_name)
 
@@ -316,23 +340,32 @@ def _load_glue_dir(data_dir: Path, task_name: str) -> tuple[datasets.Dataset, da
 # --- Hugging Face hub -------------------------------------------------------------------------------
 
 
-def _load_glue_from_hub(task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Train and dev (MNLI: validation_matched) from ``nyu-mll/glue``; offline, even a cached copy is not
+def _local_data_help(task_name: str) -> str:
+    if task_name in TABLE_TASKS:
+        return (
+            f"--data_dir with {task_name}/train and {task_name}/{HUB_DATASETS[task_name].test_split} files "
+            f"({', '.join(TABLE_SUFFIXES)}) in the hub's columns, or --train_file/--validation_file"
+        )
+    return GLUE_DIR_HELP
+
+
+def _load_from_hub(task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The training and test splits of HUB_DATASETS (GLUE: train and dev); offline, even a cached copy is not
     used, so the error points to --data_dir, which works without the hub."""
+    source = HUB_DATASETS[task_name]
     reason = hub_unavailable_reason()
     if reason is not None:
         raise UsageError(
-            f"Cannot download GLUE task {task_name} from the Hugging Face hub: {reason}; pass {GLUE_DIR_HELP}."
+            f"Cannot download task {task_name} from the Hugging Face hub: {reason}; pass {_local_data_help(task_name)}."
         )
     try:
-        hub_splits = datasets.load_dataset(GLUE_HUB_ID, task_name)
+        hub_splits = datasets.load_dataset(source.path, source.config)
     except ConnectionError as error:
         raise UsageError(
-            f"Downloading GLUE task {task_name} from the hub failed ({error}); pass {GLUE_DIR_HELP}."
+            f"Downloading task {task_name} from the hub failed ({error}); pass {_local_data_help(task_name)}."
         ) from error
     columns = [*TASKS[task_name].text_keys, LABEL]
-    test_split = "validation_matched" if task_name == "mnli" else "validation"
-    return hub_splits["train"].select_columns(columns), hub_splits[test_split].select_columns(columns)
+    return hub_splits["train"].select_columns(columns), hub_splits[source.test_split].select_columns(columns)
 
 
 # --- user files -------------------------------------------------------------------------------------
@@ -343,14 +376,16 @@ def _read_user_file(file_name: str, flag: str) -> pd.DataFrame:
     if not path.is_file():
         raise UsageError(f"{flag} {path} does not exist.")
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json", ".jsonl"):
-        raise UsageError(f"{flag} {path} must be a .csv or a JSON-lines .json/.jsonl file.")
+    if suffix not in TABLE_SUFFIXES:
+        raise UsageError(f"{flag} {path} must be a .csv, a JSON-lines .json/.jsonl or a .parquet file.")
     try:
         if suffix == ".csv":
             frame = pd.read_csv(path, keep_default_na=False)  # "NA" or "null" are texts, not missing values
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
         else:
             frame = pd.read_json(path, lines=True, dtype=False)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise UsageError(f"Cannot parse {flag} {path} ({error}); check its format.") from error
     if frame.empty:
         raise UsageError(f"{flag} {path} has no data rows.")
@@ -390,17 +425,21 @@ def _infer_label_names(labels: pd.Series) -> tuple[str, ...]:
     return tuple(str(value) for value in sorted(values))
 
 
-def _load_user_files(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+def _load_user_files(
+    args: DataArguments, files: dict[str, str | None]
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """The training file and the optional test file, in this order in `files`, keyed by how errors name them."""
     text_columns = _user_text_columns(args)
-    file_names = {"--train_file": args.train_file, "--validation_file": args.validation_file}
-    frames = {flag: _read_user_file(name, flag) for flag, name in file_names.items() if name is not None}
+    train_flag, test_flag = files
+    file_names = {flag: name for flag, name in files.items() if name is not None}
+    frames = {flag: _read_user_file(name, flag) for flag, name in file_names.items()}
     for flag, frame in frames.items():
         _check_user_columns(frame, (*text_columns, args.label_column), flag, file_names[flag])
 
     if args.task_name:
-        label_names, label_to_id = TASKS[args.task_name].label_names, _glue_label_to_id(args.task_name)
+        label_names, label_to_id = TASKS[args.task_name].label_names, _task_label_to_id(args.task_name)
     else:
-        label_names = _infer_label_names(frames["--train_file"][args.label_column])
+        label_names = _infer_label_names(frames[train_flag][args.label_column])
         label_to_id = {name: i for i, name in enumerate(label_names)} if label_names else None
 
     loaded = {
@@ -411,7 +450,29 @@ def _load_user_files(args: DataArguments) -> tuple[datasets.Dataset, datasets.Da
         )
         for flag, frame in frames.items()
     }
-    return loaded["--train_file"], loaded.get("--validation_file")
+    return loaded[train_flag], loaded.get(test_flag)
+
+
+def _table_file(folder: Path, split: str) -> str:
+    """The one file of `split` in a local copy of a hub dataset, whatever its format."""
+    found = [folder / f"{split}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+    if not found:
+        raise UsageError(
+            f"--data_dir {folder} has no {split} file; add {split}.csv, .jsonl or .parquet with the hub's columns."
+        )
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise UsageError(f"--data_dir {folder} has {len(found)} {split} files ({names}); keep one of them.")
+    return str(found[0])
+
+
+def _load_table_dir(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A local copy of a hub dataset (IMDB): its training and test splits as CSV, JSON-lines or Parquet files."""
+    test_split = HUB_DATASETS[args.task_name].test_split
+    train_files = tuple(f"train{suffix}" for suffix in TABLE_SUFFIXES)
+    folder = _task_folder(Path(args.data_dir), args.task_name, train_files)
+    files = {"--data_dir file": _table_file(folder, "train"), "--data_dir test file": _table_file(folder, test_split)}
+    return _load_user_files(args, files)
 
 
 # --- splits -----------------------------------------------------------------------------------------
@@ -447,14 +508,19 @@ def load_raw_splits(args: DataArguments) -> datasets.DatasetDict:
     (a --validation_fraction share), then the rest is split into train/validation as usual.
     """
     if args.train_file is not None:
-        training, test = _load_user_files(args)
+        training, test = _load_user_files(
+            args, {"--train_file": args.train_file, "--validation_file": args.validation_file}
+        )
         source = args.train_file
+    elif args.data_dir is not None and args.task_name in TABLE_TASKS:
+        training, test = _load_table_dir(args)
+        source = args.data_dir
     elif args.data_dir is not None:
         training, test = _load_glue_dir(Path(args.data_dir), args.task_name)
         source = args.data_dir
     else:
-        training, test = _load_glue_from_hub(args.task_name)
-        source = GLUE_HUB_ID
+        training, test = _load_from_hub(args.task_name)
+        source = HUB_DATASETS[args.task_name].path
     if test is None:
         logger.warning(
             "No --validation_file: holding out %.0f%% of --train_file as the test set.", 100 * args.validation_fraction

@@ -24,14 +24,13 @@ from pathlib import Path
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from data import DataArguments, _random_subset, _read_user_file, _split_off
+from data import TABLE_SUFFIXES, DataArguments, _random_subset, _read_user_file, _split_off
 from errors import UsageError
 from hub import hub_unavailable_reason
 
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".text", ".raw")
-TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
 DEFAULT_TEXT_COLUMN = "text"
 DEFAULT_BLOCK_SIZE = 1024
 
@@ -80,7 +79,7 @@ def absolute_lm_flags(args: LMArguments) -> dict:
 
 
 def _read_text_file(path: Path, flag: str, text_column: str) -> datasets.Dataset:
-    """Plain text (one document per line) or a CSV / JSON-lines table with a text column."""
+    """Plain text (one document per line) or a CSV / JSON-lines / Parquet table with a text column."""
     if not path.is_file():
         raise UsageError(f"{flag} {path} does not exist.")
     suffix = path.suffix.lower()
@@ -91,7 +90,7 @@ def _read_text_file(path: Path, flag: str, text_column: str) -> datasets.Dataset
         return datasets.Dataset.from_dict({DEFAULT_TEXT_COLUMN: lines})
     if suffix not in TABLE_SUFFIXES:
         raise UsageError(
-            f"{flag} {path} must be plain text ({', '.join(TEXT_SUFFIXES)}), CSV or JSON lines (.json/.jsonl)."
+            f"{flag} {path} must be plain text ({', '.join(TEXT_SUFFIXES)}), CSV, JSON lines (.json/.jsonl) or Parquet."
         )
     return _text_only(datasets.Dataset.from_pandas(_read_user_file(str(path), flag)), text_column, f"{flag} {path}")
 

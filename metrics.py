@@ -1,4 +1,4 @@
-"""GLUE metrics computed offline with scikit-learn and SciPy.
+"""GLUE (and IMDB) metrics computed offline with scikit-learn and SciPy.
 
 ``evaluate.load("glue")`` downloads its script from the Hugging Face hub, so it fails on machines
 without internet; these functions give the same numbers from local libraries.
@@ -19,6 +19,7 @@ MAIN_METRIC: dict[str, str] = {
     "sst2": "accuracy",
     "stsb": "spearmanr",
     "wnli": "accuracy",
+    "imdb": "accuracy",
     # user data (--train_file without --task_name): accuracy, or Spearman correlation for float labels
     "classification": "accuracy",
     "regression": "spearmanr",
@@ -28,7 +29,7 @@ REGRESSION_TASKS = frozenset({"stsb", "regression"})
 
 
 def metric_task(task_name: str | None, is_regression: bool) -> str:
-    """The metrics' key for a run: the GLUE task, or 'classification'/'regression' for user data."""
+    """The metrics' key for a run: the task, or 'classification'/'regression' for user data."""
     if task_name is not None:
         return task_name
     return "regression" if is_regression else "classification"
@@ -36,7 +37,7 @@ def metric_task(task_name: str | None, is_regression: bool) -> str:
 
 def _check_task(task_name: str) -> None:
     if task_name not in MAIN_METRIC:
-        raise UsageError(f"Unknown GLUE task '{task_name}'; choose one of: {', '.join(sorted(MAIN_METRIC))}.")
+        raise UsageError(f"Unknown task '{task_name}'; choose one of: {', '.join(sorted(MAIN_METRIC))}.")
 
 
 def _as_matching_vectors(predictions: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

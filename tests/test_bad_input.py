@@ -45,6 +45,11 @@ def assets(tmp_path_factory):
     (root / "no_label.csv").write_text("sentence\nthe cat\na dog\n")
     (root / "no_text.csv").write_text("text,label\nthe cat,1\na dog,0\n")
     (root / "empty.csv").write_text("sentence,label\n")
+    (root / "imdb_no_test" / "imdb").mkdir(parents=True)
+    (root / "imdb_no_test" / "imdb" / "train.csv").write_text("text,label\nGreat.,1\nDull.,0\n")
+    (root / "imdb_columns" / "imdb").mkdir(parents=True)
+    for split in ("train", "test"):
+        (root / "imdb_columns" / "imdb" / f"{split}.csv").write_text("review,sentiment\nGreat.,pos\nDull.,neg\n")
     (root / "t5").mkdir()
     (root / "t5" / "config.json").write_text(json.dumps({"model_type": "t5", "vocab_size": 10}))
     write_tiny_model_dir(root / "plain_model", "bert")
@@ -84,8 +89,13 @@ def user_file_argv(assets, name):
             "--output_dir", str(assets["root"] / "never_written")]
 
 
+def imdb_argv(assets, data_dir):
+    return train_argv(assets)[:2] + ["--task_name", "imdb", "--data_dir", str(assets["root"] / data_dir),
+                                     "--output_dir", str(assets["root"] / "never_written")]
+
+
 CASES = [
-    ("train", lambda a: train_argv(a)[:2] + ["--task_name", "imdb"], "unknown --task_name|Unknown --task_name 'imdb'"),
+    ("train", lambda a: train_argv(a)[:2] + ["--task_name", "yelp"], "unknown --task_name|Unknown --task_name 'yelp'"),
     ("train", lambda a: train_argv(a, "--search_space", "huge"), "unknown --search_space 'huge'; choose one of: small"),
     ("train", lambda a: train_argv(a, "--sampling_strategy", "oneshot"), "unknown --sampling_strategy 'oneshot'"),
     ("train", lambda a: train_argv(a, "--num_random_sub_nets", "0"), "--num_random_sub_nets must be positive"),
@@ -102,6 +112,8 @@ CASES = [
     ("train", lambda a: user_file_argv(a, "no_label.csv"), "label"),
     ("train", lambda a: user_file_argv(a, "no_text.csv"), "sentence"),
     ("train", lambda a: user_file_argv(a, "empty.csv"), "no data rows"),
+    ("train", lambda a: imdb_argv(a, "imdb_no_test"), "imdb has no test file; add test.csv, .jsonl or .parquet"),
+    ("train", lambda a: imdb_argv(a, "imdb_columns"), "has no column(s) ['text', 'label'] (found: ['review'"),
     ("train", lambda a: ["--model_name_or_path", str(a["root"] / "t5")] + train_argv(a)[2:], "'t5' is not supported"),
     ("train", lambda a: ["--model_name_or_path", "org/uncached"] + train_argv(a)[2:], "local model directory"),
     ("train", lambda a: train_argv(a, "--resume_from_checkpoint", "/no/ckpt"), "not a training checkpoint"),

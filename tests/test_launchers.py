@@ -256,7 +256,8 @@ def test_job_names_are_valid_unique_and_deterministic(capsys):
         launch_all_offline_search.main,
         [*every_value, "--search_strategies", ",".join(sagemaker_jobs.SEARCH_STRATEGIES)], capsys,
     )
-    grid_size = 9 * 2 * len(sagemaker_jobs.SAMPLING_STRATEGIES) * len(sagemaker_jobs.SEARCH_SPACES)
+    strategies, spaces = sagemaker_jobs.SAMPLING_STRATEGIES, sagemaker_jobs.SEARCH_SPACES
+    grid_size = len(sagemaker_jobs.TASKS) * 2 * len(strategies) * len(spaces)
     assert len(trainings) == grid_size and len(searches) == len(trainings) * 5
     names = [job["base_job_name"] for job in trainings + searches]
     assert len(set(names)) == len(names)
@@ -434,7 +435,7 @@ def test_which_existing_job_a_new_one_would_duplicate(existing, relaunch_failed,
 @pytest.mark.parametrize(
     ("main", "argv", "message"),
     [
-        (launch_supernet_training.main, ["--task_name", "imdb", "--dry_run"], "unknown value 'imdb'"),
+        (launch_supernet_training.main, ["--task_name", "yelp", "--dry_run"], "unknown value 'yelp'"),
         (launch_supernet_training.main, ["--sampling_strategy", "oneshot", "--dry_run"], "unknown value 'oneshot'"),
         (launch_offline_search.main, ["--search_strategy", "bayesopt", "--dry_run"], "unknown value 'bayesopt'"),
         (launch_offline_search.main, ["--search_space", "tiny", "--dry_run"], "unknown value 'tiny'"),

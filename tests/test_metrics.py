@@ -13,7 +13,7 @@ def test_accuracy_and_f1_match_hand_computed_values():
     assert metrics == pytest.approx({"accuracy": 0.75, "f1": 0.8})
 
 
-@pytest.mark.parametrize("task_name", ["sst2", "rte", "wnli", "qnli", "mnli"])
+@pytest.mark.parametrize("task_name", ["sst2", "rte", "wnli", "qnli", "mnli", "imdb"])
 def test_accuracy_tasks_report_only_accuracy(task_name):
     metrics = compute_task_metrics(task_name, np.array([2, 0, 1, 1]), np.array([2, 0, 0, 1]))
     assert metrics == pytest.approx({"accuracy": 0.75})
@@ -63,6 +63,7 @@ def test_trivial_metric_predicts_the_majority_training_class():
     # a tie goes to the smallest class id, here 0
     assert trivial_metric("rte", np.array([0, 1]), np.array([0, 0, 1])) == pytest.approx(2 / 3)
     assert trivial_metric("cola", np.array([1, 1, 0]), np.array([1, 0, 1])) == 0.0
+    assert trivial_metric("imdb", np.array([0, 1, 1]), np.array([1, 1, 0, 1, 0])) == pytest.approx(3 / 5)
 
 
 def test_trivial_metric_of_regression_is_zero_correlation():
@@ -70,8 +71,8 @@ def test_trivial_metric_of_regression_is_zero_correlation():
 
 
 def test_unknown_task_lists_the_valid_ones():
-    with pytest.raises(UsageError, match="cola, mnli, mrpc"):
-        compute_task_metrics("imdb", np.array([1]), np.array([1]))
+    with pytest.raises(UsageError, match="cola, imdb, mnli, mrpc"):
+        compute_task_metrics("yelp", np.array([1]), np.array([1]))
 
 
 def test_mismatched_shapes_are_rejected():
