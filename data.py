@@ -167,7 +167,11 @@ class DataArguments:
         },
     )
     max_seq_length: int = field(
-        default=128, metadata={"help": "Tokens per example after tokenisation; longer inputs are truncated."}
+        default=128,
+        metadata={
+            "help": "Tokens per example after tokenisation; longer inputs keep their head (the first tokens). At "
+            "most the tokenizer's model_max_length (512 for BERT, MiniLM)."
+        },
     )
     dataset_seed: int = field(
         default=0,

@@ -1,4 +1,4 @@
-"""The command lines: every flag documented in the README, the original README commands parse."""
+"""The command lines: every flag (and task) documented in the README, the original README commands parse."""
 
 import dataclasses
 import re
@@ -14,8 +14,9 @@ import run_rfp
 import run_standard_nas
 import train_supernet
 from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
-from data import DataArguments
+from data import HUB_DATASETS, TASKS, DataArguments
 from lm_data import LMArguments
+from metrics import MAIN_METRIC
 from models import resolve_model_name
 from recovery import RecoveryArguments
 from rfp import RFPArguments
@@ -36,6 +37,14 @@ def test_every_flag_is_documented_in_the_readme(arguments):
     for flag in dataclasses.fields(arguments):
         assert f"`--{flag.name}`" in README, flag.name
         assert flag.metadata.get("help"), flag.name
+
+
+def test_every_task_has_a_row_with_its_source_labels_and_metric_in_the_readme():
+    for name, task in TASKS.items():
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`{HUB_DATASETS[name].path}`" in row, row
+        assert (", ".join(task.label_names) if task.label_names else "(regression)") in row, row
+        assert MAIN_METRIC[name].replace("_", " ").removesuffix("r") in row.lower(), row
 
 
 def readme_command(script: str) -> list[str]:
