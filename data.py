@@ -345,6 +345,7 @@ def _load_glue_dir(data_dir: Path, task_name: str) -> tuple[datasets.Dataset, da
 
 
 def _local_data_help(task_name: str) -> str:
+    """What to pass instead of the hub, for the task's local layout."""
     if task_name in TABLE_TASKS:
         return (
             f"--data_dir with {task_name}/train and {task_name}/{HUB_DATASETS[task_name].test_split} files "
@@ -475,7 +476,10 @@ def _load_table_dir(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dat
     test_split = HUB_DATASETS[args.task_name].test_split
     train_files = tuple(f"train{suffix}" for suffix in TABLE_SUFFIXES)
     folder = _task_folder(Path(args.data_dir), args.task_name, train_files)
-    files = {"--data_dir file": _table_file(folder, "train"), "--data_dir test file": _table_file(folder, test_split)}
+    files = {
+        "--data_dir train file": _table_file(folder, "train"),
+        "--data_dir test file": _table_file(folder, test_split),
+    }
     return _load_user_files(args, files)
 
 
