@@ -93,7 +93,12 @@ def task_error(task_name: str, metrics: dict[str, float]) -> float:
 
 
 def trivial_metric(task_name: str, train_labels: np.ndarray, references: np.ndarray) -> float:
-    """Main metric of a predictor that ignores its input, the floor a pruned model must beat.
+    """Main metric of a predictor that ignores its input, the floor a pruned model must beat."""
+    return trivial_metrics(task_name, train_labels, references)[MAIN_METRIC[task_name]]
+
+
+def trivial_metrics(task_name: str, train_labels: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """Every metric of a predictor that ignores its input (MRPC: its F1 and its accuracy).
 
     It predicts the majority training class (ties: the smallest class id) for classification and
     the training mean for regression, whose correlations are 0.0 by the convention above.
@@ -107,4 +112,4 @@ def trivial_metric(task_name: str, train_labels: np.ndarray, references: np.ndar
     else:
         constant = np.bincount(train_labels.astype(np.int64)).argmax()
     predictions = np.full(references.shape, constant)
-    return compute_task_metrics(task_name, predictions, references)[MAIN_METRIC[task_name]]
+    return compute_task_metrics(task_name, predictions, references)
