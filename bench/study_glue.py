@@ -185,8 +185,15 @@ class TaskRuns:
     def search_results(self, row: Row, seed: int) -> Path:
         return self.folder / f"search_{row.key}_seed{seed}" / results_file_name(self.task)
 
-    def recovery_dir(self, row: Row, budget: float) -> Path:
-        return self.folder / f"recovered_{row.key}_{budget:g}"
+    def selected(self, row: Row, budget: float) -> dict | None:
+        """The point `row`'s searches select within `budget`: the best validation error, pooled over seeds."""
+        points = row_points(self, row)
+        return best_under_budget(points, budget, unpruned_layer_parameters(self)) if points else None
+
+    def recovery_dir(self, point: dict, method: str = "epochs") -> Path:
+        """One folder per selected point, so a point selected at several budgets is recovered once."""
+        search = Path(point["results_file"]).parent.name.removeprefix("search_")
+        return self.folder / f"recovered_{'lstsq_' if method == 'lstsq' else ''}{search}_{point['pareto_index']}"
 
     def train(self, row: Row) -> None:
         output_dir = self.checkpoint(row)
@@ -231,18 +238,20 @@ class TaskRuns:
             "--per_device_eval_batch_size", str(self.settings.eval_batch_size), "--output_dir", str(output_dir),
         ], self.log("rfp"), output_dir / results_file_name(self.task))
 
-    def recover(self, row: Row, budget: float) -> None:
-        """Extract the sub-network row `row` selects within `budget` and recover it (distilled from standard)."""
-        points = row_points(self, row)
-        best = best_under_budget(points, budget, unpruned_layer_parameters(self)) if points else None
+    def recover(self, row: Row, budget: float, method: str = "epochs") -> None:
+        """Extract the sub-network `row` selects within `budget` and recover it: `epochs` fine-tunes it,
+        distilled from the standard model; `lstsq` rescales its units by least squares (no training)."""
+        best = self.selected(row, budget)
         if best is None:
             return
-        output_dir = self.recovery_dir(row, budget)
+        output_dir = self.recovery_dir(best, method)
+        recovery_flags = (["--recover_lstsq", "True"] if method == "lstsq" else [
+            "--recover_epochs", str(self.settings.recover_epochs),
+            "--teacher_model_name_or_path", str(self.checkpoint(STANDARD))])
         run_stage([
             sys.executable, "select_and_extract.py", "--results", best["results_file"],
             "--pareto_index", str(best["pareto_index"]), *data_flags(self.task, self.settings, self.data_dir),
-            "--recover_epochs", str(self.settings.recover_epochs),
-            "--teacher_model_name_or_path", str(self.checkpoint(STANDARD)),
+            *recovery_flags,
             "--per_device_eval_batch_size", str(self.settings.eval_batch_size),
             "--output_dir", str(output_dir), "--log_dir", str(self.runs / "tb" / self.task),
         ], self.log(output_dir.name), output_dir / "extraction.json")
@@ -313,6 +322,7 @@ def phase_complete_recipe(runs: TaskRuns) -> None:
     runs.search(FULL_RECIPE)
     runs.layer_dropping()
     runs.recover(FULL_RECIPE, GOAL_BUDGET)
+    runs.recover(FULL_RECIPE, GOAL_BUDGET, "lstsq")
     runs.search(STANDARD)
     runs.rfp()
 
@@ -390,17 +400,18 @@ def standard_nas_points(runs: TaskRuns) -> list[dict]:
     return json.loads(results.read_text())["pareto_set"] if results.is_file() else []
 
 
-def recovered_points(runs: TaskRuns, row: Row) -> list[dict]:
+def recovered_points(runs: TaskRuns, row: Row, method: str = "epochs") -> list[dict]:
     """Row (f): the sub-network selected at each budget after recovery (its test metric after recovery)."""
     points = []
     for budget in BUDGETS:
-        extraction_file = runs.recovery_dir(row, budget) / "extraction.json"
-        if extraction_file.is_file():
+        selected = runs.selected(row, budget)
+        extraction_file = None if selected is None else runs.recovery_dir(selected, method) / "extraction.json"
+        if extraction_file is not None and extraction_file.is_file():
             extraction = json.loads(extraction_file.read_text())
-            point = extraction["pareto_point"]
-            points.append(point | {"budget": budget, "test_before": extraction["recovery"]["test_before"],
-                                   "test": extraction["recovery"]["test_after"],
-                                   "runtime_s": extraction["recovery"]["runtime_s"]})
+            recovery = extraction["lstsq_recovery" if method == "lstsq" else "recovery"]
+            points.append(extraction["pareto_point"] | {
+                "budget": budget, "test_before": recovery["test_before"], "test": recovery["test_after"],
+                "runtime_s": recovery["runtime_s"]})
     return points
 
 
@@ -511,16 +522,20 @@ def collect_task(runs: TaskRuns) -> dict | None:
             points = recovered_points(runs, row)
             if points:
                 recovery[row.label] = points
-                wall_clock[f"recovery of {row.label} ({len(points)} budgets)"] = sum(p["runtime_s"] for p in points)
+                unique = {(p["results_file"], p["pareto_index"]): p["runtime_s"] for p in points}
+                wall_clock[f"recovery of {row.label} ({len(unique)} sub-networks)"] = sum(unique.values())
     splits = load_raw_splits(study_data_arguments(task, settings, runs.data_dir))
     trivial = trivial_metrics(task, np.array(splits["train"]["label"]), np.array(splits["test"]["label"]))
     analysis = analyse_task(task, methods, unpruned, trivial, dropping["unpruned_num_layer_parameters"], seed_hv)
     analysis["recovery"] = {
         label: [{"budget": p["budget"], "encoder_fraction": p["num_layer_parameters"] / analysis[
             "unpruned_num_layer_parameters"], "total_fraction": p["params"], "test_before": p["test_before"],
-            "test_after": p["test"]} for p in points]
+            "test_after": p["test"], "runtime_s": p["runtime_s"]} for p in points]
         for label, points in recovery.items()
     }
+    analysis["lstsq_recovery"] = {
+        FULL_RECIPE.label: [{"budget": p["budget"], "test_after": p["test"], "runtime_s": p["runtime_s"]}
+                            for p in recovered_points(runs, FULL_RECIPE, "lstsq")]}
     analysis["best_row"] = best_row(runs).label if complete_rows(runs) else None
     analysis["complete_rows"] = [row.label for row in complete_rows(runs)]
     analysis["wall_clock_s"] = wall_clock
@@ -566,15 +581,21 @@ def task_section(task: str, analysis: dict) -> list[str]:
             lines.append(f"| {name} | {hv['validation']:.3f} | {hv['test']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
     for label, points in analysis["recovery"].items():
+        lstsq = {p["budget"]: p for p in analysis["lstsq_recovery"].get(label, [])}
         lines += [
-            f"(f) {label} + recovery ({main_metric} of the test set, before → after recovery, distilled from "
-            "the standard model):",
+            f"(f) {label} + recovery: test {main_metric} before → after {{one epoch of fine-tuning distilled "
+            "from the standard model; least squares (Kwon et al.) instead, with its runtime}:",
             "",
-            "| budget | encoder share | total share | before | after |",
-            "|---|---|---|---|---|",
+            "| budget | encoder share | total share | before | after fine-tuning (s) | after lstsq (s) |",
+            "|---|---|---|---|---|---|",
         ]
-        lines += [f"| ≤{int(p['budget'] * 100)}% | {p['encoder_fraction']:.2f} | {p['total_fraction']:.2f} | "
-                  f"{p['test_before'][main_metric]:.4f} | {p['test_after'][main_metric]:.4f} |" for p in points]
+        lines += [
+            f"| ≤{int(p['budget'] * 100)}% | {p['encoder_fraction']:.2f} | {p['total_fraction']:.2f} | "
+            f"{p['test_before'][main_metric]:.4f} | {p['test_after'][main_metric]:.4f} ({p['runtime_s']:.0f}) | "
+            + (f"{lstsq[p['budget']]['test_after'][main_metric]:.4f} ({lstsq[p['budget']]['runtime_s']:.0f})"
+               if p["budget"] in lstsq else "—") + " |"
+            for p in points
+        ]
         lines.append("")
     lines += [f"![{task} Pareto fronts](bench/study/{task}_pareto.png)", ""]
     lines += ["| stage | wall-clock (s) |", "|---|---|"]
