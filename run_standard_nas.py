@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import syne_tune.num_gpu
+import torch
 from syne_tune import StoppingCriterion, Tuner
 from syne_tune.backend import LocalBackend
 from transformers import set_seed
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         search_space.to_config(search_space.largest()) | settings_entry, epochs, nas_run_args.reduction_factor,
         nas_run_args.num_samples, training_args.seed,
     )
+    # Syne Tune's GPU count is cached in this module global; filled in, its nvidia-smi probe (which leaves a
+    # std.out file in the user's working directory) never runs.
+    syne_tune.num_gpu._num_gpus = torch.cuda.device_count()
     backend = LocalBackend(entry_point=str(TRIAL_SCRIPT), pass_args_as_json=True)
     reports = TrialReports(backend.checkpoint_trial_path)
     tuner = Tuner(

@@ -409,7 +409,7 @@ def recovered_points(runs: TaskRuns, row: Row, method: str = "epochs") -> list[d
         if extraction_file is not None and extraction_file.is_file():
             extraction = json.loads(extraction_file.read_text())
             recovery = extraction["lstsq_recovery" if method == "lstsq" else "recovery"]
-            points.append(extraction["pareto_point"] | {
+            points.append(selected | {
                 "budget": budget, "test_before": recovery["test_before"], "test": recovery["test_after"],
                 "runtime_s": recovery["runtime_s"]})
     return points

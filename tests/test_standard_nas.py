@@ -101,8 +101,13 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path, extra, messa
     assert not (tmp_path / "out").exists()
 
 
-def test_standard_nas_runs_trials_with_syne_tune_and_plots_next_to_a_weight_sharing_search(tmp_path, capsys):
+def test_standard_nas_runs_trials_with_syne_tune_and_plots_next_to_a_weight_sharing_search(
+    tmp_path, capsys, monkeypatch
+):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
+    working_dir = tmp_path / "cwd"
+    working_dir.mkdir()
+    monkeypatch.chdir(working_dir)
     output_dir = tmp_path / "standard_nas"
     argv = [
         "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
@@ -113,6 +118,7 @@ def test_standard_nas_runs_trials_with_syne_tune_and_plots_next_to_a_weight_shar
     run_standard_nas.main(argv)
     results_file = output_dir / "results_rte.json"
     results = json.loads(results_file.read_text())
+    assert list(working_dir.iterdir()) == []  # nothing left in the user's working directory
 
     # Six trials, run by Syne Tune's Tuner as LocalBackend subprocesses, reporting once per epoch.
     evaluations = results["evaluations"]

@@ -83,7 +83,8 @@ def verdict_analysis(recovered_accuracy: float | None) -> dict:
         return {"budgets": {"accuracy": {"0.5": cell}}, "hypervolume": {"validation": hv, "test": hv}}
 
     recovery = [] if recovered_accuracy is None else [{
-        "budget": 0.5, "encoder_fraction": 0.45, "total_fraction": 0.7, "test_before": {"accuracy": 0.8}, "runtime_s": 5.0,
+        "budget": 0.5, "encoder_fraction": 0.45, "total_fraction": 0.7, "test_before": {"accuracy": 0.8},
+        "runtime_s": 5.0,
         "test_after": {"accuracy": recovered_accuracy}}]
     return {
         "main_metric": "accuracy", "unpruned_test": {"accuracy": 0.9}, "trivial_test": {"accuracy": 0.5},
