@@ -98,14 +98,14 @@ class HubDataset:
     """Where the hub keeps a task, and which of its splits is the test set (the training split is "train")."""
 
     path: str
-    config: str | None
+    config: str
     test_split: str
 
 
 HUB_DATASETS: dict[str, HubDataset] = {
     **{name: HubDataset(GLUE_HUB_ID, name, "validation") for name in GLUE_FILES},
     "mnli": HubDataset(GLUE_HUB_ID, "mnli", "validation_matched"),
-    "imdb": HubDataset("stanfordnlp/imdb", None, "test"),  # its "unsupervised" split has no labels: unused
+    "imdb": HubDataset("stanfordnlp/imdb", "plain_text", "test"),  # its "unsupervised" split (label -1): unused
 }
 # Tasks whose local copy (--data_dir) is <task>/{train,<test split>}.<csv|jsonl|parquet> in the hub's columns.
 TABLE_TASKS = ("imdb",)

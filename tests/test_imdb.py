@@ -99,7 +99,7 @@ def test_hub_splits_train_and_test_are_used_and_unsupervised_is_ignored(monkeypa
 
     splits = load_raw_splits(DataArguments(task_name="imdb"))
 
-    assert calls == [("stanfordnlp/imdb", None)]
+    assert calls == [("stanfordnlp/imdb", "plain_text")]
     assert records(splits["test"]) == TEST_REVIEWS
     assert sorted(records(splits["train"]) + records(splits["validation"])) == sorted(TRAIN_REVIEWS)
     assert task_info_for(splits) == TASKS["imdb"]
