@@ -66,6 +66,7 @@ GOAL_BUDGET = 0.5
 TARGETS = {"sst2": 0.90, "stsb": 0.85}  # normalised relative performance at ≤ 50% of the encoder (issue 13)
 REPORTED_METRICS = {"mrpc": ("f1", "accuracy")}  # besides the main metric; MRPC's trivial F1 is 0.812
 BENCHMARKS_BEGIN, BENCHMARKS_END = "<!-- study-v2:begin -->", "<!-- study-v2:end -->"  # v1 stays in §3
+RELOAD_FILE = "reload.json"  # bench/evaluate_checkpoint.py's report on a recovered checkpoint
 TEACHER = "{teacher}"  # stands for the standard fine-tuned checkpoint in a row's flags
 
 
@@ -256,6 +257,19 @@ class TaskRuns:
             "--output_dir", str(output_dir), "--log_dir", str(self.runs / "tb" / self.task),
         ], self.log(output_dir.name), output_dir / "extraction.json")
 
+    def reload_check(self, row: Row, budget: float) -> None:
+        """Evaluate the recovered checkpoint in a fresh process: does the shipped model score what it records?"""
+        best = self.selected(row, budget)
+        if best is None or not (self.recovery_dir(best) / "extraction.json").is_file():
+            return
+        checkpoint = self.recovery_dir(best)
+        run_stage([
+            sys.executable, "bench/evaluate_checkpoint.py", "--checkpoint", str(checkpoint),
+            *data_flags(self.task, self.settings, self.data_dir),
+            "--per_device_eval_batch_size", str(self.settings.eval_batch_size),
+            "--output", str(checkpoint / RELOAD_FILE),
+        ], self.log(f"reload_{checkpoint.name}"), checkpoint / RELOAD_FILE)
+
     def standard_nas(self, wallclock_s: float) -> None:
         output_dir = self.folder / "standard_nas"
         results = output_dir / results_file_name(self.task)
@@ -322,6 +336,7 @@ def phase_complete_recipe(runs: TaskRuns) -> None:
     runs.search(FULL_RECIPE)
     runs.layer_dropping()
     runs.recover(FULL_RECIPE, GOAL_BUDGET)
+    runs.reload_check(FULL_RECIPE, GOAL_BUDGET)
     runs.recover(FULL_RECIPE, GOAL_BUDGET, "lstsq")
     runs.search(STANDARD)
     runs.rfp()
@@ -337,6 +352,7 @@ def phase_recovery(runs: TaskRuns) -> None:
     best = best_row(runs)
     for budget in sorted(BUDGETS, key=lambda budget: (budget != GOAL_BUDGET, budget)):
         runs.recover(best, budget)
+    runs.reload_check(best, GOAL_BUDGET)
 
 
 def phase_standard_nas(runs: TaskRuns) -> None:
@@ -409,9 +425,11 @@ def recovered_points(runs: TaskRuns, row: Row, method: str = "epochs") -> list[d
         if extraction_file is not None and extraction_file.is_file():
             extraction = json.loads(extraction_file.read_text())
             recovery = extraction["lstsq_recovery" if method == "lstsq" else "recovery"]
+            reload_file = extraction_file.parent / RELOAD_FILE
             points.append(selected | {
                 "budget": budget, "test_before": recovery["test_before"], "test": recovery["test_after"],
-                "runtime_s": recovery["runtime_s"]})
+                "runtime_s": recovery["runtime_s"],
+                "reload": json.loads(reload_file.read_text()) if reload_file.is_file() else None})
     return points
 
 
@@ -530,7 +548,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
     analysis["recovery"] = {
         label: [{"budget": p["budget"], "encoder_fraction": p["num_layer_parameters"] / analysis[
             "unpruned_num_layer_parameters"], "total_fraction": p["params"], "test_before": p["test_before"],
-            "test_after": p["test"], "runtime_s": p["runtime_s"]} for p in points]
+            "test_after": p["test"], "runtime_s": p["runtime_s"], "reload": p["reload"]} for p in points]
         for label, points in recovery.items()
     }
     analysis["lstsq_recovery"] = {
@@ -595,6 +613,12 @@ def task_section(task: str, analysis: dict) -> list[str]:
             + (f"{lstsq[p['budget']]['test_after'][main_metric]:.4f} ({lstsq[p['budget']]['runtime_s']:.0f})"
                if p["budget"] in lstsq else "—") + " |"
             for p in points
+        ]
+        lines += [
+            f"Reloaded in a fresh process (`bench/evaluate_checkpoint.py`), the ≤{int(p['budget'] * 100)}% "
+            f"checkpoint scores test {main_metric} {p['reload']['test'][main_metric]:.4f}: "
+            f"{'the' if p['reload']['matches_recorded'] else 'NOT the'} metric extraction.json records."
+            for p in points if p["reload"] is not None and p["budget"] == GOAL_BUDGET
         ]
         lines.append("")
     lines += [f"![{task} Pareto fronts](bench/study/{task}_pareto.png)", ""]

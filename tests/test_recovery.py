@@ -5,6 +5,7 @@ a fresh process with the metric extraction.json records; --recover_epochs 0 chan
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ from cost import count_parameters
 from errors import UsageError
 from extract import extract_sub_network
 from search_spaces import make_search_space
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import evaluate_checkpoint  # noqa: E402
 
 # Tiny BERT: 3 layers, 4 heads, 20 FFN neurons. All heads: a standard checkpoint; fewer heads: custom code.
 SUB_NETWORKS = {
@@ -218,3 +222,24 @@ def test_lstsq_recovery_keeps_the_size_rescales_the_kept_units_and_records_its_m
     logits, labels = logits_on(recovered, run, "test")
     accuracy = float((logits.argmax(-1).numpy() == labels).mean())
     assert accuracy == pytest.approx(lstsq["test_after"]["accuracy"])
+
+
+def test_evaluate_checkpoint_gives_the_shipped_models_metric_and_says_whether_it_is_the_recorded_one(toy, tmp_path):
+    run, _, _, results_files = toy
+    output_dir, report_file = tmp_path / "pruned", tmp_path / "reload.json"
+    select_and_extract.main(["--results", str(results_files["custom_code"]), "--pareto_index", "0",
+                             "--output_dir", str(output_dir)])
+    check = ["--checkpoint", str(output_dir), *run.data_flags(), "--output", str(report_file)]
+    evaluate_checkpoint.main(check)
+    report = json.loads(report_file.read_text())
+    shipped = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True).eval()
+    logits, labels = logits_on(shipped, run, "test")
+    assert report["test"]["accuracy"] == pytest.approx(float((logits.argmax(-1).numpy() == labels).mean()))
+    assert report["matches_recorded"] is True
+
+    extraction_file = output_dir / "extraction.json"
+    extraction = json.loads(extraction_file.read_text())
+    extraction["test_extracted"]["accuracy"] += 0.25  # a record the model does not reproduce
+    extraction_file.write_text(json.dumps(extraction))
+    evaluate_checkpoint.main(check)
+    assert json.loads(report_file.read_text())["matches_recorded"] is False
