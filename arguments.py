@@ -14,11 +14,12 @@ from transformers import HfArgumentParser, SchedulerType
 
 from errors import UsageArgumentParser, UsageError
 from reorder import REORDER_UNITS
-from sampling import SAMPLING_STRATEGIES
+from sampling import DISTILLING_STRATEGIES, SAMPLING_STRATEGIES
 from search_spaces import SEARCH_SPACES
 from sub_network_sampler import SAMPLING_DISTRIBUTIONS
 
 SUB_NETWORK_EXECUTIONS = ("slice", "mask")
+DISTILLED = ", ".join(DISTILLING_STRATEGIES)  # the strategies a teacher can teach, for the help texts
 
 
 def run_log_dir(log_dir: str, stage: str, output_dir: str) -> str:
@@ -102,10 +103,10 @@ class SupernetArguments:
     )
     num_random_sub_nets: int = field(
         default=2, metadata={"help": "k: random sub-networks trained per step (random, linear_random, sandwich, "
-                             "one_shot, kd)."}
+                             "one_shot, kd, ats)."}
     )
     temperature: float = field(
-        default=1.0, metadata={"help": "T: softmax temperature of the distillation loss (one_shot, kd)."}
+        default=1.0, metadata={"help": f"T: softmax temperature of the distillation loss ({DISTILLED})."}
     )
     reorder_units: str = field(
         default="none",
@@ -125,7 +126,7 @@ class SupernetArguments:
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "A fine-tuned full model of the same architecture and task (e.g. the output of "
-                  "--sampling_strategy standard) that one_shot and kd distil the sub-networks from, instead of "
+                  f"--sampling_strategy standard) that {DISTILLED} distil the sub-networks from, instead of "
                   "the full network of the same step. Frozen, in eval mode, not saved with the super-network."},
     )
     init_from_teacher: bool = field(
@@ -135,7 +136,7 @@ class SupernetArguments:
     )
     distill_hidden_states: bool = field(
         default=False,
-        metadata={"help": "one_shot, kd: add the MSE between the student's and the teacher's hidden states (the "
+        metadata={"help": f"{DISTILLED}: add the MSE between the student's and the teacher's hidden states (the "
                   "final output, and every kept layer's output against the teacher's same layer)."},
     )
     distill_full_network: bool = field(
@@ -159,7 +160,7 @@ class SupernetArguments:
         for flag in ("teacher_model_name_or_path", "distill_hidden_states"):
             if getattr(self, flag) and not distils:
                 raise UsageError(
-                    f"--{flag} needs a sampling strategy that distils (one_shot or kd), not --sampling_strategy "
+                    f"--{flag} needs a sampling strategy that distils ({DISTILLED}), not --sampling_strategy "
                     f"{self.sampling_strategy}"
                 )
         for flag in ("init_from_teacher", "distill_full_network"):

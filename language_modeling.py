@@ -1,7 +1,7 @@
 """Causal language modelling (`--task_name lm`): the training losses and the perplexity the search minimises.
 
 - Loss of the full network: next-token cross-entropy, mean over every predicted token of a block.
-- Distillation of sub-networks (one_shot, kd): token-level T^2 * KL(teacher || student) of the
+- Distillation of sub-networks (one_shot, kd, ats): token-level T^2 * KL(teacher || student) of the
   next-token distributions at temperature T, plus the next-token cross-entropy (the classification
   recipe of sampling.py, per token).
 - Score: validation loss (mean over all predicted tokens), perplexity = exp(loss), and the search's

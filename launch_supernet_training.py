@@ -80,8 +80,8 @@ def add_distillation_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--teacher_model_name_or_path", default=None,
-        help="fine-tuned teacher for one_shot and kd: an s3:// folder (downloaded as the job's 'teacher' input "
-        "channel, e.g. the super-network folder of a standard job) or a hub id (default: none)",
+        help=f"fine-tuned teacher for {', '.join(DISTILLING_STRATEGIES)}: an s3:// folder (downloaded as the "
+        "job's 'teacher' input channel, e.g. the super-network folder of a standard job) or a hub id (default: none)",
     )
     for flag, meaning in (
         ("init_from_teacher", "start from the teacher's weights"),

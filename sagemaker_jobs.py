@@ -56,8 +56,8 @@ from errors import UsageError
 
 # The names the entry scripts accept, repeated here so that launching needs no torch (a test keeps them equal).
 TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb")
-SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "none")
-DISTILLING_STRATEGIES = ("one_shot", "kd")  # those a teacher can teach
+SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "ats", "none")
+DISTILLING_STRATEGIES = ("one_shot", "kd", "ats")  # those a teacher can teach
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "layer_block", "large", "uniform")
 REORDER_UNITS = ("none", "importance")

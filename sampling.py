@@ -12,6 +12,10 @@ the passes of a step. Gradients of all passes accumulate into one optimizer step
 - one_shot: sandwich, but the smallest and the random sub-networks learn from the full
   network's detached logits of the same step (in-place distillation, Yu et al. 2020, "BigNAS").
 - kd: the linear_random schedule with that distillation loss.
+- ats: alternate optimizer steps: even steps (0, 2, ...) k random sub-networks with that distillation
+  loss, odd steps the full network alone (whittle's ATS strategy, after Mohtashami et al. 2022, "Masked
+  Training of Neural Networks with Partial Gradients"). The step is the run's optimizer step, restored
+  on resume, so the alternation continues where it stopped.
 - none: no training at all; the checkpoint is the pre-trained model, searched as it is (Minitron-style
   pruning of a pre-trained LLM whose super-network training would cost too much).
 
@@ -197,6 +201,22 @@ class OneShot(Sandwich):
     distill = True
 
 
+class Alternating(SamplingStrategy):
+    """Whittle's ATS: random sub-networks on even steps, the full network on odd ones.
+
+    Whittle distils only when given a distillation loss, and then from the full network's outputs of the
+    same step, computed before the sub-networks run; here the sub-networks always distil, as in kd: from
+    a fine-tuned teacher if given, else from the full network in place (a gradient-free extra pass).
+    """
+
+    distill = True
+
+    def plan(self, step, total_steps, rng):
+        if step % 2 == 0:
+            return self._random(rng, distill=self.distill)
+        return [PlannedPass("largest", None, distill=self.distill_full_network)]
+
+
 class NoTraining(SamplingStrategy):
     def plan(self, step, total_steps, rng):
         return []
@@ -209,8 +229,10 @@ SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
     "sandwich": Sandwich,
     "one_shot": OneShot,
     "kd": KnowledgeDistillation,
+    "ats": Alternating,
     "none": NoTraining,
 }
+DISTILLING_STRATEGIES = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
 
 
 def make_sampling_strategy(

@@ -1,6 +1,6 @@
 """A fine-tuned teacher: a frozen full model that super-network training distils sub-networks from.
 
-The in-place teacher of one_shot and kd (the full network of the same step) starts from
+The in-place teacher of one_shot, kd and ats (the full network of the same step) starts from
 pre-trained weights and knows little about the task early on. DynaBERT and CoFi distil from a
 model already fine-tuned on the task instead (e.g. the output of `--sampling_strategy standard`);
 DynaBERT also starts the super-network from its weights (`--init_from_teacher`).

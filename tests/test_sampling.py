@@ -1,6 +1,7 @@
 """Sampling strategies run the passes and losses they should, and update the shared weights."""
 
 import copy
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_batch, tiny_model
 
 from errors import UsageError
+from label_scale import LabelScale, set_label_scale
 from mask import masked
 from sampling import (
     SAMPLING_STRATEGIES,
@@ -17,6 +19,8 @@ from sampling import (
     training_step,
 )
 from search_spaces import make_search_space
+from slicing import sliced
+from teacher import Teacher
 
 K = 2  # random sub-networks per step
 
@@ -53,6 +57,22 @@ def test_linear_schedule_moves_from_full_network_to_random_sub_networks(name, di
     assert all(roles(plan(name, step=10, seed=s)) == [("random", distill)] * K for s in range(10))
     halfway = [plan(name, step=5, seed=s)[0].role for s in range(200)]
     assert 0.35 < halfway.count("random") / len(halfway) < 0.65
+
+
+def test_ats_alternates_distilled_random_sub_networks_and_the_full_network():
+    model = tiny_model("bert")
+    space = make_search_space("small", model.config)
+    sub_networks, full_network = [("random", True)] * K, [("largest", False)]
+    strategy, rng = make_sampling_strategy("ats", space, K), np.random.default_rng(0)
+    assert [roles(strategy.plan(step, 6, rng)) for step in range(6)] == [
+        sub_networks, full_network, sub_networks, full_network, sub_networks, full_network,
+    ]
+    assert roles(plan("ats", step=7, total_steps=1000)) == full_network  # the step alone decides, e.g. after resume
+    assert roles(plan("ats", step=8, total_steps=9)) == sub_networks
+    taught = make_sampling_strategy("ats", space, K, distill_full_network=True)
+    assert roles(taught.plan(1, 6, rng)) == [("largest", True)]
+    draws = [p.sub_network for step in (0, 2) for p in strategy.plan(step, 6, rng)]
+    assert len(set(map(str, draws))) > 1, "each sub-network step draws new sub-networks"
 
 
 def test_random_sub_networks_are_seeded_and_vary():
@@ -123,6 +143,52 @@ def test_distillation_loss_and_gradient_use_the_full_network_as_teacher(name, nu
         assert (param.grad is None) == (grad is None), name
         if grad is not None:
             assert torch.allclose(grad, param.grad, atol=1e-6), name
+
+
+@pytest.mark.parametrize("run_as", [sliced, masked], ids=["slice", "mask"])
+@pytest.mark.parametrize("num_labels", [3, 1])
+@pytest.mark.parametrize("planted_teacher", [False, True], ids=["in_place", "planted_teacher"])
+def test_ats_steps_equal_a_hand_computation(run_as, num_labels, planted_teacher):
+    """Step 0: k random sub-networks distilled from the teacher (the full network of the step, or a fine-tuned
+    model); step 1: the full network alone, i.e. plain fine-tuning on the batch, or distilled from the fine-tuned
+    teacher with distill_full_network. Regression trains on standardised labels. Computed on a copy run without
+    any hook for the full network and masked for the sub-networks."""
+    model = tiny_model("bert", num_labels=num_labels)  # eval mode: no dropout
+    reference = copy.deepcopy(model)
+    scale = LabelScale(0.5, 2.0) if num_labels == 1 else None
+    teacher_model = tiny_model("bert", num_labels=num_labels, seed=1) if planted_teacher else None
+    if teacher_model is not None and scale is not None:
+        set_label_scale(teacher_model.config, scale)  # its outputs are already in the student's scale
+    teacher = None if teacher_model is None else Teacher(teacher_model, scale)
+    space = make_search_space("small", model.config)
+    strategy = make_sampling_strategy("ats", space, K, distill_full_network=planted_teacher)
+    rng = np.random.default_rng(3)
+    batch = tiny_batch(num_labels=num_labels)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    labels = batch["labels"] if scale is None else (batch["labels"] - 0.5) / 2.0
+    temperature = 2.0
+
+    for step, expected_roles in ((0, ["random"] * K), (1, ["largest"])):
+        passes = strategy.plan(step, 2, rng)
+        assert [p.role for p in passes] == expected_roles
+        model.zero_grad(set_to_none=True)
+        reference.zero_grad(set_to_none=True)
+        losses = training_step(model, batch, passes, run_as, temperature, label_scale=scale, teacher=teacher)
+        with torch.no_grad():
+            target = (teacher_model or reference)(**inputs).logits
+        hand_losses = {}
+        for planned in passes:
+            with nullcontext() if planned.sub_network is None else masked(reference, planned.sub_network):
+                logits = reference(**inputs).logits
+            loss = hand_loss(logits, target if planned.distill else None, labels, temperature)
+            loss.backward()
+            hand_losses.setdefault(planned.role, []).append(loss.item())
+        assert losses == pytest.approx({role: np.mean(values) for role, values in hand_losses.items()}, abs=1e-5)
+        for name, param in reference.named_parameters():
+            grad = model.get_parameter(name).grad
+            assert (param.grad is None) == (grad is None), name
+            if grad is not None:
+                assert torch.allclose(grad, param.grad, atol=1e-5), (step, name)
 
 
 def test_no_training_plans_no_pass():
