@@ -76,14 +76,15 @@ def checksum(model: nn.Module) -> str:
 
 def step_plans(search_space: SearchSpace) -> dict[str, list[PlannedPass]]:
     """Passes of one step: one_shot's; the same with the smallest sub-network last, so that the pass whose
-    backward exchanges the gradients reaches only layer 0; and sub-networks only, which leave layers 1 and 2
-    without any gradient."""
+    backward exchanges the gradients reaches only layer 0; sub-networks only, which leave layers 1 and 2
+    without any gradient; and an ats sub-network step, whose teacher is a gradient-free full forward."""
     one_shot = make_sampling_strategy("one_shot", search_space, 2).plan(0, 1, np.random.default_rng(0))
     smallest = PlannedPass("smallest", search_space.smallest(), distill=False)
     return {
         "one_shot": one_shot,
         "smallest_last": [one_shot[0], *one_shot[2:], one_shot[1]],
         "sub_networks_only": [smallest, smallest],
+        "ats_sub_networks": make_sampling_strategy("ats", search_space, 2).plan(0, 1, np.random.default_rng(0)),
     }
 
 
@@ -247,7 +248,7 @@ def test_ddp_gradient_of_a_step_equals_the_single_process_gradient(tmp_path):
         report = json.loads((tmp_path / f"rank-{rank}.json").read_text())
         assert report["rank"] == rank and report["type"] == "DistributedDataParallel"
         for execution in ("slice", "mask"):
-            for plan in ("one_shot", "smallest_last", "sub_networks_only"):
+            for plan in ("one_shot", "smallest_last", "sub_networks_only", "ats_sub_networks"):
                 difference = report[f"{execution}/{plan}"]
                 assert difference["max_abs_diff"] < TOLERANCE, (rank, execution, plan, difference)
                 assert difference["same_without_gradient"], (rank, execution, plan)

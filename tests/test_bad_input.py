@@ -123,7 +123,7 @@ CASES = [
     ("train", lambda a: teacher_argv(a, "mrpc_teacher"), "was trained on --task_name mrpc, this run is on rte"),
     ("train", lambda a: teacher_argv(a, "headless_teacher"), "is not fine-tuned"),
     ("train", lambda a: teacher_argv(a, "plain_model", "--sampling_strategy", "sandwich"),
-     "--teacher_model_name_or_path needs a sampling strategy that distils (one_shot or kd)"),
+     "--teacher_model_name_or_path needs a sampling strategy that distils (one_shot, kd, ats)"),
     ("train", lambda a: train_argv(a, "--sampling_strategy", "standard", "--distill_hidden_states", "True"),
      "--distill_hidden_states needs a sampling strategy that distils"),
     ("train", lambda a: train_argv(a, "--init_from_teacher", "True"), "--init_from_teacher True needs --teacher"),

@@ -138,3 +138,36 @@ def test_resuming_training_with_other_settings_is_refused(tmp_path):
     refused = run(other)
     assert refused.returncode == 2 and "--sampling_distribution params but this run asks for --sampling_distribution " \
         "uniform" in refused.stderr
+
+
+def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
+    """3 steps per epoch: epoch 2 starts at step 3, a full-network step. A run resumed from checkpoint-1 that
+    counted its steps from 0 again would start epoch 2 with sub-networks and end with other weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from tiny_assets import write_tiny_model_dir, write_tiny_rte
+
+    import train_supernet
+
+    model_dir = write_tiny_model_dir(tmp_path / "model", "bert")
+    data_dir = write_tiny_rte(tmp_path / "glue")  # 28 training examples: batches of 10, 10 and 8
+
+    def train_ats(output_dir, *extra):
+        train_supernet.main([
+            "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+            "--output_dir", str(output_dir), "--log_dir", str(output_dir / "tb"), "--sampling_strategy", "ats",
+            "--num_train_epochs", "2", "--per_device_train_batch_size", "10", "--learning_rate", "1e-3",
+            "--save_strategy", "epoch", "--seed", "0", "--sampling_distribution", "params",
+            "--distill_hidden_states", "True", *extra,
+        ])
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    train_ats(reference)
+    assert json.loads((reference / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 3
+    shutil.copytree(reference / "checkpoint-1", resumed / "checkpoint-1")  # as if killed after epoch 1
+    train_ats(resumed, "--resume_from_checkpoint", "latest")
+    assert json.loads((resumed / "results.json").read_text())["num_steps"] == 6
+    expected, actual = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)

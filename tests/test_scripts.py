@@ -206,6 +206,25 @@ def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / "pruned_on_5" / "extraction.json").read_text())
     assert report["data"]["max_test_samples"] == 5 and report["data"]["task_name"] == "rte"
 
+def test_ats_alternates_its_steps_then_searches_and_extracts(tmp_path):
+    model_dir, data_dir, checkpoint = train(tmp_path, "bert", strategy="ats")  # 4 steps, losses logged after each
+    accumulator = EventAccumulator(str(tmp_path / "tb_train" / "train-supernet"))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("train/loss_random")] == [1, 3]  # after steps 0 and 2
+    assert [event.step for event in accumulator.Scalars("train/loss_largest")] == [2, 4]
+    assert "train/loss_smallest" not in accumulator.Tags()["scalars"]
+    assert json.loads((checkpoint / "nas_settings.json").read_text())["sampling_strategy"] == "ats"
+
+    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    results_file = tmp_path / "results_random_search_0" / "results_rte.json"
+    select_and_extract.main([
+        "--results", str(results_file), "--max_params", "0.99", "--output_dir", str(tmp_path / "pruned"),
+    ])
+    report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
+    assert report["matches_search"], report
+    assert report["pareto_point"]["params"] <= 0.99 and (tmp_path / "pruned" / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
 def test_released_decoder_configs_train_and_search_in_every_space(tmp_path, family):
     """Library-default configs (use_cache=True, as released Qwen2/Llama/Mistral checkpoints ship) with

@@ -212,7 +212,7 @@ def train_with_teacher(tmp_path, family, *extra, output="supernet"):
     return output_dir
 
 
-@pytest.mark.parametrize("strategy", ["one_shot", "kd"])
+@pytest.mark.parametrize("strategy", ["one_shot", "kd", "ats"])
 def test_training_with_a_teacher_through_the_script(tmp_path, family_name, strategy):
     output_dir = train_with_teacher(
         tmp_path, family_name, "--sampling_strategy", strategy, "--distill_hidden_states", "True",
