@@ -106,6 +106,16 @@ def hand_loss(student, teacher, labels, temperature):
     return temperature**2 * soft + hard
 
 
+def assert_same_losses_and_gradients(losses, hand_losses, model, reference, atol):
+    """training_step's mean loss per role and gradients equal those computed by hand on `reference`."""
+    assert losses == pytest.approx({role: np.mean(values) for role, values in hand_losses.items()}, abs=atol)
+    for name, param in reference.named_parameters():
+        grad = model.get_parameter(name).grad
+        assert (param.grad is None) == (grad is None), name
+        if grad is not None:
+            assert torch.allclose(grad, param.grad, atol=atol), name
+
+
 @pytest.mark.parametrize("num_labels", [3, 1])
 @pytest.mark.parametrize("name", ["one_shot", "kd"])
 def test_distillation_loss_and_gradient_use_the_full_network_as_teacher(name, num_labels):
@@ -137,12 +147,7 @@ def test_distillation_loss_and_gradient_use_the_full_network_as_teacher(name, nu
         loss.backward()
         hand_losses.setdefault(planned.role, []).append(loss.item())
 
-    assert losses == pytest.approx({role: np.mean(values) for role, values in hand_losses.items()}, abs=1e-6)
-    for name, param in reference.named_parameters():
-        grad = model.get_parameter(name).grad
-        assert (param.grad is None) == (grad is None), name
-        if grad is not None:
-            assert torch.allclose(grad, param.grad, atol=1e-6), name
+    assert_same_losses_and_gradients(losses, hand_losses, model, reference, atol=1e-6)
 
 
 @pytest.mark.parametrize("run_as", [sliced, masked], ids=["slice", "mask"])
@@ -183,12 +188,7 @@ def test_ats_steps_equal_a_hand_computation(run_as, num_labels, planted_teacher)
             loss = hand_loss(logits, target if planned.distill else None, labels, temperature)
             loss.backward()
             hand_losses.setdefault(planned.role, []).append(loss.item())
-        assert losses == pytest.approx({role: np.mean(values) for role, values in hand_losses.items()}, abs=1e-5)
-        for name, param in reference.named_parameters():
-            grad = model.get_parameter(name).grad
-            assert (param.grad is None) == (grad is None), name
-            if grad is not None:
-                assert torch.allclose(grad, param.grad, atol=1e-5), (step, name)
+        assert_same_losses_and_gradients(losses, hand_losses, model, reference, atol=1e-5)
 
 
 def test_no_training_plans_no_pass():
