@@ -17,6 +17,7 @@ from torch import nn
 
 from errors import UsageError
 from families import family_for, layer_parameters, layers_of
+from multiple_choice import is_multiple_choice, sequences_per_example
 from sub_network import SubNetwork, keeps_param, kept_index
 
 
@@ -46,7 +47,8 @@ def count_parameters(model: nn.Module, sub_network: SubNetwork) -> ParameterCoun
 
 
 def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
-    """Multiply-accumulates of one forward pass over one sequence of `seq_len` tokens (analytical).
+    """Multiply-accumulates of one forward pass over one example of `seq_len` tokens (analytical): one sequence,
+    or one per choice for a multiple-choice model.
 
     Per token, every kept weight matrix of a layer costs its number of entries, and attention adds
     2 * seq_len * (query heads * head_dim) for the scores and the weighted sum of values; the family's
@@ -87,7 +89,8 @@ def count_macs(model: nn.Module, sub_network: SubNetwork, seq_len: int) -> int:
     if lm_head is not None and id(lm_head.weight) in embedding_param_ids:
         head_macs += lm_head.weight.numel()  # tied to the input embeddings, yet it multiplies every token
     per_token_macs = layer_macs_per_token + sum(p.numel() for p in per_token_params)
-    return seq_len * per_token_macs + head_macs * (seq_len if family.decoder else 1)
+    sequence_macs = seq_len * per_token_macs + head_macs * (seq_len if family.decoder else 1)
+    return sequence_macs * sequences_per_example(model)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def measure_latency(
 ) -> Latency:
     """Wall-clock time of one forward pass of a batch of random token ids: median and IQR over `repeats` passes.
 
+    A batch is `batch_size` examples of `seq_len` tokens (multiple choice: each one sequence per choice).
+
     The first `warmup` passes (allocations, kernel selection) are not timed. The median ignores passes
     slowed down by other processes as long as they are fewer than half. Runs on the model's device
     (synchronising CUDA around each pass), so it measures what the sub-network costs where the search
@@ -115,7 +120,8 @@ def measure_latency(
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, model.config.vocab_size, (batch_size, seq_len), generator=generator).to(device)
+    shape = (batch_size, sequences_per_example(model), seq_len) if is_multiple_choice(model) else (batch_size, seq_len)
+    input_ids = torch.randint(0, model.config.vocab_size, shape, generator=generator).to(device)
     was_training = model.training
     model.eval()
     timings_ms = []

@@ -3,11 +3,12 @@
 The protocol follows the original NAS-for-LLMs example: the task's *training* file is split into
 train/validation (70/30, seeded by ``dataset_seed``) and the search picks sub-networks on that
 validation split, so the GLUE *dev* set stays untouched and serves as the test set
-(MNLI: dev_matched; IMDB, which has no dev set: its test split).
+(MNLI: dev_matched; IMDB, which has no dev set: its test split; SWAG, whose test labels are hidden: its
+validation split).
 
 Data comes from, in this order of precedence: the user's files (``--train_file``), a local copy
 (``--data_dir``: the classic GLUE download, or IMDB's splits as CSV/JSON-lines/Parquet files), or the
-Hugging Face hub (``nyu-mll/glue``, ``stanfordnlp/imdb``).
+Hugging Face hub (``nyu-mll/glue``, ``stanfordnlp/imdb``, ``allenai/swag``).
 """
 
 import csv
@@ -21,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import DataCollatorForMultipleChoice, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from errors import UsageError
 from hub import hub_unavailable_reason
+from multiple_choice import is_multiple_choice_data, tokenize_choices
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,10 @@ GLUE_DIR_HELP = "--data_dir with a local GLUE copy (<TASK>/train.tsv and dev.tsv
 class TaskInfo:
     """What the model head and the metrics need to know about a task's data."""
 
-    text_keys: tuple[str, ...]  # one text column, or two for sentence pairs
+    text_keys: tuple[str, ...]  # one text column, or two for sentence pairs (multiple choice: context, stem)
     label_names: tuple[str, ...]  # class names in label-id order; empty for regression
+    # Multiple choice (SWAG): the label names are the columns of the candidate endings, label k = ending k is right.
+    multiple_choice: bool = False
 
     @property
     def is_regression(self) -> bool:
@@ -65,6 +69,8 @@ TASKS: dict[str, TaskInfo] = {
     "wnli": TaskInfo(("sentence1", "sentence2"), ("not_entailment", "entailment")),
     # IMDB movie reviews (binary sentiment), as the hub's ``stanfordnlp/imdb``.
     "imdb": TaskInfo(("text",), ("neg", "pos")),
+    # Columns as in the hub's ``allenai/swag`` (and the SWAG release's CSVs); the label is the right ending's index.
+    "swag": TaskInfo(("sent1", "sent2"), ("ending0", "ending1", "ending2", "ending3"), multiple_choice=True),
 }
 
 
@@ -106,9 +112,10 @@ HUB_DATASETS: dict[str, HubDataset] = {
     **{name: HubDataset(GLUE_HUB_ID, name, "validation") for name in GLUE_FILES},
     "mnli": HubDataset(GLUE_HUB_ID, "mnli", "validation_matched"),
     "imdb": HubDataset("stanfordnlp/imdb", "plain_text", "test"),  # its "unsupervised" split (label -1): unused
+    "swag": HubDataset("allenai/swag", "regular", "validation"),  # its test split has no labels
 }
 # Tasks whose local copy (--data_dir) is <task>/{train,<test split>}.<csv|jsonl|parquet> in the hub's columns.
-TABLE_TASKS = ("imdb",)
+TABLE_TASKS = ("imdb", "swag")
 
 
 @dataclass
@@ -118,9 +125,9 @@ class DataArguments:
     task_name: str | None = field(
         default=None,
         metadata={
-            "help": f"Task, one of: {', '.join(TASKS)} (GLUE, and imdb: movie-review sentiment); or '{LM_TASK}' to "
-            "prune a causal language model on text (see --block_size). Leave unset to use --train_file with "
-            "labels inferred from the file."
+            "help": f"Task, one of: {', '.join(TASKS)} (GLUE, imdb: movie-review sentiment, swag: multiple "
+            f"choice); or '{LM_TASK}' to prune a causal language model on text (see --block_size). Leave unset to use "
+            "--train_file with labels inferred from the file."
         },
     )
     data_dir: str | None = field(
@@ -128,7 +135,8 @@ class DataArguments:
         metadata={
             "help": "Local copy used instead of the hub: the folder with <TASK>/train.tsv and dev.tsv "
             "(MNLI: dev_matched.tsv) as written by download_glue_data.py; for imdb, imdb/train and imdb/test "
-            "as .csv, .jsonl or .parquet with the hub's columns (text, label); or the task folder itself."
+            "as .csv, .jsonl or .parquet with the hub's columns (text, label), for swag, swag/train and "
+            "swag/validation likewise (sent1, sent2, ending0..ending3, label); or the task folder itself."
         },
     )
     train_file: str | None = field(
@@ -229,7 +237,9 @@ def _check_arguments(args: DataArguments) -> None:
     if args.task_name is not None and args.task_name not in (*TASKS, LM_TASK):
         raise UsageError(f"Unknown --task_name '{args.task_name}'; choose one of: {', '.join(TASKS)}, {LM_TASK}.")
     if args.train_file is None and args.task_name is None:
-        raise UsageError("Pass --task_name (a GLUE task or imdb, with --data_dir for a local copy) or --train_file.")
+        raise UsageError(
+            "Pass --task_name (a GLUE task, imdb or swag, with --data_dir for a local copy) or --train_file."
+        )
     if args.validation_file is not None and args.train_file is None:
         raise UsageError("--validation_file needs --train_file as well: it only replaces the GLUE dev set.")
     if not 0.0 < args.validation_fraction < 1.0:
@@ -247,7 +257,8 @@ def _label_feature(label_names: tuple[str, ...]) -> datasets.ClassLabel | datase
 
 
 def _make_dataset(texts: dict[str, list[str]], labels: list, label_names: tuple[str, ...]) -> datasets.Dataset:
-    """Text columns first, then ``label``: ``task_info_for`` reads the task back from this layout."""
+    """Text columns first, then ``label``: ``task_info_for`` reads the task back from this layout (multiple choice:
+    the label's class names are the ending columns)."""
     features = datasets.Features(
         {key: datasets.Value("string") for key in texts} | {LABEL: _label_feature(label_names)}
     )
@@ -354,9 +365,14 @@ def _local_data_help(task_name: str) -> str:
     return GLUE_DIR_HELP
 
 
+def _task_columns(task: TaskInfo) -> list[str]:
+    """The columns of a task's data: its texts (multiple choice: and endings), then the label."""
+    return [*task.text_keys, *(task.label_names if task.multiple_choice else ()), LABEL]
+
+
 def _load_from_hub(task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """The training and test splits of HUB_DATASETS (GLUE: train and dev); offline, even a cached copy is not
-    used, so the error points to --data_dir, which works without the hub."""
+    """The training and test splits of HUB_DATASETS (GLUE: train and dev), in our columns and label names;
+    offline, even a cached copy is not used, so the error points to --data_dir, which works without the hub."""
     source = HUB_DATASETS[task_name]
     reason = hub_unavailable_reason()
     if reason is not None:
@@ -369,8 +385,16 @@ def _load_from_hub(task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
         raise UsageError(
             f"Downloading task {task_name} from the hub failed ({error}); pass {_local_data_help(task_name)}."
         ) from error
-    columns = [*TASKS[task_name].text_keys, LABEL]
-    return hub_splits["train"].select_columns(columns), hub_splits[source.test_split].select_columns(columns)
+    task = TASKS[task_name]
+
+    def ours(split: str) -> datasets.Dataset:
+        selected = hub_splits[split].select_columns(_task_columns(task))
+        label_feature = _label_feature(task.label_names)
+        if selected.features[LABEL] != label_feature:  # SWAG's hub labels are named '0'..'3', ours after the endings
+            selected = selected.cast_column(LABEL, label_feature)
+        return selected
+
+    return ours("train"), ours(source.test_split)
 
 
 # --- user files -------------------------------------------------------------------------------------
@@ -435,6 +459,8 @@ def _load_user_files(
 ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """The training file and the optional test file, in this order in `files`, keyed by how errors name them."""
     text_columns = _user_text_columns(args)
+    if args.task_name and TASKS[args.task_name].multiple_choice:
+        text_columns += TASKS[args.task_name].label_names  # the endings, under the hub's column names
     train_flag, test_flag = files
     file_names = {flag: name for flag, name in files.items() if name is not None}
     frames = {flag: _read_user_file(name, flag) for flag, name in file_names.items()}
@@ -512,8 +538,9 @@ def load_raw_splits(args: DataArguments) -> datasets.DatasetDict:
     """Untokenised "train", "validation" (search) and "test" (GLUE dev) splits.
 
     Each split holds the text column(s) followed by ``label``: a ClassLabel of class ids, or float32
-    for regression. Without --validation_file, the test split is held out of --train_file first
-    (a --validation_fraction share), then the rest is split into train/validation as usual.
+    for regression (multiple choice: context, stem, the endings, and the right ending's index). Without
+    --validation_file, the test split is held out of --train_file first (a --validation_fraction share), then
+    the rest is split into train/validation as usual.
     """
     if args.train_file is not None:
         training, test = _load_user_files(
@@ -549,7 +576,9 @@ def task_info_for(splits: datasets.DatasetDict) -> TaskInfo:
     features = splits["train"].features
     label_feature = features[LABEL]
     label_names = tuple(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else ()
-    return TaskInfo(tuple(name for name in features if name != LABEL), label_names)
+    multiple_choice = bool(label_names) and all(name in features for name in label_names)
+    not_text = {LABEL, *(label_names if multiple_choice else ())}
+    return TaskInfo(tuple(name for name in features if name not in not_text), label_names, multiple_choice)
 
 
 # --- tokenisation and batching ----------------------------------------------------------------------
@@ -574,29 +603,35 @@ def tokenize_splits(
 ) -> datasets.DatasetDict:
     """Tokenise the splits `names` once up front, so every epoch and every evaluation reuses the same ids.
 
-    The result holds only collator-ready columns: input_ids, attention_mask, (token_type_ids), labels.
+    The result holds only collator-ready columns: input_ids, attention_mask, (token_type_ids), labels; for
+    multiple choice each of them but labels holds one sequence per choice.
     """
-    text_keys = task_info_for(splits).text_keys
+    task = task_info_for(splits)
     splits = datasets.DatasetDict({name: splits[name] for name in names})
-    max_length = _max_length(args.max_seq_length, tokenizer)
-    padding = "max_length" if args.pad_to_max_length else False
+    options = dict(padding="max_length" if args.pad_to_max_length else False,
+                   max_length=_max_length(args.max_seq_length, tokenizer), truncation=True)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        texts = (batch[key] for key in text_keys)
-        return tokenizer(*texts, padding=padding, max_length=max_length, truncation=True)
+        if task.multiple_choice:
+            return tokenize_choices(batch, tokenizer, task.text_keys, task.label_names, **options)
+        return tokenizer(*(batch[key] for key in task.text_keys), **options)
 
-    tokenized = splits.map(tokenize, batched=True, remove_columns=list(text_keys), desc="Tokenizing")
+    text_columns = [name for name in _task_columns(task) if name != LABEL]
+    tokenized = splits.map(tokenize, batched=True, remove_columns=text_columns, desc="Tokenizing")
     return tokenized.rename_column(LABEL, "labels")
 
 
 def make_dataloader(
     dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, shuffle: bool, seed: int
 ) -> DataLoader:
-    """Batches padded only to their longest example; a seeded generator makes the shuffled order reproducible."""
+    """Batches padded only to their longest example (multiple choice: [batch, choices, tokens], padded to the
+    longest choice); a seeded generator makes the shuffled order reproducible."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=(DataCollatorForMultipleChoice if is_multiple_choice_data(dataset) else DataCollatorWithPadding)(
+            tokenizer
+        ),
         generator=torch.Generator().manual_seed(seed),
     )

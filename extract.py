@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 import pruned_structure
 from families import Family, family_for, layer_parameters, layers_of
 from models import save_model
+from multiple_choice import classifier_auto_class, is_multiple_choice, saved_as_multiple_choice
 from pruned_structure import STRUCTURE_KEY, apply_pruned_structure
 from slicing import sliced
 from sub_network import SubNetwork, keeps_param
@@ -162,7 +163,9 @@ def save_extracted(extracted: nn.Module, tokenizer, sub_network: SubNetwork, dir
     custom = getattr(extracted.config, STRUCTURE_KEY, None) is not None
     if custom:
         class_name = f"NasPruned{type(extracted).__name__}"
-        auto_class = "AutoModelForCausalLM" if is_causal_lm(extracted) else "AutoModelForSequenceClassification"
+        auto_class = "AutoModelForCausalLM" if is_causal_lm(extracted) else (
+            classifier_auto_class(is_multiple_choice(extracted)).__name__
+        )
         extracted.config.auto_map = {auto_class: f"{REMOTE_CODE_MODULE}.{class_name}"}
         (directory / f"{REMOTE_CODE_MODULE}.py").write_text(_remote_code(type(extracted)))
     # Custom code loads without the library's renamings of legacy names (GPT-NeoX's embed_out -> lm_head), so
@@ -178,6 +181,8 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def load_extracted(directory: str | Path) -> nn.Module:
-    """Load an extracted classifier of either kind (custom code is our own file, written by save_extracted)."""
-    return AutoModelForSequenceClassification.from_pretrained(str(directory), trust_remote_code=True).eval()
+    """Load an extracted classifier of either kind (custom code is our own file, written by save_extracted), with
+    the Auto class of its head (sequence classification or multiple choice)."""
+    auto_class = classifier_auto_class(saved_as_multiple_choice(AutoConfig.from_pretrained(str(directory))))
+    return auto_class.from_pretrained(str(directory), trust_remote_code=True).eval()
 

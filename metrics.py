@@ -20,6 +20,7 @@ MAIN_METRIC: dict[str, str] = {
     "stsb": "spearmanr",
     "wnli": "accuracy",
     "imdb": "accuracy",
+    "swag": "accuracy",  # multiple choice: the share of examples whose right ending scores highest
     # user data (--train_file without --task_name): accuracy, or Spearman correlation for float labels
     "classification": "accuracy",
     "regression": "spearmanr",

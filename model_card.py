@@ -6,17 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from families import family_for_config
+from multiple_choice import classifier_auto_class, saved_as_multiple_choice
 from sub_network import SubNetwork
 
 
-def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int) -> list[str]:
+def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int, num_choices: int | None) -> list[str]:
     point, unpruned = extraction["pareto_point"], results["unpruned"]
+    per = f"sequence of {cost_seq_len} tokens" if num_choices is None else (
+        f"example ({num_choices} choices of {cost_seq_len} tokens)"
+    )
     rows = [
         "| | this model | unpruned super-network |",
         "|---|---|---|",
         f"| parameters | {extraction['num_parameters']:,} ({100 * point['params']:.1f}%) "
         f"| {unpruned['num_parameters']:,} |",
-        f"| MACs per sequence of {cost_seq_len} tokens | {point['macs']:,} | {unpruned['macs']:,} |",
+        f"| MACs per {per} | {point['macs']:,} | {unpruned['macs']:,} |",
         f"| validation error (the search's split) | {point['error']:.4f} | {unpruned['validation']['error']:.4f} |",
     ]
     recovery = extraction.get("recovery") or extraction.get("lstsq_recovery")  # the last one applied
@@ -93,7 +97,8 @@ def write_model_card(
     custom_code = extraction["checkpoint_kind"] == "custom_code"
     architecture = (config.architectures or [type(config).__name__])[0].removeprefix("NasPruned")
     causal_lm = architecture.endswith(("ForCausalLM", "LMHeadModel"))  # --task_name lm
-    pipeline = "text-generation" if causal_lm else "text-classification"
+    multiple_choice = saved_as_multiple_choice(config)
+    pipeline = "text-generation" if causal_lm else "multiple-choice" if multiple_choice else "text-classification"
     front_matter = ["---", "library_name: transformers", f"pipeline_tag: {pipeline}"]
     if not Path(base_model).exists():  # a hub id, not a local directory
         front_matter.append(f"base_model: {base_model}")
@@ -102,11 +107,13 @@ def write_model_card(
         ", ".join(f"`{index}`: {name}" for index, name in sorted(config.id2label.items()))
         if config.num_labels > 1 else "one regression output"
     )
+    if multiple_choice:
+        labels = f"one score per choice, {config.num_labels} choices (the label is the right choice's index: {labels})"
     lines = [
         *front_matter,
         "",
         "# A pruned causal language model (nas_llm sub-network)" if causal_lm
-        else f"# A pruned {task} classifier (nas_llm sub-network)",
+        else f"# A pruned {task} {'multiple-choice model' if multiple_choice else 'classifier'} (nas_llm sub-network)",
         "",
         f"A sub-network of `{base_model}`, fine-tuned on {task} as a weight-sharing super-network "
         f"(`{results.get('sampling_strategy')}` training) and taken from the Pareto set of a "
@@ -116,7 +123,9 @@ def write_model_card(
         "",
         "## Size and scores",
         "",
-        *_size_and_scores(results, extraction, results.get("cost_seq_len", 128)),
+        *_size_and_scores(
+            results, extraction, results.get("cost_seq_len", 128), config.num_labels if multiple_choice else None
+        ),
         "",
         *_recovery(extraction.get("recovery"), extraction.get("lstsq_recovery")),
         "## Sub-network",
@@ -128,7 +137,7 @@ def write_model_card(
         "",
         *_how_to_load(
             str(Path(directory).resolve()), custom_code, architecture,
-            "AutoModelForCausalLM" if causal_lm else "AutoModelForSequenceClassification",
+            "AutoModelForCausalLM" if causal_lm else classifier_auto_class(multiple_choice).__name__,
         ),
         "",
     ]

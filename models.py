@@ -19,13 +19,7 @@ from unittest import mock
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from data import LM_TASK
@@ -33,6 +27,7 @@ from errors import UsageError
 from families import family_for_config
 from hub import hub_unavailable_reason
 from io_utils import follow_umask
+from multiple_choice import check_multiple_choice_head, classifier_auto_class, saved_as_multiple_choice
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +140,17 @@ def _report_new_weights(model, loading_info: dict, source: str) -> None:
 
 
 def load_model(
-    name_or_path: str, label_names: tuple[str, ...], tokenizer: PreTrainedTokenizerBase, cache_dir: str | None = None
+    name_or_path: str,
+    label_names: tuple[str, ...],
+    tokenizer: PreTrainedTokenizerBase,
+    cache_dir: str | None = None,
+    multiple_choice: bool = False,
 ):
-    """A sequence classifier for the classes `label_names` (none: one regression output) on the pre-trained model."""
+    """A sequence classifier for the classes `label_names` (none: one regression output) on the pre-trained model;
+    with `multiple_choice`, a multiple-choice model scoring one choice per label name (multiple_choice.py)."""
     config = load_config(name_or_path, cache_dir)
+    if multiple_choice:
+        check_multiple_choice_head(config, name_or_path)
     set_label_names(config, label_names)
     without_kv_cache(config)
     if config.pad_token_id is None:
@@ -156,7 +158,7 @@ def load_model(
     # A checkpoint fine-tuned with another number of labels gets a new head, as in HF's run_glue.
     with _without_transformers_warnings():
         model, loading_info = _from_local_or_hub(
-            AutoModelForSequenceClassification.from_pretrained, name_or_path, cache_dir, config=config,
+            classifier_auto_class(multiple_choice).from_pretrained, name_or_path, cache_dir, config=config,
             ignore_mismatched_sizes=True, output_loading_info=True,
         )
     _report_new_weights(model, loading_info, name_or_path)
@@ -204,13 +206,18 @@ def load_causal_lm(name_or_path: str, cache_dir: str | None = None, dtype: str =
     )
 
 
+def load_saved_classifier(name_or_path: str, cache_dir: str | None = None, **kwargs):
+    """A classifier of the class its config names: multiple choice, or a sequence classifier (also for a bare
+    pre-trained model, which then gets a new head)."""
+    config = load_config(name_or_path, cache_dir)
+    auto_class = classifier_auto_class(saved_as_multiple_choice(config))
+    return _from_local_or_hub(auto_class.from_pretrained, name_or_path, cache_dir, config=config, **kwargs)
+
+
 def load_trained_classifier(name_or_path: str, cache_dir: str | None = None) -> tuple[nn.Module, list[str]]:
-    """A sequence classifier as saved, and the names of the weights it lacked (a new head: not fine-tuned)."""
+    """A classifier as saved, and the names of the weights it lacked (a new head: not fine-tuned)."""
     with _without_transformers_warnings():
-        model, loading_info = _from_local_or_hub(
-            AutoModelForSequenceClassification.from_pretrained, name_or_path, cache_dir, output_loading_info=True
-        )
-    family_for_config(model.config)
+        model, loading_info = load_saved_classifier(name_or_path, cache_dir, output_loading_info=True)
     return model, list(loading_info["missing_keys"])
 
 
@@ -236,7 +243,8 @@ def load_nas_settings(directory: str | Path) -> dict[str, Any]:
 def load_supernet(directory: str | Path, dtype: str = "float32"):
     """(model, tokenizer, nas_settings) of a checkpoint written by `save_supernet`.
 
-    A language-modelling checkpoint (task 'lm') loads as a causal LM in `dtype`, a classifier in float32.
+    A language-modelling checkpoint (task 'lm') loads as a causal LM in `dtype`, a classifier (sequence or
+    multiple choice, as saved) in float32.
     """
     if not Path(directory).is_dir():
         raise UsageError(f"checkpoint directory '{directory}' does not exist; run train_supernet.py first")
@@ -245,7 +253,6 @@ def load_supernet(directory: str | Path, dtype: str = "float32"):
     if nas_settings.get("task_name") == LM_TASK:
         model = load_causal_lm(str(directory), dtype=dtype)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
-    family_for_config(model.config)
+        model = load_saved_classifier(str(directory))
     without_kv_cache(model.config)
     return model, tokenizer, nas_settings

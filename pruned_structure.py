@@ -3,7 +3,8 @@
 This module is self-contained (torch only) on purpose: extraction copies it into checkpoints whose
 sub-network the family's HF config cannot express (fewer heads in BERT/GPT-2, different sizes per
 layer, empty blocks), where it is loaded as remote code by
-`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`.
+`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)` (or the Auto class of the
+model's task: `AutoModelForMultipleChoice`, `AutoModelForCausalLM`).
 
 A structure is plain JSON stored in the config as `nas_pruned_structure`:
     {"layers": "<path of the layer list below model.base_model>",

@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     task = task_info_for(splits)
     model_name = resolve_model_name(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_name, model_args.cache_dir)
-    model = load_model(model_name, task.label_names, tokenizer, model_args.cache_dir).to(device).eval()
+    model = load_model(
+        model_name, task.label_names, tokenizer, model_args.cache_dir, multiple_choice=task.multiple_choice
+    ).to(device).eval()
     check_cost_seq_len(cost_args, model.config)
     search_space = make_search_space(nas_args.search_space, model.config)
     cost_meter = CostMeter(model, runner_for(nas_args.sub_network_execution), cost_args, search_space.largest())

@@ -55,7 +55,7 @@ from sagemaker.train.model_trainer import ModelTrainer
 from errors import UsageError
 
 # The names the entry scripts accept, repeated here so that launching needs no torch (a test keeps them equal).
-TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb")
+TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb", "swag")
 SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "ats", "none")
 DISTILLING_STRATEGIES = ("one_shot", "kd", "ats")  # those a teacher can teach
 SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
@@ -94,7 +94,7 @@ class GridAxis:
     help: str
 
 
-TASK = GridAxis("task_name", "task_names", TASKS, "rte", "task (GLUE or imdb)")
+TASK = GridAxis("task_name", "task_names", TASKS, "rte", "task (GLUE, imdb or swag)")
 SEED = GridAxis("seed", "seeds", None, 0, "seed of the super-network training and of its searches")
 SAMPLING_STRATEGY = GridAxis(
     "sampling_strategy", "sampling_strategies", SAMPLING_STRATEGIES, "one_shot", "super-network training strategy"

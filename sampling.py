@@ -136,7 +136,8 @@ def hidden_state_loss(
         if attention_mask is None:
             losses.append(squared.mean())
         else:
-            weights = attention_mask.to(squared.dtype)
+            # Multiple choice: hidden states of [batch * choices] sequences, a mask of [batch, choices, tokens].
+            weights = attention_mask.reshape(squared.shape).to(squared.dtype)
             losses.append((squared * weights).sum() / weights.sum())
     return torch.stack(losses).mean()
 

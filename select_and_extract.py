@@ -15,7 +15,8 @@ super-network's full network (recovery.py); with --recover_lstsq True its kept h
 rescaled by least squares (lstsq.py, no training); the checkpoint written is then the recovered one.
 
 Load the result with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)
-(custom code is needed only where the family's config cannot express the sub-network; see extract.py);
+(AutoModelForMultipleChoice for --task_name swag; custom code is needed only where the family's config cannot
+express the sub-network; see extract.py);
 its README.md (model card) says which, with its size, scores and label names.
 """
 

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     task = task_info_for(splits)
     model_name = resolve_model_name(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_name, model_args.cache_dir)
-    pretrained = load_model(model_name, task.label_names, tokenizer, model_args.cache_dir)
+    pretrained = load_model(
+        model_name, task.label_names, tokenizer, model_args.cache_dir, multiple_choice=task.multiple_choice
+    )
     search_space = make_search_space(nas_args.search_space, pretrained.config)
     sub_network = search_space.to_sub_network(config)
     num_parameters = count_parameters(pretrained, sub_network).total

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PretrainedConfig
+from transformers import PretrainedConfig
 
 from data import TaskInfo
 from errors import UsageError
 from label_scale import LabelScale, label_scale_of, rescale
 from models import NAS_SETTINGS_FILE, load_config, load_trained_classifier, resolve_model_name
+from multiple_choice import classifier_auto_class
 from sampling import DistillationTargets
 
 
@@ -58,10 +59,12 @@ def _parameter_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(param.shape) for name, param in model.named_parameters()}
 
 
-def check_same_architecture(teacher: nn.Module, student_config: PretrainedConfig, name: str) -> None:
+def check_same_architecture(
+    teacher: nn.Module, student_config: PretrainedConfig, name: str, multiple_choice: bool = False
+) -> None:
     """The teacher has the student's model class and every parameter's shape (built on the meta device)."""
     with torch.device("meta"):
-        reference = AutoModelForSequenceClassification.from_config(student_config)
+        reference = classifier_auto_class(multiple_choice).from_config(student_config)
     if type(teacher) is not type(reference):
         raise UsageError(
             f"the teacher {name} is a {type(teacher).__name__} but the model is a {type(reference).__name__}; "
@@ -115,7 +118,9 @@ def load_teacher(
             f"the teacher {name} is not fine-tuned: it has no weights for {sorted(missing_keys)[:3]}; "
             "pass a model fine-tuned on the task (e.g. the output of --sampling_strategy standard)"
         )
-    check_same_architecture(teacher, load_config(model_name_or_path, cache_dir, num_labels=task.num_labels), name)
+    check_same_architecture(
+        teacher, load_config(model_name_or_path, cache_dir, num_labels=task.num_labels), name, task.multiple_choice
+    )
     if teacher.config.pad_token_id is None:
         teacher.config.pad_token_id = pad_token_id
     return teacher.eval().requires_grad_(False)

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     if language_modeling:
         model = load_causal_lm(weights_source, model_args.cache_dir, lm_args.torch_dtype)
     else:
-        model = load_model(weights_source, task.label_names, tokenizer, model_args.cache_dir)
+        model = load_model(
+            weights_source, task.label_names, tokenizer, model_args.cache_dir, multiple_choice=task.multiple_choice
+        )
     model = model.to(runtime.device)
     label_scale = None if language_modeling else label_scale_for_training(
         model.config, task.is_regression, supernet_args.standardize_labels, splits["train"]["label"],

@@ -90,16 +90,20 @@ def test_gqa_heads_count_like_a_model_with_fewer_kv_groups():
     assert count_parameters(model, sub_network).total == num_params(smaller)
 
 
-def test_macs_equal_torch_flop_counter_on_the_extracted_model(family_name):
-    """An independent count: torch's FlopCounterMode on the extracted dense model (eager attention)."""
-    model = tiny_model(family_name)
+def assert_macs_equal_torch_flop_counter(model, example_shape: tuple[int, ...]) -> None:
+    """An independent count: torch's FlopCounterMode on the extracted dense model (eager attention), run on one
+    example of `example_shape` token ids (tokens last)."""
     space = make_search_space("medium", model.config)
     for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest()):
         extracted = extract_sub_network(model, sub_network)
         extracted.config._attn_implementation = "eager"
         with FlopCounterMode(display=False) as counter:
-            extracted(input_ids=torch.randint(3, 60, (1, 10)))
-        assert counter.get_total_flops() == 2 * count_macs(model, sub_network, seq_len=10)
+            extracted(input_ids=torch.randint(3, 60, (1, *example_shape)))
+        assert counter.get_total_flops() == 2 * count_macs(model, sub_network, seq_len=example_shape[-1])
+
+
+def test_macs_equal_torch_flop_counter_on_the_extracted_model(family_name):
+    assert_macs_equal_torch_flop_counter(tiny_model(family_name), (10,))
 
 
 def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():

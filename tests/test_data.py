@@ -8,7 +8,16 @@ import datasets
 import pytest
 import torch
 
-from data import TASKS, DataArguments, TaskInfo, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from data import (
+    GLUE_FILES,
+    TASKS,
+    DataArguments,
+    TaskInfo,
+    load_raw_splits,
+    make_dataloader,
+    task_info_for,
+    tokenize_splits,
+)
 from errors import UsageError
 from hub import OFFLINE_ENV_VARS
 from metrics import MAIN_METRIC
@@ -165,8 +174,9 @@ def write_json_lines(path, rows: list[dict]) -> str:
     return str(path)
 
 
-def test_every_glue_task_has_a_main_metric():
-    assert set(TASKS) - {"imdb"} == set(FAKE_GLUE) == set(MAIN_METRIC) - {"classification", "regression", "imdb"}
+def test_every_task_has_a_main_metric_and_every_glue_task_a_local_layout():
+    assert set(TASKS) == set(MAIN_METRIC) - {"classification", "regression"}
+    assert set(GLUE_FILES) == set(FAKE_GLUE) == set(TASKS) - {"imdb", "swag"}
 
 
 @pytest.mark.parametrize("task_name", sorted(FAKE_GLUE))

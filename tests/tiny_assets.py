@@ -122,3 +122,30 @@ def write_tiny_sentiment(
         (directory / name).write_text("\n".join(rows) + "\n")
         paths.append(directory / name)
     return paths[0], paths[1]
+
+
+SWAG_COLUMNS = ["video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source", "ending0", "ending1",
+                "ending2", "ending3", "label"]
+
+
+def write_tiny_swag(directory: Path, num_train: int = 120, num_test: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """(train.csv, val.csv) in the columns of the SWAG release and the hub's ``allenai/swag``, for --train_file and
+    --validation_file with --task_name swag.
+
+    Learnable: the right ending (at a random position) contains a word of POSITIVE_WORDS, the others none.
+    """
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, count in (("train.csv", num_train), ("val.csv", num_test)):
+        rows = [",".join(SWAG_COLUMNS)]
+        for index in range(count):
+            sent1, sent2 = _sentence(rng), " ".join(rng.choice(WORDS[10:]) for _ in range(rng.randint(1, 3)))
+            label = rng.randrange(4)
+            endings = [" ".join(rng.choice(WORDS[10:]) for _ in range(rng.randint(2, 6))) for _ in range(4)]
+            endings[label] += f" {rng.choice(POSITIVE_WORDS)}"
+            rows.append(",".join([f"v{index}", str(index), f"{sent1} {sent2}", sent1, sent2, "gen", *endings,
+                                  str(label)]))
+        (directory / name).write_text("\n".join(rows) + "\n")
+        paths.append(directory / name)
+    return paths[0], paths[1]
