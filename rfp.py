@@ -1,9 +1,10 @@
-"""Retraining-free pruning (Kwon et al. 2022): the flags and the Fisher-based mask search.
+"""Retraining-free pruning (Kwon et al. 2022): the flags, the Fisher-based mask search and mask rearrangement.
 
 Kwon et al. prune a fine-tuned model in three steps, none of which trains it: (1) a mask search that
 keeps, under a cost constraint, the heads and neurons whose removal costs the least loss, estimated by
-the Fisher information of their masks (importance.py); (2) mask rearrangement within layers (skipped
-here, see README); (3) least-squares tuning of the kept units' masks (lstsq.py).
+the Fisher information of their masks (importance.py); (2) mask rearrangement: per layer, the same number
+of units, re-chosen with the layer's full Fisher block; (3) least-squares tuning of the kept units' masks
+(lstsq.py).
 
 The mask search is their Algorithm 1 with the diagonal Fisher: for every number h of head units kept
 (over all layers), keep the h most important head units and fill what the constraint leaves with the most
@@ -23,7 +24,7 @@ from arguments import check_choice, check_positive
 from cost import count_macs, count_parameters
 from errors import UsageError
 from families import family_for
-from importance import UnitImportance
+from importance import MaskGradients, UnitImportance
 from sub_network import SubNetwork
 
 CONSTRAINTS = ("params", "flops")
@@ -49,6 +50,11 @@ class RFPArguments:
         default=2048, metadata={"help": "Training examples for the Fisher information and the least-squares tuning."}
     )
     calibration_batch_size: int = field(default=32, metadata={"help": "Batch size of the calibration passes."})
+    rearrange_masks: bool = field(
+        default=True,
+        metadata={"help": "Mask rearrangement after the search: per layer, the same number of heads and neurons, "
+                  "re-chosen with the layer's full Fisher block (False: the searched masks as they are)."},
+    )
     tune_masks: bool = field(
         default=True, metadata={"help": "Least-squares mask tuning after the mask search (False: search only)."}
     )
@@ -130,3 +136,52 @@ def search_mask(importance: UnitImportance, costs: UnitCosts, budget: float) -> 
     head_mask[head_order[:heads]] = True
     ffn_mask[neuron_order[:neurons]] = True
     return SubNetwork(head_mask.reshape(importance.heads.shape), ffn_mask.reshape(importance.neurons.shape))
+
+
+def layer_fisher(gradients: torch.Tensor) -> torch.Tensor:
+    """F = sum over batches of g g^T: the empirical Fisher block of one layer's masks, from [batches, units]."""
+    gradients = gradients.double()
+    return gradients.T @ gradients
+
+
+def rearrange_layer(fisher: torch.Tensor, num_kept: int) -> torch.Tensor:
+    """Which `num_kept` units to keep so that (1 - m)^T F (1 - m), the loss increase estimate, is small.
+
+    Kwon et al.'s greedy pass: start from dropping the units of least diagonal Fisher (the search's choice),
+    then visit the others by increasing diagonal, dropping each in turn and taking back whichever dropped unit
+    leaves the smallest cost. Taking back the unit just dropped is one option, so the cost never exceeds the
+    diagonal choice's; it is not always the optimum (two units that cancel only when dropped together stay).
+    """
+    num_units = len(fisher)
+    if num_kept in (0, num_units):
+        return torch.full((num_units,), num_kept > 0)
+    diagonal = fisher.diagonal()
+    order = torch.argsort(diagonal, stable=True).tolist()
+    num_dropped = num_units - num_kept
+    dropped = order[:num_dropped]
+    row_sums = fisher[:, dropped].sum(dim=1)  # F (1 - m): cost(dropped without j) = cost - 2 row_sums[j] + F[j, j]
+    for unit in order[num_dropped:]:
+        dropped.append(unit)
+        row_sums += fisher[:, unit]
+        candidates = torch.tensor(dropped)
+        taken_back = dropped.pop(int(torch.argmin(diagonal[candidates] - 2 * row_sums[candidates])))
+        row_sums -= fisher[:, taken_back]
+    keep = torch.ones(num_units, dtype=torch.bool)
+    keep[dropped] = False
+    return keep
+
+
+def rearrange_masks(sub_network: SubNetwork, gradients: MaskGradients) -> SubNetwork:
+    """`sub_network` with each layer's heads and neurons re-chosen by `rearrange_layer` (counts, so costs, kept).
+
+    `gradients` holds one mask gradient per calibration batch (importance.py), as the authors collect them: the
+    Fisher block is then a sum over batches, of rank at most the number of batches.
+    """
+    def rearranged(unit_mask: torch.Tensor, unit_gradients: torch.Tensor) -> torch.Tensor:
+        return torch.stack([
+            rearrange_layer(layer_fisher(unit_gradients[:, layer]), int(kept.sum()))
+            for layer, kept in enumerate(unit_mask)
+        ])
+
+    return SubNetwork(rearranged(sub_network.head_mask, gradients.heads),
+                      rearranged(sub_network.ffn_mask, gradients.neurons))

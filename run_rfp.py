@@ -2,9 +2,10 @@
 
 On a fine-tuned model (train_supernet.py's --output_dir, e.g. --sampling_strategy standard): the Fisher
 information of every head and neuron mask on --num_calibration_samples training examples, then per
-budget the mask search (rfp.py) and least-squares mask tuning (lstsq.py). Each budget's model is
-extracted with its tuned weights into <output_dir>/budget-<b>/, and results_<task>.json has the schema of
-run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies a point's own checkpoint.
+budget the mask search and mask rearrangement (rfp.py) and least-squares mask tuning (lstsq.py). Each
+budget's model is extracted with its tuned weights into <output_dir>/budget-<b>/, and results_<task>.json
+has the schema of run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies a point's
+own checkpoint.
 
     python run_rfp.py --checkpoint_dir_model ./finetuned_sst2 --task_name sst2 --budgets 0.4,0.5,0.6,0.7,0.8,0.9 \
         --output_dir ./results_rfp
@@ -35,14 +36,14 @@ from data import (
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from extract import extract_sub_network, save_extracted
-from importance import unit_importance
+from importance import UnitImportance, mask_gradients
 from io_utils import write_json_atomic
 from lstsq import calibration_batches, tuned_extraction
 from metrics import metric_task
 from models import load_supernet
 from pareto import pareto_indices
 from precision import default_device
-from rfp import RFPArguments, UnitCosts, search_mask
+from rfp import RFPArguments, UnitCosts, rearrange_masks, search_mask
 from run_offline_search import results_file_name
 from slicing import sliced
 from sub_network import SubNetwork
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         return evaluate(scored.to(device), loaders[split], metrics_key, device, sub_network,
                         sliced if sub_network else None)
 
-    importance = unit_importance(model, batches)
+    gradients = mask_gradients(model, batches)  # one row per calibration batch, for the Fisher blocks
+    importance = UnitImportance.from_gradients(gradients)
     unit_costs = UnitCosts.measure(model, rfp_args.constraint, cost_args.cost_seq_len)
     full = SubNetwork.full(*importance.heads.shape, importance.neurons.shape[1])
     cost_meter = CostMeter(model, sliced, cost_args, full)
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     for iteration, budget in enumerate(rfp_args.budget_list):
         budget_start = time.time()
         sub_network = search_mask(importance, unit_costs, budget)
+        if rfp_args.rearrange_masks:
+            sub_network = rearrange_masks(sub_network, gradients)
         error_before_tuning = score(model, "validation", sub_network)["error"]
         if rfp_args.tune_masks:
             pruned, _ = tuned_extraction(model, sub_network, batches)
@@ -125,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         "sampling_strategy": nas_settings.get("sampling_strategy"),
         "fine_tuned_checkpoint": str(Path(rfp_args.checkpoint_dir_model).resolve()),
         "search_space": "large",
-        "search_strategy": "fisher_mask_search" + ("+lstsq" if rfp_args.tune_masks else ""),
+        "search_strategy": "fisher_mask_search" + ("+rearrangement" if rfp_args.rearrange_masks else "")
+        + ("+lstsq" if rfp_args.tune_masks else ""),
+        "rearrange_masks": rfp_args.rearrange_masks,
+        "tune_masks": rfp_args.tune_masks,
         "seed": rfp_args.seed,
         "num_samples": len(evaluations),
         "num_calibration_samples": sum(len(batch["labels"]) for batch in batches),

@@ -1,5 +1,7 @@
-"""Retraining-free pruning: Fisher mask search under a budget, tuned checkpoints, results read like a search's."""
+"""Retraining-free pruning: Fisher mask search under a budget, mask rearrangement, tuned checkpoints, results read
+like a search's."""
 
+import itertools
 import json
 
 import pytest
@@ -9,14 +11,37 @@ from test_scripts import train
 import plot_pareto
 import run_rfp
 import select_and_extract
+from data import DataArguments, load_raw_splits, tokenize_splits
 from errors import UsageError
 from extract import extract_sub_network, load_extracted, num_parameters
-from importance import UnitImportance
+from importance import MaskGradients, UnitImportance, unit_importance
+from lstsq import calibration_batches
 from models import load_supernet
-from rfp import UnitCosts, search_mask
+from rfp import UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
 from sub_network import SubNetwork
 
 BUDGETS = (0.4, 0.6, 0.8)
+# Mask gradients of 4 units on 2 batches: units 0 and 1 move the loss one way in batch 2, unit 2 the other way.
+# Dropping two units: the diagonal Fisher (4, 4.41, 4.84, 9) drops 0 and 1, whose gradients add up:
+# (2 + 2.1)^2 = 16.81; dropping 1 and 2 costs (2.1 - 2.2)^2 = 0.01, the least of the six pairs (by hand).
+CORRELATED = torch.tensor([[0.0, 0.0, 0.0, 3.0], [2.0, 2.1, -2.2, 0.0]], dtype=torch.float64)
+
+
+def drop_cost(gradients: torch.Tensor, dropped) -> float:
+    """(1 - m)^T F (1 - m) with F = sum_b g_b g_b^T, computed as sum over batches of (sum of dropped gradients)^2."""
+    return sum(sum(float(row[unit]) for unit in dropped) ** 2 for row in gradients)
+
+
+def costs_of_choices(gradients: torch.Tensor, num_kept: int) -> tuple[float, float, float]:
+    """(rearranged, diagonal choice, brute-force optimum over every mask keeping `num_kept` units) costs."""
+    units = range(gradients.shape[1])
+    rearranged = rearrange_layer(layer_fisher(gradients), num_kept)
+    assert int(rearranged.sum()) == num_kept
+    by_diagonal = sorted(units, key=lambda unit: float(gradients[:, unit].pow(2).sum()))
+    num_dropped = len(units) - num_kept
+    optimum = min(drop_cost(gradients, dropped) for dropped in itertools.combinations(units, num_dropped))
+    return (drop_cost(gradients, (~rearranged).nonzero().flatten().tolist()),
+            drop_cost(gradients, by_diagonal[:num_dropped]), optimum)
 
 
 def test_mask_search_keeps_the_most_important_units_that_fit():
@@ -34,15 +59,56 @@ def test_mask_search_keeps_the_most_important_units_that_fit():
         search_mask(importance, UnitCosts(full=46.0, fixed=30.0, head_unit=10.0, neuron=1.0), 0.5)
 
 
-def test_rfp_writes_one_tuned_point_per_budget_within_it_and_extraction_takes_its_weights(tmp_path):
-    model_dir, data_dir, checkpoint = train(tmp_path, "bert", strategy="standard")
-    output_dir = tmp_path / "rfp"
+def test_rearrangement_finds_the_pair_that_cancels_where_the_diagonal_choice_does_not():
+    assert rearrange_layer(layer_fisher(CORRELATED), 2).tolist() == [True, False, False, True]
+    for num_kept in range(5):
+        rearranged, diagonal, optimum = costs_of_choices(CORRELATED, num_kept)
+        assert rearranged == pytest.approx(optimum, abs=1e-9) and rearranged <= diagonal + 1e-9
+    assert costs_of_choices(CORRELATED, 2) == pytest.approx((0.01, 16.81, 0.01))
+
+
+def test_rearrangement_is_never_worse_than_the_diagonal_choice_nor_better_than_the_optimum():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        gradients = torch.randn(3, 8, generator=generator)  # 3 batches: a rank-3 Fisher block of 8 units
+        for num_kept in range(9):
+            rearranged, diagonal, optimum = costs_of_choices(gradients, num_kept)
+            assert optimum - 1e-9 <= rearranged <= diagonal + 1e-9
+
+
+def test_rearranged_masks_keep_each_layers_counts():
+    # Layer 0's heads are the hand-made block; its neurons keep all or none, which rearrangement leaves alone.
+    head_gradients = torch.stack([CORRELATED, CORRELATED.flip(1)], dim=1)  # [batches, layers, units]
+    neuron_gradients = torch.randn(2, 2, 3)
+    searched = SubNetwork(torch.tensor([[False, False, True, True], [False, True, True, True]]),  # layer 0: diagonal
+                          torch.tensor([[True, True, True], [False, False, False]]))
+    rearranged = rearrange_masks(searched, MaskGradients(head_gradients, neuron_gradients))
+    assert rearranged.head_mask[0].tolist() == [True, False, False, True]  # drops 1 and 2, as worked out above
+    assert rearranged.head_mask.sum(1).tolist() == searched.head_mask.sum(1).tolist()
+    assert torch.equal(rearranged.ffn_mask, searched.ffn_mask)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """(model_dir, data_dir, checkpoint) of a tiny BERT fine-tuned with --sampling_strategy standard."""
+    return train(tmp_path_factory.mktemp("fine_tuned"), "bert", strategy="standard")
+
+
+def run(fine_tuned, output_dir, *flags, budgets=BUDGETS) -> dict:
+    _, data_dir, checkpoint = fine_tuned
     run_rfp.main([
         "--checkpoint_dir_model", str(checkpoint), "--task_name", "rte", "--data_dir", str(data_dir),
-        "--budgets", ",".join(map(str, BUDGETS)), "--num_calibration_samples", "16", "--calibration_batch_size", "8",
-        "--cost_seq_len", "16", "--latency_repeats", "1", "--output_dir", str(output_dir),
+        "--budgets", ",".join(map(str, budgets)), "--num_calibration_samples", "16", "--calibration_batch_size", "8",
+        "--cost_seq_len", "16", "--latency_repeats", "1", "--output_dir", str(output_dir), *flags,
     ])
-    results = json.loads((output_dir / "results_rte.json").read_text())
+    return json.loads((output_dir / "results_rte.json").read_text())
+
+
+def test_rfp_writes_one_tuned_point_per_budget_within_it_and_extraction_takes_its_weights(tmp_path, fine_tuned):
+    _, _, checkpoint = fine_tuned
+    output_dir = tmp_path / "rfp"
+    results = run(fine_tuned, output_dir)
+    assert results["rearrange_masks"] and results["tune_masks"]
     assert [point["budget"] for point in results["pareto_set"]] == list(BUDGETS)
     fine_tuned = load_supernet(checkpoint)[0]
     for point in results["pareto_set"]:
@@ -62,6 +128,30 @@ def test_rfp_writes_one_tuned_point_per_budget_within_it_and_extraction_takes_it
     assert report["matches_search"]  # the copied checkpoint scores what run_rfp.py recorded: the tuned weights
     assert report["num_parameters"] == results["pareto_set"][1]["num_parameters"]
     assert num_parameters(load_extracted(extracted_dir)) == report["num_parameters"]
+
+
+def test_rearrangement_keeps_the_searched_counts_and_without_it_the_masks_are_the_searched_ones(tmp_path, fine_tuned):
+    budgets = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    searched = run(fine_tuned, tmp_path / "searched", "--rearrange_masks", "False", "--tune_masks", "False",
+                   budgets=budgets)
+    rearranged = run(fine_tuned, tmp_path / "rearranged", "--tune_masks", "False", budgets=budgets)
+    assert (searched["rearrange_masks"], rearranged["rearrange_masks"]) == (False, True)
+    # The reference: Algorithm 1 on the Fisher diagonal of the same calibration batches, outside run_rfp.py.
+    _, data_dir, checkpoint = fine_tuned
+    model, tokenizer, _ = load_supernet(checkpoint)
+    data_args = DataArguments(task_name="rte", data_dir=str(data_dir))
+    train_set = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args)["train"]
+    importance = unit_importance(model, calibration_batches(train_set, tokenizer, 16, 8, seed=42))
+    unit_costs = UnitCosts.measure(model, "params", 16)
+    changed = 0
+    for before, after in zip(searched["pareto_set"], rearranged["pareto_set"], strict=True):
+        searched_mask, rearranged_mask = (SubNetwork.from_json_dict(p["sub_network"]) for p in (before, after))
+        assert searched_mask == search_mask(importance, unit_costs, before["budget"])
+        assert rearranged_mask.head_mask.sum(1).tolist() == searched_mask.head_mask.sum(1).tolist()
+        assert rearranged_mask.ffn_mask.sum(1).tolist() == searched_mask.ffn_mask.sum(1).tolist()
+        assert after["layer_params"] == before["layer_params"] <= after["budget"]
+        changed += rearranged_mask != searched_mask
+    assert changed  # rearrangement chose other units somewhere
 
 
 def test_bad_budgets_are_refused(tmp_path):
