@@ -203,6 +203,7 @@ class AcceleratedProcesses:
         self.accelerator.wait_for_everyone()
 
     def end(self) -> None:
+        self.accelerator.wait_for_everyone()  # no rank tears the process group down while another still uses it
         self.accelerator.end_training()
 
 

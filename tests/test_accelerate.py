@@ -200,6 +200,9 @@ def deepspeed_worker(output_dir: str) -> None:
                         param -= param.grad  # SGD, learning rate 1
                 reference.save_pretrained(Path(output_dir) / "expected")
     (Path(output_dir) / f"rank-{rank}.json").write_text(json.dumps(report))
+    # Both ranks finish before the process group goes; a gloo thread torn down at exit can abort the process.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 WORKERS = {"train": train_worker, "ddp_gradient": ddp_gradient_worker, "deepspeed": deepspeed_worker}
