@@ -68,6 +68,7 @@ REPORTED_METRICS = {"mrpc": ("f1", "accuracy")}  # besides the main metric; MRPC
 BENCHMARKS_BEGIN, BENCHMARKS_END = "<!-- study-v2:begin -->", "<!-- study-v2:end -->"  # v1 stays in §3
 RELOAD_FILE = "reload.json"  # bench/evaluate_checkpoint.py's report on a recovered checkpoint
 TEACHER = "{teacher}"  # stands for the standard fine-tuned checkpoint in a row's flags
+HV_BASELINES = ("random_search on standard (baseline)", "layer dropping (standard, baseline)")  # issue 13
 
 
 @dataclass(frozen=True)
@@ -702,13 +703,15 @@ def goal_verdicts(report: dict) -> list[str]:
                 f"raw {cell['raw']:.2f} → {outcome}"
             )
         hv = {name: method["hypervolume"]["validation"] for name, method in analysis["methods"].items()}
-        baselines = {name: value for name, value in hv.items() if name.endswith("baseline)")
-                     and name.startswith(("random_search on standard", "layer dropping"))}
-        above = all(hv[analysis["best_row"]] > value for value in baselines.values())
+        baselines = {name: hv.get(name) for name in HV_BASELINES}
+        finished = {name: value for name, value in baselines.items() if value is not None}
+        above = all(hv[analysis["best_row"]] > value for value in finished.values())
+        outcome = ("above both" if above else "NOT above both") if len(finished) == len(baselines) else (
+            f"{'above' if above else 'NOT above'} the finished one; "
+            + ", ".join(name for name in baselines if name not in finished) + " not finished yet")
         verdicts.append(
             f"{task}: validation HV of {analysis['best_row']} {hv[analysis['best_row']]:.3f} vs "
-            + ", ".join(f"{name} {value:.3f}" for name, value in baselines.items())
-            + f" → {'above' if above else 'NOT above'} both"
+            + ", ".join(f"{name} {value:.3f}" for name, value in finished.items()) + f" → {outcome}"
         )
     return verdicts
 

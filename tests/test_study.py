@@ -123,3 +123,14 @@ def test_a_missed_goal_says_by_how_much_and_which_ablation_step_gained_most():
         "largest gain of the ablation: (c) + importance ordering (+0.40)"
     )
     assert verdicts[0].startswith("stsb: at ≤50% encoder parameters, (c) + importance ordering selects")
+
+
+def test_the_hypervolume_line_says_which_baseline_has_not_finished():
+    analysis = verdict_analysis(0.88)
+    del analysis["methods"]["random_search on standard (baseline)"]
+    verdicts = goal_verdicts({"tasks": {"sst2": analysis}})
+    assert verdicts[1] == (
+        "sst2: validation HV of (c) + importance ordering 0.400 vs layer dropping (standard, baseline) 0.200 → "
+        "above the finished one; random_search on standard (baseline) not finished yet"
+    )
+
