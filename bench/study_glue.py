@@ -622,7 +622,7 @@ def task_section(task: str, analysis: dict) -> list[str]:
             for p in points if p["reload"] is not None and p["budget"] == GOAL_BUDGET
         ]
         lines.append("")
-    lines += [f"![{task} Pareto fronts](bench/study/{task}_pareto.png)", ""]
+    lines += [f"![{task} Pareto fronts]({analysis['plot']})", ""]
     lines += ["| stage | wall-clock (s) |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in analysis["wall_clock_s"].items()]
     return lines + [""]
@@ -783,7 +783,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GLUE files in the <TASK>/{train,dev}.tsv layout")
     parser.add_argument("--output_dir", type=Path, default=PROJECT_DIR.parent / "study_runs",
                         help="checkpoints, search results and logs (large; keep out of the repository)")
-    parser.add_argument("--report_dir", type=Path, default=PROJECT_DIR / "bench" / "study",
+    parser.add_argument("--report_dir", type=Path, default=PROJECT_DIR / "bench" / "study_v2",
                         help="the report: study.json, study.md and the plots")
     parser.add_argument("--benchmarks_md", type=Path, default=None,
                         help="also write the report into this BENCHMARKS.md between the study markers")
@@ -825,6 +825,12 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
     return settings
 
 
+def relative_to_project(path: Path) -> str:
+    """How BENCHMARKS.md (at the project's root) links a file of the report."""
+    path = path.resolve()
+    return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
+
+
 def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, benchmarks_md: Path | None) -> None:
     """Analyse what exists for every task and write study.json, study.md, the plots and BENCHMARKS.md."""
     report["tasks"] = {}
@@ -835,7 +841,9 @@ def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, bench
         plot_methods = analysis.pop("plot_methods")
         report["tasks"][runs.task] = analysis
         unpruned_error = 1 - analysis["unpruned_test"][analysis["main_metric"]]
-        plot_task(runs.task, plot_methods, unpruned_error, report_dir / f"{runs.task}_pareto.png")
+        plot_file = report_dir / f"{runs.task}_pareto.png"
+        plot_task(runs.task, plot_methods, unpruned_error, plot_file)
+        analysis["plot"] = relative_to_project(plot_file)
     report["verdicts"] = goal_verdicts(report)
     write_json_atomic(report_dir / "study.json", report)
     markdown = markdown_report(report)
