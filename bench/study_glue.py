@@ -602,8 +602,8 @@ def task_section(task: str, analysis: dict) -> list[str]:
     for label, points in analysis["recovery"].items():
         lstsq = {p["budget"]: p for p in analysis["lstsq_recovery"].get(label, [])}
         lines += [
-            f"(f) {label} + recovery: test {main_metric} before → after {{one epoch of fine-tuning distilled "
-            "from the standard model; least squares (Kwon et al.) instead, with its runtime}:",
+            f"(f) {label} + recovery: test {main_metric} before and after one epoch of fine-tuning distilled "
+            "from the standard model, or after least squares (Kwon et al.) instead; runtimes in brackets:",
             "",
             "| budget | encoder share | total share | before | after fine-tuning (s) | after lstsq (s) |",
             "|---|---|---|---|---|---|",
@@ -615,7 +615,7 @@ def task_section(task: str, analysis: dict) -> list[str]:
                if p["budget"] in lstsq else "—") + " |"
             for p in points
         ]
-        lines += [
+        lines += [""] + [
             f"Reloaded in a fresh process (`bench/evaluate_checkpoint.py`), the ≤{int(p['budget'] * 100)}% "
             f"checkpoint scores test {main_metric} {p['reload']['test'][main_metric]:.4f}: "
             f"{'the' if p['reload']['matches_recorded'] else 'NOT the'} metric extraction.json records."
