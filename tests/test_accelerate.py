@@ -200,9 +200,12 @@ def deepspeed_worker(output_dir: str) -> None:
                         param -= param.grad  # SGD, learning rate 1
                 reference.save_pretrained(Path(output_dir) / "expected")
     (Path(output_dir) / f"rank-{rank}.json").write_text(json.dumps(report))
-    # Both ranks finish before the process group goes; a gloo thread torn down at exit can abort the process.
+    # Both ranks have written their results; then leave without the interpreter's teardown, in which the
+    # DeepSpeed engines' threads under gloo now and then abort ("terminate called without an active exception").
     torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 WORKERS = {"train": train_worker, "ddp_gradient": ddp_gradient_worker, "deepspeed": deepspeed_worker}
