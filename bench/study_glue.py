@@ -536,8 +536,10 @@ def collect_task(runs: TaskRuns) -> dict | None:
             results = json.loads((runs.folder / stage / results_file_name(task)).read_text())
             wall_clock[name] = results["runtime_s"]
     recovery = {}
-    if complete_rows(runs):
-        for row in {FULL_RECIPE.key: FULL_RECIPE, best_row(runs).key: best_row(runs)}.values():
+    finished = complete_rows(runs)
+    best = best_row(runs) if finished else None
+    if best is not None:
+        for row in {FULL_RECIPE.key: FULL_RECIPE, best.key: best}.values():
             points = recovered_points(runs, row)
             if points:
                 recovery[row.label] = points
@@ -555,8 +557,8 @@ def collect_task(runs: TaskRuns) -> dict | None:
     analysis["lstsq_recovery"] = {
         FULL_RECIPE.label: [{"budget": p["budget"], "test_after": p["test"], "runtime_s": p["runtime_s"]}
                             for p in recovered_points(runs, FULL_RECIPE, "lstsq")]}
-    analysis["best_row"] = best_row(runs).label if complete_rows(runs) else None
-    analysis["complete_rows"] = [row.label for row in complete_rows(runs)]
+    analysis["best_row"] = best.label if best is not None else None
+    analysis["complete_rows"] = [row.label for row in finished]
     analysis["wall_clock_s"] = wall_clock
     analysis["plot_methods"] = {name: points for name, points in methods.items()} | {
         f"(f) {label} + recovery": points for label, points in recovery.items()}
