@@ -431,15 +431,35 @@ def test_tokenize_splits_encodes_sentence_pairs(tmp_path, tiny_bert_tokenizer):
 
 def test_dataloader_pads_each_batch_to_its_longest_example(tmp_path, tiny_bert_tokenizer):
     tokenized = tokenized_sst2(tmp_path, tiny_bert_tokenizer, max_seq_length=64)
-    train = tokenized["train"]
-    loader = make_dataloader(train, tiny_bert_tokenizer, batch_size=4, shuffle=False, seed=0)
+    train = tokenized["train"].add_column("row", list(range(len(tokenized["train"]))))
+    loader = make_dataloader(train, tiny_bert_tokenizer, batch_size=4, shuffle=True, seed=0)
 
-    for start, batch in zip(range(0, len(train), 4), loader, strict=True):
-        lengths = [len(ids) for ids in train[start : start + 4]["input_ids"]]
+    for batch in loader:
+        lengths = [len(train[row]["input_ids"]) for row in batch["row"].tolist()]
         assert batch["input_ids"].shape == (len(lengths), max(lengths))
         assert max(lengths) < 64
         assert batch["attention_mask"].sum(dim=1).tolist() == lengths
         assert batch["labels"].dtype == torch.long
+
+
+def test_evaluation_batches_hold_similar_lengths_longest_first(tmp_path, tiny_bert_tokenizer):
+    tokenized = tokenized_sst2(tmp_path, tiny_bert_tokenizer, max_seq_length=64)
+    train = tokenized["train"].add_column("row", list(range(len(tokenized["train"]))))
+    lengths = [len(ids) for ids in train["input_ids"]]
+    assert len(set(lengths)) > 3  # the check below means something only with varied lengths
+
+    batches = list(make_dataloader(train, tiny_bert_tokenizer, batch_size=4, shuffle=False, seed=0))
+
+    rows = [row for batch in batches for row in batch["row"].tolist()]
+    assert sorted(rows) == list(range(len(train)))  # every example once
+    assert [lengths[row] for row in rows] == sorted(lengths, reverse=True)
+    for batch in batches:
+        batch_lengths = [lengths[row] for row in batch["row"].tolist()]
+        assert batch["input_ids"].shape == (len(batch_lengths), max(batch_lengths))
+        assert batch["attention_mask"].sum(dim=1).tolist() == batch_lengths
+    file_order_tokens = sum(max(lengths[start:start + 4]) * len(lengths[start:start + 4])
+                            for start in range(0, len(lengths), 4))
+    assert sum(batch["input_ids"].numel() for batch in batches) < file_order_tokens
 
 
 def test_pad_to_max_length_pads_everything(tmp_path, tiny_bert_tokenizer):
