@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         searcher.tell(config, {name: record[name] for name in objectives})
     if records:
         logger.info("Resumed %d evaluations from %s", len(records), log.path)
+        start_time -= records[-1]["runtime_s"]  # runtime_s counts the earlier sessions' time too
 
     progress = tqdm(
         range(len(records), search_args.num_samples),

@@ -57,16 +57,24 @@ def test_search_killed_mid_run_resumes_to_the_uninterrupted_results(tmp_path, tr
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    logged_before_kill = len(log.read_text().splitlines())
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    logged_before_kill = len(logged)
     assert 8 <= logged_before_kill < 40, "the search must be killed in the middle"
     assert not (resumed_dir / "results_rte.json").exists()
+    # Pretend the interrupted session ran for 1000 s: the resumed run's runtime must count it.
+    logged[-1]["runtime_s"] = 1000.0
+    log.write_text("".join(json.dumps(record) + "\n" for record in logged))
 
+    started = time.time()
     resumed = run(search_command(*trained, resumed_dir))
+    resumed_wall_clock = time.time() - started
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resumed {logged_before_kill} evaluations" in resumed.stderr
     reference = json.loads((reference_dir / "results_rte.json").read_text())
     result = json.loads((resumed_dir / "results_rte.json").read_text())
     assert comparable(result) == comparable(reference)
+    assert 1000.0 < result["runtime_s"] < 1000.0 + resumed_wall_clock
+    assert 1000.0 < result["evaluations"][logged_before_kill]["runtime_s"] < result["runtime_s"]
 
 
 def test_resume_into_a_run_with_other_settings_is_refused(tmp_path, trained):
