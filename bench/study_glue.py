@@ -174,6 +174,7 @@ class TaskRuns:
     settings: StudySettings
     data_dir: str
     runs: Path
+    ablation: tuple[Row, ...] = ABLATION  # the rows phase 2 trains and searches
 
     @property
     def folder(self) -> Path:
@@ -343,7 +344,7 @@ def phase_complete_recipe(runs: TaskRuns) -> None:
 
 
 def phase_ablation(runs: TaskRuns) -> None:
-    for row in ABLATION:
+    for row in runs.ablation:
         if present(row, runs.task):
             runs.search(row)
 
@@ -800,11 +801,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="per task, validation examples the search scores on, e.g. sst2=1000,mrpc=1000")
     parser.add_argument("--num_samples", type=int, default=None, help="sub-networks per search")
     parser.add_argument("--seeds", default=None, help="comma-separated search seeds")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated ablation rows phase 2 runs (default: all): "
+                        f"{', '.join(row.key for row in ABLATION)}; lets two processes share a task's rows "
+                        "once its phase 1 is done (never give two processes the same row)")
     parser.add_argument("--phases", type=int, default=len(PHASES),
                         help=f"run only the first N of the {len(PHASES)} phases (the report covers what exists)")
     parser.add_argument("--report_only", action="store_true", help="write the report from what exists, run nothing")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny subsets, 1 epoch, 6 samples")
     return parser.parse_args(argv)
+
+
+def ablation_rows(keys: str | None) -> tuple[Row, ...]:
+    if keys is None:
+        return ABLATION
+    rows = {row.key: row for row in ABLATION}
+    unknown = sorted(set(keys.split(",")) - set(rows))
+    if unknown:
+        sys.exit(f"--rows: unknown row(s) {unknown}; use {', '.join(rows)}")
+    return tuple(rows[key] for key in keys.split(","))
 
 
 def settings_from(args: argparse.Namespace) -> StudySettings:
@@ -868,7 +883,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "settings": asdict(settings),
     }
-    all_runs = [TaskRuns(task, settings, args.data_dir, args.output_dir) for task in settings.tasks]
+    all_runs = [TaskRuns(task, settings, args.data_dir, args.output_dir, ablation_rows(args.rows))
+                for task in settings.tasks]
     for phase in () if args.report_only else PHASES[:args.phases]:
         for runs in all_runs:
             print(f"== {phase.__name__}: {runs.task}", flush=True)

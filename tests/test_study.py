@@ -4,15 +4,21 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from study_glue import (  # noqa: E402
     BENCHMARKS_BEGIN,
     BENCHMARKS_END,
+    StudySettings,
+    TaskRuns,
+    ablation_rows,
     analyse_task,
     best_under_budget,
     goal_verdicts,
     hypervolumes,
+    phase_ablation,
     relative_performance,
     replace_between_markers,
 )
@@ -134,3 +140,30 @@ def test_the_hypervolume_line_says_which_baseline_has_not_finished():
         "above the finished one; random_search on standard (baseline) not finished yet"
     )
 
+
+
+class RecordingRuns(TaskRuns):
+    """Records which rows the ablation phase would train and search, instead of running them."""
+
+    searched: list
+
+    def search(self, row) -> None:
+        self.searched.append(row.key)
+
+
+@pytest.mark.parametrize("task, rows, expected", [
+    ("stsb", None, ["a_raw_labels", "b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params"]),
+    ("sst2", None, ["b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params"]),  # raw labels: regression
+    ("sst2", "c_importance,b_one_shot", ["c_importance", "b_one_shot"]),
+    ("sst2", "a_raw_labels,d_teacher", ["d_teacher"]),
+])
+def test_the_ablation_phase_runs_the_rows_asked_for(tmp_path, task, rows, expected):
+    runs = RecordingRuns(task, StudySettings(), "unused", tmp_path, ablation_rows(rows))
+    runs.searched = []
+    phase_ablation(runs)
+    assert runs.searched == expected
+
+
+def test_an_unknown_row_is_refused_by_name():
+    with pytest.raises(SystemExit, match="unknown row.*'f_typo'"):
+        ablation_rows("b_one_shot,f_typo")
