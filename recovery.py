@@ -16,8 +16,10 @@ so an interrupted run leaves no half-written checkpoint and is simply run again.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -59,6 +61,11 @@ class RecoveryArguments:
         default=1.0, metadata={"help": "Recovery: softmax temperature T of the distillation loss."}
     )
     recover_seed: int = field(default=42, metadata={"help": "Recovery: seed of the data order and dropout."})
+    recover_keep_best: bool = field(
+        default=True,
+        metadata={"help": "Recovery: score the validation split after every epoch and ship the epoch with the lowest "
+                  "validation error, the extracted weights (epoch 0) included; False: ship the last epoch."},
+    )
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Recovery: the teacher, a fine-tuned full model of the super-network's architecture and "
@@ -107,6 +114,7 @@ class RecoveryArguments:
             "batch_size": self.recover_batch_size,
             "temperature": self.recover_temperature,
             "seed": self.recover_seed,
+            "keep_best": self.recover_keep_best,
             "loss": "distillation (logits)",
         }
 
@@ -118,10 +126,14 @@ def fine_tune(
     tokenizer: PreTrainedTokenizerBase,
     args: RecoveryArguments,
     output_dir: str,
+    validate: Callable[[], dict[str, float]],
 ) -> dict:
-    """Train `model` in place for --recover_epochs epochs, every step distilled from `teacher`.
+    """Train `model` in place for --recover_epochs epochs, every step distilled from `teacher`, scoring
+    `validate()` after each; with --recover_keep_best the model ends with the weights of the epoch (0: the
+    weights it came with) that scored the lowest validation error, as Hugging Face's load_best_model_at_end.
 
-    Returns the steps taken and the mean loss of the first and last epoch (logged to TensorBoard too).
+    Returns the steps taken, the mean loss of the first and last epoch (logged to TensorBoard too), the
+    validation metrics after every epoch and the epoch kept.
     """
     set_seed(args.recover_seed)
     runtime = SingleProcess(fp16=False, bf16=False)
@@ -138,10 +150,13 @@ def fine_tune(
         writer.add_scalar("recover/loss", losses["recovery"], step)
         writer.add_scalar("recover/learning_rate", scheduler.get_last_lr()[0], step)
 
-    model.to(runtime.device).train()
+    model.to(runtime.device)
+    best = Checkpoint(epoch=0, error=validate()["error"], weights=copy.deepcopy(model.state_dict()))
+    validation_per_epoch = []
     step = 0
     for epoch in range(args.recover_epochs):
         epoch_losses.append([])
+        model.train()
         step = train_epoch(
             model, loader, runtime, optimizer, scheduler,
             plan=lambda _: [PlannedPass("recovery", None, distill=True)], run_as=runner_for("slice"),
@@ -149,10 +164,30 @@ def fine_tune(
             description=f"recovery epoch {epoch + 1}/{args.recover_epochs}", on_step=log_loss,
             label_scale=label_scale_of(model.config), teacher=teacher,
         )
+        validation_per_epoch.append(validate())
+        writer.add_scalar("recover/validation_error", validation_per_epoch[-1]["error"], epoch + 1)
+        if validation_per_epoch[-1]["error"] < best.error:
+            best = Checkpoint(epoch=epoch + 1, error=validation_per_epoch[-1]["error"],
+                              weights=copy.deepcopy(model.state_dict()))
     writer.close()
+    kept_epoch = best.epoch if args.recover_keep_best else args.recover_epochs
+    if kept_epoch != args.recover_epochs:
+        model.load_state_dict(best.weights)
+    logger.info("Recovery: validation error per epoch %s; shipping epoch %d",
+                [round(metrics["error"], 4) for metrics in validation_per_epoch], kept_epoch)
     model.eval()
     mean = [sum(losses) / len(losses) for losses in epoch_losses]
-    return {"num_steps": step, "mean_loss_first_epoch": mean[0], "mean_loss_last_epoch": mean[-1]}
+    return {"num_steps": step, "mean_loss_first_epoch": mean[0], "mean_loss_last_epoch": mean[-1],
+            "validation_per_epoch": validation_per_epoch, "kept_epoch": kept_epoch}
+
+
+@dataclass
+class Checkpoint:
+    """The weights of the best epoch so far, in memory (the extracted model is small)."""
+
+    epoch: int
+    error: float
+    weights: dict
 
 
 def choose_teacher(
@@ -197,7 +232,12 @@ def recover(
     before = scores()
     frozen_teacher = Teacher(teacher_model.to(device), label_scale_of(model.config))
     logger.info("Recovery: %d epochs on %d training examples", args.recover_epochs, len(tokenized["train"]))
-    training = fine_tune(model, frozen_teacher, tokenized["train"], tokenizer, args, output_dir)
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        return evaluate(model, loaders["validation"], metrics_key, device)
+
+    training = fine_tune(model, frozen_teacher, tokenized["train"], tokenizer, args, output_dir, validate)
     after = scores()
     logger.info("Recovery: validation %s -> %s, test %s -> %s", before["validation"], after["validation"],
                 before["test"], after["test"])

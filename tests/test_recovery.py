@@ -4,10 +4,12 @@ a fresh process with the metric extraction.json records; --recover_epochs 0 chan
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,9 @@ import select_and_extract
 from cost import count_parameters
 from errors import UsageError
 from extract import extract_sub_network
+from recovery import RecoveryArguments, fine_tune
 from search_spaces import make_search_space
+from teacher import Teacher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import evaluate_checkpoint  # noqa: E402
@@ -243,3 +247,34 @@ def test_evaluate_checkpoint_gives_the_shipped_models_metric_and_says_whether_it
     extraction_file.write_text(json.dumps(extraction))
     evaluate_checkpoint.main(check)
     assert json.loads(report_file.read_text())["matches_recorded"] is False
+
+
+@pytest.mark.parametrize("scripted_errors, keep_best, kept_epoch", [
+    ([0.30, 0.50, 0.20, 0.40], True, 2),  # the best epoch is neither the first nor the last
+    ([0.30, 0.50, 0.60, 0.40], True, 0),  # every epoch is worse on validation: ship the extracted weights
+    ([0.30, 0.50, 0.20, 0.40], False, 3),  # without --recover_keep_best: the last epoch
+])
+def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scripted_errors, keep_best, kept_epoch):
+    """The validation scores are scripted, the weights at each scoring snapshotted: the model recovery returns
+    must hold exactly the snapshot of the epoch kept."""
+    run, supernet, space, _ = toy
+    model = extract_sub_network(supernet, space.to_sub_network(SUB_NETWORKS["custom_code"]))
+    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+    sentences, labels = run.split("train")
+    train_set = datasets.Dataset.from_dict(dict(tokenizer(sentences)) | {"labels": labels.tolist()})
+    snapshots = []
+
+    def scripted_validation() -> dict[str, float]:
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        return {"error": scripted_errors[len(snapshots) - 1]}
+
+    args = RecoveryArguments(recover_epochs=3, recover_learning_rate=3e-3, recover_batch_size=16,
+                             recover_keep_best=keep_best, log_dir=str(tmp_path / "tb"))
+    teacher = Teacher(copy.deepcopy(supernet), None)
+    training = fine_tune(model, teacher, train_set, tokenizer, args, str(tmp_path / "out"), scripted_validation)
+
+    assert training["kept_epoch"] == kept_epoch
+    assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors[1:]]
+    assert len(snapshots) == 4 and not torch.equal(snapshots[0]["classifier.weight"], snapshots[3]["classifier.weight"])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, snapshots[kept_epoch][name]), name
