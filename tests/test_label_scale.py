@@ -77,7 +77,8 @@ def test_extracted_models_keep_the_statistics_and_report_the_search_metrics(tmp_
     np.testing.assert_allclose(reported, searched, atol=1e-4)
     assert abs(reported.mean() - searched.mean()) < 1e-4 and abs(reported.mean()) > 1  # on the label scale
     expected = compute_task_metrics("stsb", searched, labels)
-    assert compute_task_metrics("stsb", reported, labels) == pytest.approx(expected)
+    # predictions agree to 1e-4; a random tiny model's are nearly constant, so Pearson amplifies float noise
+    assert compute_task_metrics("stsb", reported, labels) == pytest.approx(expected, abs=1e-5)
 
 
 def train_stsb(tmp_path, family, *extra):
