@@ -23,6 +23,8 @@ and their searches, the cheap baselines and row (e)'s recovery at ≤ 50%; (2) t
 the next starts and is skipped when they exist, and the report is rewritten after each one, so the study
 can be stopped at any point and picked up again by running the same command (a super-network resumes
 from its last epoch, a search from its own log; an interrupted recovery or standard-NAS run starts over).
+Each stage's result files (JSON, no weights) are copied into `<report_dir>/results` and the report is written
+from that record, which is committed with it: a lost run folder loses checkpoints, not measurements.
 
     python bench/study_glue.py --benchmarks_md BENCHMARKS.md     # hours on a 2-core CPU
     python bench/study_glue.py --quick --output_dir /tmp/study_quick --report_dir /tmp/study_quick/report
@@ -68,6 +70,7 @@ TARGETS = {"sst2": 0.90, "stsb": 0.85}  # normalised relative performance at ≤
 REPORTED_METRICS = {"mrpc": ("f1", "accuracy")}  # besides the main metric; MRPC's trivial F1 is 0.812
 BENCHMARKS_BEGIN, BENCHMARKS_END = "<!-- study-v2:begin -->", "<!-- study-v2:end -->"  # v1 stays in §3
 RELOAD_FILE = "reload.json"  # bench/evaluate_checkpoint.py's report on a recovered checkpoint
+RECORDED_RESULTS = ("layer_dropping.json", "*/results*.json", "*/extraction.json", f"*/{RELOAD_FILE}")
 TEACHER = "{teacher}"  # stands for the standard fine-tuned checkpoint in a row's flags
 HV_BASELINES = ("random_search on standard (baseline)", "layer dropping (standard, baseline)")  # issue 13
 
@@ -793,7 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=PROJECT_DIR.parent / "study_runs",
                         help="checkpoints, search results and logs (large; keep out of the repository)")
     parser.add_argument("--report_dir", type=Path, default=PROJECT_DIR / "bench" / "study_v2",
-                        help="the report: study.json, study.md and the plots")
+                        help="the report: study.json, study.md, the plots and results/, the record of every "
+                        "stage's result files it is written from")
     parser.add_argument("--benchmarks_md", type=Path, default=None,
                         help="also write the report into this BENCHMARKS.md between the study markers")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of stsb,sst2,mrpc, in that order")
@@ -854,11 +858,27 @@ def relative_to_project(path: Path) -> str:
     return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
 
 
+def record_results(runs: TaskRuns, record_dir: Path) -> TaskRuns:
+    """Copy a task's result files (small JSON, no weights) from the run folder into the report's record.
+
+    The report is written from the record, which lives in the repository: what a stage measured survives the
+    loss of the run folder (only the checkpoints do not, and a rerun of the study recreates what they feed).
+    """
+    recorded = replace(runs, runs=record_dir)
+    for pattern in RECORDED_RESULTS:
+        for source in sorted(runs.folder.glob(pattern)):
+            target = recorded.folder / source.relative_to(runs.folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return recorded
+
+
 def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, benchmarks_md: Path | None) -> None:
-    """Analyse what exists for every task and write study.json, study.md, the plots and BENCHMARKS.md."""
+    """Record what exists for every task, analyse the record and write study.json, study.md, the plots and
+    BENCHMARKS.md."""
     report["tasks"] = {}
     for runs in all_runs:
-        analysis = collect_task(runs)
+        analysis = collect_task(record_results(runs, report_dir / "results"))
         if analysis is None:
             continue
         plot_methods = analysis.pop("plot_methods")

@@ -19,6 +19,7 @@ from study_glue import (  # noqa: E402
     goal_verdicts,
     hypervolumes,
     phase_ablation,
+    record_results,
     relative_performance,
     replace_between_markers,
 )
@@ -167,3 +168,33 @@ def test_the_ablation_phase_runs_the_rows_asked_for(tmp_path, task, rows, expect
 def test_an_unknown_row_is_refused_by_name():
     with pytest.raises(SystemExit, match="unknown row.*'f_typo'"):
         ablation_rows("b_one_shot,f_typo")
+
+
+def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_run_folder(tmp_path):
+    runs = TaskRuns("stsb", StudySettings(), "unused", tmp_path / "runs")
+    measured = {
+        "supernet_standard/results.json": '{"runtime_s": 667}',
+        "search_e_params_seed0/results_stsb.json": '{"pareto_set": []}',
+        "layer_dropping.json": '{"points": []}',
+        "recovered_e_params_seed0_12/extraction.json": '{"test": {}}',
+        "recovered_e_params_seed0_12/reload.json": '{"test": {}}',
+    }
+    not_results = ["supernet_standard/model.safetensors", "supernet_standard/checkpoint-1/results.json",
+                   "recovered_e_params_seed0_12/model.safetensors", "search_e_params_seed0/evaluations.jsonl"]
+    for name in [*measured, *not_results]:
+        (runs.folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (runs.folder / name).write_text(measured.get(name, "weights or logs"))
+    record_dir = tmp_path / "record"
+    lost_earlier = record_dir / "stsb" / "search_standard_seed0" / "results_stsb.json"  # its run folder is gone
+    lost_earlier.parent.mkdir(parents=True)
+    lost_earlier.write_text('{"pareto_set": [1]}')
+    (record_dir / "stsb" / "layer_dropping.json").write_text('{"stale": true}')  # rerun since: replaced
+
+    recorded = record_results(runs, record_dir)
+
+    assert recorded.folder == record_dir / "stsb"
+    files = {str(path.relative_to(recorded.folder)) for path in recorded.folder.rglob("*") if path.is_file()}
+    assert files == {*measured, "search_standard_seed0/results_stsb.json"}
+    for name, text in measured.items():
+        assert (recorded.folder / name).read_text() == text
+    assert lost_earlier.read_text() == '{"pareto_set": [1]}'
