@@ -192,6 +192,12 @@ class TrainingArguments:
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Training batch size."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Evaluation batch size."})
     seed: int = field(default=42, metadata={"help": "Seed of weights of the new head, shuffling and sampling."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Batch training examples of similar length together, batches in random order (as HF's "
+                  "Trainer does): far less padding, faster steps on text of mixed lengths (BENCHMARKS.md §11). "
+                  "Off by default, so earlier commands keep their data order."},
+    )
     fp16: bool = field(
         default=False,
         metadata={

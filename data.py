@@ -13,7 +13,7 @@ Hugging Face hub (``nyu-mll/glue``, ``stanfordnlp/imdb``, ``allenai/swag``).
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -622,18 +622,56 @@ def tokenize_splits(
 
 
 def make_dataloader(
-    dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, shuffle: bool, seed: int
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    group_by_length: bool = False,
 ) -> DataLoader:
     """Batches padded only to their longest example (multiple choice: [batch, choices, tokens], padded to the
-    longest choice); a seeded generator makes the shuffled order reproducible. Unshuffled (evaluation) batches
-    group examples of similar length, see `length_sorted_batches`."""
+    longest choice); a seeded generator makes the shuffled order reproducible (`loader.generator`, also the
+    one `LengthGroupedBatches` draws from). Unshuffled (evaluation) batches group examples of similar length,
+    see `length_sorted_batches`; shuffled ones do with `group_by_length`."""
     collator = (DataCollatorForMultipleChoice if is_multiple_choice_data(dataset) else DataCollatorWithPadding)(
         tokenizer
     )
     if not shuffle:
         return DataLoader(dataset, batch_sampler=length_sorted_batches(dataset, batch_size), collate_fn=collator)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
-                      generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    if group_by_length:
+        batches = LengthGroupedBatches(example_lengths(dataset), batch_size, generator)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collator, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator, generator=generator)
+
+
+def example_lengths(dataset: datasets.Dataset) -> list[int]:
+    """Tokens of each example (multiple choice: of its longest choice): what its batch is padded to."""
+    return [max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids) for ids in dataset["input_ids"]]
+
+
+class LengthGroupedBatches:
+    """Training batches of examples of similar length, in random order (HF Trainer's `group_by_length`).
+
+    Each epoch shuffles the examples, sorts every window of `window_batches` batches by length and cuts it
+    into batches, then shuffles the batches: every batch is as random as a window allows, and padding to its
+    longest example wastes little (GLUE training splits: BENCHMARKS.md, "Length-grouped training batches").
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, window_batches: int = 50):
+        self.lengths, self.batch_size, self.generator = lengths, batch_size, generator
+        self.window = batch_size * window_batches
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.window):
+            window = sorted(order[start:start + self.window], key=lambda index: -self.lengths[index])
+            batches += [window[first:first + self.batch_size] for first in range(0, len(window), self.batch_size)]
+        yield from (batches[index] for index in torch.randperm(len(batches), generator=self.generator).tolist())
 
 
 def length_sorted_batches(dataset: datasets.Dataset, batch_size: int) -> list[list[int]]:
@@ -641,6 +679,6 @@ def length_sorted_batches(dataset: datasets.Dataset, batch_size: int) -> list[li
     first batch). Padding each batch to its longest example then wastes little: on the GLUE validation sets
     of the study 2.6-2.9x fewer tokens than in file order. Every metric here is order-free (predictions and
     labels travel together), and an example's prediction does not depend on its batch's padding."""
-    lengths = [max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids) for ids in dataset["input_ids"]]
+    lengths = example_lengths(dataset)
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

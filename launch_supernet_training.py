@@ -59,6 +59,10 @@ def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:
         "--num_importance_batches", type=int, default=32,
         help="training batches the importance scores use (default: 32)",
     )
+    parser.add_argument(
+        "--group_by_length", type=parse_bool, default=False,
+        help="batch training examples of similar length together: less padding, faster steps (default: False)",
+    )
     add_distillation_flags(parser)
     parser.add_argument(
         "--sampling_distribution", choices=SAMPLING_DISTRIBUTIONS, default="uniform",
@@ -136,6 +140,7 @@ def supernet_job(args: argparse.Namespace, layout: S3Layout, settings: SageMaker
             "learning_rate": args.learning_rate,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "per_device_eval_batch_size": args.per_device_eval_batch_size,
+            "group_by_length": args.group_by_length,
             "fp16": args.fp16,
             "save_strategy": args.save_strategy,
             "reorder_units": args.reorder_units,

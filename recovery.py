@@ -61,6 +61,10 @@ class RecoveryArguments:
         default=1.0, metadata={"help": "Recovery: softmax temperature T of the distillation loss."}
     )
     recover_seed: int = field(default=42, metadata={"help": "Recovery: seed of the data order and dropout."})
+    recover_group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Recovery: batch training examples of similar length together (see --group_by_length)."},
+    )
     recover_keep_best: bool = field(
         default=True,
         metadata={"help": "Recovery: score the validation split after every epoch and ship the epoch with the lowest "
@@ -114,6 +118,7 @@ class RecoveryArguments:
             "batch_size": self.recover_batch_size,
             "temperature": self.recover_temperature,
             "seed": self.recover_seed,
+            "group_by_length": self.recover_group_by_length,
             "keep_best": self.recover_keep_best,
             "loss": "distillation (logits)",
         }
@@ -137,7 +142,8 @@ def fine_tune(
     """
     set_seed(args.recover_seed)
     runtime = SingleProcess(fp16=False, bf16=False)
-    loader = make_dataloader(train_set, tokenizer, args.recover_batch_size, True, args.recover_seed)
+    loader = make_dataloader(train_set, tokenizer, args.recover_batch_size, True, args.recover_seed,
+                             args.recover_group_by_length)
     optimizer = make_optimizer(model, args.recover_learning_rate, weight_decay=0.0)
     total_steps = args.recover_epochs * len(loader)
     schedule = SimpleNamespace(lr_scheduler_type="linear", warmup_ratio=args.recover_warmup_ratio)

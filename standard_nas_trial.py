@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenized = tokenize_splits(splits, tokenizer, data_args, ("train", "validation"))
     train_loader = make_dataloader(
-        tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
+        tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed,
+        training_args.group_by_length,
     )
     validation_loader = make_dataloader(
         tokenized["validation"], tokenizer, training_args.per_device_eval_batch_size, False, 0

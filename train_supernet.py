@@ -60,12 +60,16 @@ if TYPE_CHECKING:  # for annotations only: importing these takes seconds that `-
 logger = logging.getLogger(__name__)
 
 
+SETTINGS_ADDED_LATER = {"group_by_length": False}  # what checkpoints written before these settings existed used
+
+
 def check_same_settings(trained: dict, requested: dict, checkpoint: Path) -> None:
     """A run resumes only with the settings it was started with."""
     for name, value in requested.items():
-        if trained.get(name) != value:
+        recorded = trained.get(name, SETTINGS_ADDED_LATER.get(name))
+        if recorded != value:
             raise UsageError(
-                f"{checkpoint} was trained with --{name} {trained.get(name)} but this run asks for --{name} {value}; "
+                f"{checkpoint} was trained with --{name} {recorded} but this run asks for --{name} {value}; "
                 "resume with the same settings or start a new --output_dir"
             )
 
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     }
     if supernet_args.reorder_units == "importance":
         nas_settings["num_importance_batches"] = supernet_args.num_importance_batches
+    nas_settings["group_by_length"] = training_args.group_by_length
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume_from is not None:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         else:
             tokenized = tokenize_splits(splits, tokenizer, data_args)
     train_loader = make_dataloader(
-        tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed
+        tokenized["train"], tokenizer, training_args.per_device_train_batch_size, True, training_args.seed,
+        training_args.group_by_length,
     )
     eval_loaders = {
         name: make_dataloader(tokenized[name], tokenizer, training_args.per_device_eval_batch_size, False, 0)

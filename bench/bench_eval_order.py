@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -35,8 +36,8 @@ SUB_NETWORKS = {"full": {"num_layers": 6, "num_heads": 12, "num_units": 1536},
                 "half": {"num_layers": 6, "num_heads": 6, "num_units": 768}}
 
 
-def padded_tokens(loader: DataLoader) -> int:
-    return sum(batch["input_ids"].numel() for batch in loader)
+def padded_tokens(batches: Iterable[dict[str, torch.Tensor]]) -> int:
+    return sum(batch["input_ids"].numel() for batch in batches)
 
 
 def parse_args() -> argparse.Namespace:

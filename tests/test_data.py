@@ -12,6 +12,7 @@ from data import (
     GLUE_FILES,
     TASKS,
     DataArguments,
+    LengthGroupedBatches,
     TaskInfo,
     load_raw_splits,
     make_dataloader,
@@ -479,3 +480,50 @@ def test_shuffling_is_reproducible_from_the_seed(tmp_path, tiny_bert_tokenizer):
     assert order(0) == order(0)
     assert order(0) != order(1)
     assert sorted(order(0)) == list(range(len(train)))
+
+
+def test_length_grouped_batches_take_every_example_once_in_windows_sorted_by_length():
+    """Lengths 1..1000 in a random file order, batches of 8, windows of 5 batches (40 examples)."""
+    file_lengths = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).add(1).tolist()
+    batches = list(LengthGroupedBatches(file_lengths, 8, torch.Generator().manual_seed(1), window_batches=5))
+
+    assert len(batches) == 125 and all(len(batch) == 8 for batch in batches)
+    assert sorted(row for batch in batches for row in batch) == list(range(1000))
+    # A batch is 8 neighbours in length among the 40 examples of its window: with lengths spread over 1..1000,
+    # their range is about 8 / 40 of the 1000 (random batches span most of it).
+    spans = [max(file_lengths[row] for row in batch) - min(file_lengths[row] for row in batch) for batch in batches]
+    assert sum(spans) / len(spans) < 350
+    padded = sum(8 * max(file_lengths[row] for row in batch) for batch in batches)
+    random_batches = [list(range(start, start + 8)) for start in range(0, 1000, 8)]  # file order is random
+    padded_random = sum(8 * max(file_lengths[row] for row in batch) for batch in random_batches)
+    assert padded < 0.75 * padded_random
+    # The batches are shuffled: lengths do not come out sorted, and another seed gives another order.
+    assert [max(file_lengths[row] for row in batch) for batch in batches] != sorted(
+        [max(file_lengths[row] for row in batch) for batch in batches], reverse=True)
+    other = list(LengthGroupedBatches(file_lengths, 8, torch.Generator().manual_seed(2), window_batches=5))
+    assert other != batches
+
+
+def test_grouped_training_batches_follow_the_loaders_generator_so_a_resumed_epoch_repeats(
+    tmp_path, tiny_bert_tokenizer
+):
+    """train_state saves `loader.generator` after an epoch; restoring it must give the next epoch's batches."""
+    train = tokenized_sst2(tmp_path, tiny_bert_tokenizer, max_seq_length=64)["train"]
+    train = train.add_column("row", list(range(len(train))))
+
+    def loader():
+        return make_dataloader(train, tiny_bert_tokenizer, batch_size=3, shuffle=True, seed=0, group_by_length=True)
+
+    def epoch(data_loader) -> list[list[int]]:
+        return [batch["row"].tolist() for batch in data_loader]
+
+    uninterrupted = loader()
+    first, state = epoch(uninterrupted), uninterrupted.generator.get_state()
+    second = epoch(uninterrupted)
+    resumed = loader()
+    resumed.generator.set_state(state)
+    assert epoch(resumed) == second != first
+    assert sorted(sum(second, [])) == list(range(len(train)))
+    lengths = [len(ids) for ids in train["input_ids"]]
+    for batch in loader():
+        assert batch["input_ids"].shape == (len(batch["row"]), max(lengths[row] for row in batch["row"].tolist()))

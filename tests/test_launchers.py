@@ -191,7 +191,7 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
     assert training["hyperparameters"] == {
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": 3, "num_train_epochs": 2, "learning_rate": 2e-05,
-        "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "fp16": True, "save_strategy": "epoch",
+        "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "group_by_length": False, "fp16": True, "save_strategy": "epoch",
         "reorder_units": "none", "num_importance_batches": 32, "sampling_distribution": "uniform",
         "output_dir": "/opt/ml/checkpoints",
         "log_dir": "/opt/ml/output/tensorboard",
@@ -287,7 +287,7 @@ def test_supernet_training_job(aws, capsys):
     assert job["HyperParameters"] == {
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": "3", "num_train_epochs": "2", "learning_rate": "2e-05",
-        "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "fp16": "true",
+        "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "group_by_length": "false", "fp16": "true",
         "save_strategy": "epoch", "reorder_units": "none", "num_importance_batches": "32",
         "sampling_distribution": "uniform",
         "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",

@@ -12,6 +12,8 @@ import pytest
 import torch
 from test_scripts import train
 
+from errors import UsageError
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -88,7 +90,7 @@ def test_resume_into_a_run_with_other_settings_is_refused(tmp_path, trained):
     assert fresh.returncode == 0, fresh.stderr
 
 
-def train_command(model_dir, data_dir, output_dir, resume=False):
+def train_command(model_dir, data_dir, output_dir, resume=False, group_by_length=False):
     return [
         sys.executable, str(PROJECT_DIR / "train_supernet.py"),
         "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
@@ -96,22 +98,24 @@ def train_command(model_dir, data_dir, output_dir, resume=False):
         "--sampling_distribution", "params", "--search_space", "medium", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--seed", "0",
         *(["--resume_from_checkpoint", "latest"] if resume else []),
+        *(["--group_by_length", "True"] if group_by_length else []),
     ]
 
 
-def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp_path, group_by_length):
     from safetensors.torch import load_file
     from tiny_assets import write_tiny_model_dir, write_tiny_rte
 
     model_dir = write_tiny_model_dir(tmp_path / "model", "bert")
     data_dir = write_tiny_rte(tmp_path / "glue", num_train=400)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    finished = run(train_command(model_dir, data_dir, reference))
+    finished = run(train_command(model_dir, data_dir, reference, group_by_length=group_by_length))
     assert finished.returncode == 0, finished.stderr
 
     process = subprocess.Popen(
-        train_command(model_dir, data_dir, resumed), cwd=PROJECT_DIR, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        train_command(model_dir, data_dir, resumed, group_by_length=group_by_length), cwd=PROJECT_DIR,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.time() + 300
     while time.time() < deadline and not (resumed / "checkpoint-1" / "trainer_state.json").is_file():
@@ -120,7 +124,7 @@ def test_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(tmp
     process.wait()
     assert not (resumed / "checkpoint-3").exists(), "training must be killed before it ends"
 
-    again = run(train_command(model_dir, data_dir, resumed, resume=True))
+    again = run(train_command(model_dir, data_dir, resumed, resume=True, group_by_length=group_by_length))
     assert again.returncode == 0, again.stderr
     assert "Resuming from" in again.stderr
     expected, actual = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
@@ -146,6 +150,10 @@ def test_resuming_training_with_other_settings_is_refused(tmp_path):
     refused = run(other)
     assert refused.returncode == 2 and "--sampling_distribution params but this run asks for --sampling_distribution " \
         "uniform" in refused.stderr
+    refused = run(train_command(model_dir, data_dir, output_dir, resume=True, group_by_length=True))
+    assert refused.returncode == 2 and "--group_by_length False but this run asks for --group_by_length True" in (
+        refused.stderr
+    )
 
 
 def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
@@ -179,3 +187,12 @@ def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
     expected, actual = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_a_checkpoint_from_before_group_by_length_resumes_as_ungrouped(tmp_path):
+    import train_supernet
+
+    settings_before_the_flag = {"seed": 0, "sampling_strategy": "kd"}
+    train_supernet.check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": False}, tmp_path)
+    with pytest.raises(UsageError, match="--group_by_length False but this run asks for --group_by_length True"):
+        train_supernet.check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": True}, tmp_path)
