@@ -191,7 +191,8 @@ def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credential
     assert training["hyperparameters"] == {
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": 3, "num_train_epochs": 2, "learning_rate": 2e-05,
-        "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "group_by_length": False, "fp16": True, "save_strategy": "epoch",
+        "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "group_by_length": False, "fp16": True,
+        "save_strategy": "epoch",
         "reorder_units": "none", "num_importance_batches": 32, "sampling_distribution": "uniform",
         "output_dir": "/opt/ml/checkpoints",
         "log_dir": "/opt/ml/output/tensorboard",
@@ -240,8 +241,8 @@ def test_label_and_teacher_flags_pass_through_to_the_training_job(capsys):
     train_supernet_flags = {field.name for field in dataclasses.fields(SupernetArguments)}
     assert set(hyperparameters) - {"model_name_or_path", "task_name", "search_space", "seed", "num_train_epochs",
                                    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
-                                   "fp16", "save_strategy", "output_dir", "log_dir", "resume_from_checkpoint",
-                                   } <= train_supernet_flags
+                                   "group_by_length", "fp16", "save_strategy", "output_dir", "log_dir",
+                                   "resume_from_checkpoint"} <= train_supernet_flags
 
 
 def test_job_names_are_valid_unique_and_deterministic(capsys):
@@ -287,7 +288,8 @@ def test_supernet_training_job(aws, capsys):
     assert job["HyperParameters"] == {
         "model_name_or_path": "bert-base-cased", "task_name": "mrpc", "sampling_strategy": "sandwich",
         "search_space": "medium", "seed": "3", "num_train_epochs": "2", "learning_rate": "2e-05",
-        "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "group_by_length": "false", "fp16": "true",
+        "per_device_train_batch_size": "4", "per_device_eval_batch_size": "8", "group_by_length": "false",
+        "fp16": "true",
         "save_strategy": "epoch", "reorder_units": "none", "num_importance_batches": "32",
         "sampling_distribution": "uniform",
         "output_dir": "/opt/ml/checkpoints", "log_dir": "/opt/ml/output/tensorboard",
