@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         "init_from_teacher": supernet_args.init_from_teacher,
         "distill_hidden_states": supernet_args.distill_hidden_states,
         "distill_full_network": supernet_args.distill_full_network,
+        "group_by_length": training_args.group_by_length,
     }
     if supernet_args.reorder_units == "importance":
         nas_settings["num_importance_batches"] = supernet_args.num_importance_batches
-    nas_settings["group_by_length"] = training_args.group_by_length
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume_from is not None:
         check_same_settings(load_nas_settings(resume_from), nas_settings, resume_from)
