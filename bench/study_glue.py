@@ -70,7 +70,8 @@ TARGETS = {"sst2": 0.90, "stsb": 0.85}  # normalised relative performance at ≤
 REPORTED_METRICS = {"mrpc": ("f1", "accuracy")}  # besides the main metric; MRPC's trivial F1 is 0.812
 BENCHMARKS_BEGIN, BENCHMARKS_END = "<!-- study-v2:begin -->", "<!-- study-v2:end -->"  # v1 stays in §3
 RELOAD_FILE = "reload.json"  # bench/evaluate_checkpoint.py's report on a recovered checkpoint
-RECORDED_RESULTS = ("layer_dropping.json", "*/results*.json", "*/extraction.json", f"*/{RELOAD_FILE}")
+MACHINES_FILE = "machines.json"  # per task: every machine its stages ran on, so wall-clocks can be read
+RECORDED_RESULTS = (MACHINES_FILE, "layer_dropping.json", "*/results*.json", "*/extraction.json", f"*/{RELOAD_FILE}")
 TEACHER = "{teacher}"  # stands for the standard fine-tuned checkpoint in a row's flags
 HV_BASELINES = ("random_search on standard (baseline)", "layer dropping (standard, baseline)")  # issue 13
 
@@ -202,6 +203,14 @@ class TaskRuns:
         """One folder per selected point, so a point selected at several budgets is recovered once."""
         search = Path(point["results_file"]).parent.name.removeprefix("search_")
         return self.folder / f"recovered_{'lstsq_' if method == 'lstsq' else ''}{search}_{point['pareto_index']}"
+
+    def note_machine(self, description: str) -> None:
+        """Add `description` to the machines this task's stages ran on (a study may move between machines)."""
+        path = self.folder / MACHINES_FILE
+        machines = json.loads(path.read_text()) if path.is_file() else []
+        if description not in machines:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, machines + [description])
 
     def train(self, row: Row) -> None:
         output_dir = self.checkpoint(row)
@@ -571,6 +580,8 @@ def collect_task(runs: TaskRuns) -> dict | None:
     analysis["best_row"] = best.label if best is not None else None
     analysis["complete_rows"] = [row.label for row in finished]
     analysis["wall_clock_s"] = wall_clock
+    machines = runs.folder / MACHINES_FILE
+    analysis["machines"] = json.loads(machines.read_text()) if machines.is_file() else []
     analysis["plot_methods"] = {name: points for name, points in methods.items()} | {
         f"(f) {label} + recovery": points for label, points in recovery.items()}
     return analysis
@@ -639,6 +650,8 @@ def task_section(task: str, analysis: dict) -> list[str]:
         ]
         lines.append("")
     lines += [f"![{task} Pareto fronts]({analysis['plot']})", ""]
+    if analysis["machines"]:
+        lines += [f"Stages ran on: {'; '.join(analysis['machines'])}.", ""]
     lines += ["| stage | wall-clock (s) |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in analysis["wall_clock_s"].items()]
     return lines + [""]
@@ -916,6 +929,7 @@ def main(argv: list[str] | None = None) -> None:
     for phase in () if args.report_only else PHASES[:args.phases]:
         for runs in all_runs:
             print(f"== {phase.__name__}: {runs.task}", flush=True)
+            runs.note_machine(report["machine"])
             phase(runs)
             write_report(report, all_runs, args.report_dir, args.benchmarks_md)  # a partial study still counts
     write_report(report, all_runs, args.report_dir, args.benchmarks_md)

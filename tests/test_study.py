@@ -1,5 +1,6 @@
 """The GLUE study's analysis: which sub-network a budget selects, relative performance, the generated report."""
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -178,6 +179,7 @@ def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_r
         "layer_dropping.json": '{"points": []}',
         "recovered_e_params_seed0_12/extraction.json": '{"test": {}}',
         "recovered_e_params_seed0_12/reload.json": '{"test": {}}',
+        "machines.json": '["AMD EPYC, 2 cores"]',
     }
     not_results = ["supernet_standard/model.safetensors", "supernet_standard/checkpoint-1/results.json",
                    "recovered_e_params_seed0_12/model.safetensors", "search_e_params_seed0/evaluations.jsonl"]
@@ -198,3 +200,11 @@ def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_r
     for name, text in measured.items():
         assert (recorded.folder / name).read_text() == text
     assert lost_earlier.read_text() == '{"pareto_set": [1]}'
+
+
+def test_each_machine_a_task_ran_on_is_noted_once_in_order(tmp_path):
+    runs = TaskRuns("sst2", StudySettings(), "unused", tmp_path / "runs")
+    for description in ("AMD EPYC, 2 cores, no GPU", "Xeon, 16 cores, NVIDIA H200", "AMD EPYC, 2 cores, no GPU"):
+        runs.note_machine(description)
+    assert json.loads((runs.folder / "machines.json").read_text()) == [
+        "AMD EPYC, 2 cores, no GPU", "Xeon, 16 cores, NVIDIA H200"]
