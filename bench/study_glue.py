@@ -180,6 +180,17 @@ class TaskRuns:
     data_dir: str
     runs: Path
     ablation: tuple[Row, ...] = ABLATION  # the rows phase 2 trains and searches
+    record_dir: Path | None = None  # where each finished stage's result files are copied at once
+
+    def run_stage(self, command: list[str], log_path: Path, done: Path) -> None:
+        """Run one stage unless `done` exists, then record what it measured at once, so that losing the run
+        folder (or the borrowed machine it lives on) loses no finished stage's measurements."""
+        if run_stage(command, log_path, done):
+            self.record()
+
+    def record(self) -> None:
+        if self.record_dir is not None:
+            record_results(self, self.record_dir)
 
     @property
     def folder(self) -> Path:
@@ -216,7 +227,7 @@ class TaskRuns:
         output_dir = self.checkpoint(row)
         settings = self.settings
         flags = [str(self.checkpoint(STANDARD)) if flag == TEACHER else flag for flag in row.flags]
-        run_stage([
+        self.run_stage([
             sys.executable, "train_supernet.py", "--model_name_or_path", minilm_path(),
             *data_flags(self.task, settings, self.data_dir), *flags, "--search_space", settings.search_space,
             "--num_train_epochs", str(settings.num_train_epochs), "--learning_rate", str(settings.learning_rate),
@@ -232,7 +243,7 @@ class TaskRuns:
         settings = self.settings
         for seed in settings.seeds:
             results = self.search_results(row, seed)
-            run_stage([
+            self.run_stage([
                 sys.executable, "run_offline_search.py", "--model_name_or_path", minilm_path(),
                 *data_flags(self.task, settings, self.data_dir),
                 "--checkpoint_dir_model", str(self.checkpoint(row)), "--search_space", settings.search_space,
@@ -247,10 +258,11 @@ class TaskRuns:
             print(f"  [{datetime.now(UTC):%H:%M:%S}] layer dropping of {self.checkpoint(STANDARD)}", flush=True)
             write_json_atomic(output, layer_dropping(self.task, self.checkpoint(STANDARD), self.settings,
                                                      self.data_dir))
+            self.record()
 
     def rfp(self) -> None:
         output_dir = self.folder / "rfp"
-        run_stage([
+        self.run_stage([
             sys.executable, "run_rfp.py", "--checkpoint_dir_model", str(self.checkpoint(STANDARD)),
             *data_flags(self.task, self.settings, self.data_dir), "--budgets", ",".join(map(str, BUDGETS)),
             "--per_device_eval_batch_size", str(self.settings.eval_batch_size), "--output_dir", str(output_dir),
@@ -267,7 +279,7 @@ class TaskRuns:
             "--recover_epochs", str(self.settings.recover_epochs),
             "--recover_group_by_length", str(self.settings.group_by_length),
             "--teacher_model_name_or_path", str(self.checkpoint(STANDARD))])
-        run_stage([
+        self.run_stage([
             sys.executable, "select_and_extract.py", "--results", best["results_file"],
             "--pareto_index", str(best["pareto_index"]), *data_flags(self.task, self.settings, self.data_dir),
             *recovery_flags,
@@ -281,7 +293,7 @@ class TaskRuns:
         if best is None or not (self.recovery_dir(best) / "extraction.json").is_file():
             return
         checkpoint = self.recovery_dir(best)
-        run_stage([
+        self.run_stage([
             sys.executable, "bench/evaluate_checkpoint.py", "--checkpoint", str(checkpoint),
             *data_flags(self.task, self.settings, self.data_dir),
             "--per_device_eval_batch_size", str(self.settings.eval_batch_size),
@@ -296,7 +308,7 @@ class TaskRuns:
         if output_dir.exists():  # an interrupted run: Syne Tune's LocalBackend cannot resume it
             shutil.rmtree(output_dir)
         settings = self.settings
-        run_stage([
+        self.run_stage([
             sys.executable, "run_standard_nas.py", "--model_name_or_path", minilm_path(),
             *data_flags(self.task, settings, self.data_dir), "--search_space", settings.search_space,
             "--max_epochs", str(settings.num_train_epochs), "--learning_rate", str(settings.learning_rate),
@@ -924,7 +936,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "settings": asdict(settings),
     }
-    all_runs = [TaskRuns(task, settings, args.data_dir, args.output_dir, ablation_rows(args.rows))
+    all_runs = [TaskRuns(task, settings, args.data_dir, args.output_dir, ablation_rows(args.rows),
+                         args.report_dir / "results")
                 for task in settings.tasks]
     for phase in () if args.report_only else PHASES[:args.phases]:
         for runs in all_runs:

@@ -208,3 +208,16 @@ def test_each_machine_a_task_ran_on_is_noted_once_in_order(tmp_path):
         runs.note_machine(description)
     assert json.loads((runs.folder / "machines.json").read_text()) == [
         "AMD EPYC, 2 cores, no GPU", "Xeon, 16 cores, NVIDIA H200"]
+
+
+def test_a_finished_stage_is_recorded_at_once_and_a_failed_one_is_not(tmp_path):
+    runs = TaskRuns("sst2", StudySettings(), "unused", tmp_path / "runs", record_dir=tmp_path / "record")
+    results = runs.folder / "search_e_params_seed0" / "results_sst2.json"
+    write = f"import pathlib; p = pathlib.Path({str(results)!r}); p.parent.mkdir(parents=True); p.write_text('{{}}')"
+    runs.run_stage([sys.executable, "-c", write], runs.log("search"), results)
+    assert (tmp_path / "record" / "sst2" / "search_e_params_seed0" / "results_sst2.json").read_text() == "{}"
+
+    failed = runs.folder / "supernet_b_one_shot" / "results.json"
+    with pytest.raises(SystemExit, match="stage failed"):
+        runs.run_stage([sys.executable, "-c", "raise SystemExit(3)"], runs.log("train"), failed)
+    assert not (tmp_path / "record" / "sst2" / "supernet_b_one_shot").exists()
