@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -924,7 +925,14 @@ def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, bench
         replace_between_markers(benchmarks_md, markdown)
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """A scheduler's or `timeout`'s SIGTERM reaches this process only: exiting through subprocess.run kills the
+    running stage too, instead of leaving it to compete with whatever runs next."""
+    sys.exit("study stopped by SIGTERM; run the same command again to resume")
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     args = parse_args(argv)
     settings = settings_from(args)
     if not Path(args.data_dir).is_dir():

@@ -2,7 +2,11 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +225,28 @@ def test_a_finished_stage_is_recorded_at_once_and_a_failed_one_is_not(tmp_path):
     with pytest.raises(SystemExit, match="stage failed"):
         runs.run_stage([sys.executable, "-c", "raise SystemExit(3)"], runs.log("train"), failed)
     assert not (tmp_path / "record" / "sst2" / "supernet_b_one_shot").exists()
+
+
+def test_sigterm_stops_the_study_and_its_running_stage(tmp_path):
+    """`timeout` or a scheduler signals the study's process only; the stage it runs must not outlive it."""
+    pid_file = tmp_path / "stage.pid"
+    stage = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(60)"
+    study = (
+        "import signal, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'bench')!r})\n"
+        "from study_glue import run_stage, stop_on_sigterm\n"
+        "signal.signal(signal.SIGTERM, stop_on_sigterm)\n"
+        f"run_stage([sys.executable, '-c', {stage!r}], __import__('pathlib').Path({str(tmp_path / 'log')!r}), "
+        f"__import__('pathlib').Path({str(tmp_path / 'done')!r}))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", study], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.time() < deadline and process.poll() is None, "the stage never started"
+        time.sleep(0.1)
+    stage_pid = int(pid_file.read_text())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1 and "stopped by SIGTERM" in stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(stage_pid, 0)
