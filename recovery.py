@@ -156,8 +156,12 @@ def fine_tune(
         writer.add_scalar("recover/loss", losses["recovery"], step)
         writer.add_scalar("recover/learning_rate", scheduler.get_last_lr()[0], step)
 
+    def snapshot() -> dict | None:
+        """The weights to go back to, kept only when the best epoch may ship."""
+        return copy.deepcopy(model.state_dict()) if args.recover_keep_best else None
+
     model.to(runtime.device)
-    best = Checkpoint(epoch=0, error=validate()["error"], weights=copy.deepcopy(model.state_dict()))
+    best = Checkpoint(epoch=0, error=validate()["error"], weights=snapshot())
     validation_per_epoch = []
     step = 0
     for epoch in range(args.recover_epochs):
@@ -173,8 +177,7 @@ def fine_tune(
         validation_per_epoch.append(validate())
         writer.add_scalar("recover/validation_error", validation_per_epoch[-1]["error"], epoch + 1)
         if validation_per_epoch[-1]["error"] < best.error:
-            best = Checkpoint(epoch=epoch + 1, error=validation_per_epoch[-1]["error"],
-                              weights=copy.deepcopy(model.state_dict()))
+            best = Checkpoint(epoch=epoch + 1, error=validation_per_epoch[-1]["error"], weights=snapshot())
     writer.close()
     kept_epoch = best.epoch if args.recover_keep_best else args.recover_epochs
     if kept_epoch != args.recover_epochs:
@@ -189,11 +192,11 @@ def fine_tune(
 
 @dataclass
 class Checkpoint:
-    """The weights of the best epoch so far, in memory (the extracted model is small)."""
+    """The weights of the best epoch so far, in memory (the extracted model is small); None when not kept."""
 
     epoch: int
     error: float
-    weights: dict
+    weights: dict | None
 
 
 def choose_teacher(
