@@ -1,4 +1,4 @@
-"""The command lines: every flag (and task) documented in the README, the original README commands parse."""
+"""The command lines: every flag (and task) documented in the README, the README's commands parse."""
 
 import dataclasses
 import re
@@ -130,3 +130,46 @@ def test_the_readme_test_command_ends_with_pytests_count():
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )
     assert re.match(r"\d+ passed", result.stdout.strip().splitlines()[-1]), result.stdout
+
+
+SCRIPT_ARGUMENTS = {
+    "train_supernet.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments,
+                          TrainingArguments),
+    "run_offline_search.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments,
+                              CostArguments),
+    "select_and_extract.py": (SelectionArguments, DataArguments, LMArguments, RecoveryArguments),
+}
+
+
+def readme_section_commands(heading: str) -> list[tuple[str, list[str]]]:
+    """The section's `python <script> ...` commands, continuation lines joined and its shell variables expanded."""
+    section = README.split(f"\n## {heading}")[1].split("\n## ")[0]
+    script = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.DOTALL)).replace("\\\n", " ")
+    variables = dict(re.findall(r'^(\w+)="(.*)"$', script, re.MULTILINE)) | {"MINILM": "./minilm"}
+    commands = []
+    for line in script.splitlines():
+        if line.startswith("python ") and line.split()[1] in SCRIPT_ARGUMENTS:
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            commands.append((line.split()[1], shlex.split(line)[2:]))
+    return commands
+
+
+@pytest.mark.parametrize("heading", ["CPU quickstart", "A real run"])
+def test_the_readme_runs_parse_and_train_the_studys_complete_recipe(heading):
+    """Every flag of the quickstart and the real run exists, and their super-network is the study's row (e)."""
+    sys.path.insert(0, str(PROJECT_DIR / "bench"))
+    from study_glue import FULL_RECIPE, TEACHER
+
+    commands = readme_section_commands(heading)
+    assert [script for script, _ in commands] == [
+        "train_supernet.py", "train_supernet.py", "run_offline_search.py", "select_and_extract.py"]
+    parsed = [parse_arguments(SCRIPT_ARGUMENTS[script], argv) for script, argv in commands]
+    teacher_dir = parsed[0][-1].output_dir
+    supernet = parsed[1][4]
+    recipe_flags = [flag.replace(TEACHER, teacher_dir) for flag in FULL_RECIPE.flags]
+    recipe = parse_arguments((SupernetArguments,), recipe_flags)[0]
+    assert dataclasses.asdict(supernet) == dataclasses.asdict(recipe)
+    assert parsed[2][4].checkpoint_dir_model == parsed[1][-1].output_dir
+    recovery = parsed[3][-1]
+    assert recovery.recover_epochs >= 1 and recovery.teacher_model_name_or_path == teacher_dir
