@@ -233,11 +233,12 @@ def test_sigterm_stops_the_study_and_its_running_stage(tmp_path):
     stage = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(60)"
     study = (
         "import signal, sys\n"
+        "from pathlib import Path\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'bench')!r})\n"
         "from study_glue import run_stage, stop_on_sigterm\n"
         "signal.signal(signal.SIGTERM, stop_on_sigterm)\n"
-        f"run_stage([sys.executable, '-c', {stage!r}], __import__('pathlib').Path({str(tmp_path / 'log')!r}), "
-        f"__import__('pathlib').Path({str(tmp_path / 'done')!r}))\n"
+        f"run_stage([sys.executable, '-c', {stage!r}], Path({str(tmp_path / 'log')!r}), "
+        f"Path({str(tmp_path / 'done')!r}))\n"
     )
     process = subprocess.Popen([sys.executable, "-c", study], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
