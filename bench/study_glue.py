@@ -889,17 +889,19 @@ def relative_to_project(path: Path) -> str:
 
 
 def record_results(runs: TaskRuns, record_dir: Path) -> TaskRuns:
-    """Copy a task's result files (small JSON, no weights) from the run folder into the report's record.
+    """Copy a task's result files (JSON, no weights) from the run folder into the report's record.
 
     The report is written from the record, which lives in the repository: what a stage measured survives the
     loss of the run folder (only the checkpoints do not, and a rerun of the study recreates what they feed).
+    The copies are written without indentation: a search's file lists every kept neuron of its Pareto set, and
+    indented it is four times the size in the repository's history.
     """
     recorded = replace(runs, runs=record_dir)
     for pattern in RECORDED_RESULTS:
         for source in sorted(runs.folder.glob(pattern)):
             target = recorded.folder / source.relative_to(runs.folder)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            target.write_text(json.dumps(json.loads(source.read_text()), separators=(",", ":")))
     return recorded
 
 

@@ -179,7 +179,7 @@ def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_r
     runs = TaskRuns("stsb", StudySettings(), "unused", tmp_path / "runs")
     measured = {
         "supernet_standard/results.json": '{"runtime_s": 667}',
-        "search_e_params_seed0/results_stsb.json": '{"pareto_set": []}',
+        "search_e_params_seed0/results_stsb.json": json.dumps({"pareto_set": [{"neurons": [0, 2]}]}, indent=2),
         "layer_dropping.json": '{"points": []}',
         "recovered_e_params_seed0_12/extraction.json": '{"test": {}}',
         "recovered_e_params_seed0_12/reload.json": '{"test": {}}',
@@ -202,7 +202,9 @@ def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_r
     files = {str(path.relative_to(recorded.folder)) for path in recorded.folder.rglob("*") if path.is_file()}
     assert files == {*measured, "search_standard_seed0/results_stsb.json"}
     for name, text in measured.items():
-        assert (recorded.folder / name).read_text() == text
+        assert json.loads((recorded.folder / name).read_text()) == json.loads(text)
+    assert (recorded.folder / "search_e_params_seed0/results_stsb.json").read_text() == (
+        '{"pareto_set":[{"neurons":[0,2]}]}')  # written compactly
     assert lost_earlier.read_text() == '{"pareto_set": [1]}'
 
 
