@@ -19,6 +19,7 @@ from study_glue import (  # noqa: E402
     StudySettings,
     TaskRuns,
     ablation_rows,
+    ablation_table,
     analyse_task,
     best_under_budget,
     goal_verdicts,
@@ -135,6 +136,20 @@ def test_a_missed_goal_says_by_how_much_and_which_ablation_step_gained_most():
         "largest gain of the ablation: (c) + importance ordering (+0.40)"
     )
     assert verdicts[0].startswith("stsb: at ≤50% encoder parameters, (c) + importance ordering selects")
+
+
+def test_the_ablation_table_gives_each_finished_rows_gain_over_the_previous_one():
+    analysis = verdict_analysis(None)
+    # (b) → (c): HV 0.30 → 0.40, normalised 0.30 → 0.70; (c) → (d): HV 0.40 → 0.35, normalised 0.70 → 0.60
+    assert ablation_table(analysis)[-3:] == [
+        "| (b) one_shot → (c) + importance ordering | +0.100 | +0.40 |",
+        "| (c) + importance ordering → (d) + fine-tuned teacher (logits) | -0.050 | -0.10 |",
+        "",
+    ]
+    analysis["methods"]["(b) one_shot"]["budgets"]["accuracy"]["0.5"] = None  # (b) found nothing within 50%
+    assert ablation_table(analysis)[-3] == "| (b) one_shot → (c) + importance ordering | +0.100 | — |"
+    analysis["complete_rows"] = ["(c) + importance ordering"]
+    assert ablation_table(analysis) == []
 
 
 def test_the_hypervolume_line_says_which_baseline_has_not_finished():
