@@ -809,8 +809,9 @@ def plot_task(task: str, methods: dict[str, list[dict]], unpruned_error: float, 
         axis.set_ylabel(f"{which} error (1 - {MAIN_METRIC[task]})")
         axis.set_title(f"{task}: {which} error of the validation Pareto fronts")
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
-    figure.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()  # below the plots: up to eleven entries hide no front
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.04 * (1 + (len(labels) - 1) // 4), 1, 1))
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=110)
     plt.close(figure)
