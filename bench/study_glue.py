@@ -56,7 +56,7 @@ from cost import count_parameters  # noqa: E402
 from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
 from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from evaluation import evaluate  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
+from io_utils import write_json_atomic, write_text_atomic  # noqa: E402
 from metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
 from models import load_supernet  # noqa: E402
 from pareto import hypervolume_2d, pareto_indices  # noqa: E402
@@ -934,7 +934,7 @@ def record_results(runs: TaskRuns, record_dir: Path) -> TaskRuns:
         for source in sorted(runs.folder.glob(pattern)):
             target = recorded.folder / source.relative_to(runs.folder)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(json.loads(source.read_text()), separators=(",", ":")))
+            write_text_atomic(target, json.dumps(json.loads(source.read_text()), separators=(",", ":")))
     return recorded
 
 
