@@ -40,9 +40,11 @@ class TrainingState:
 
 
 def save_checkpoint(
-    directory: Path, model, tokenizer, nas_settings: dict, state: TrainingState, epoch: int, global_step: int
+    directory: Path, model, tokenizer, nas_settings: dict, state: TrainingState, epoch: int, global_step: int,
+    runtime_s: float,
 ) -> None:
-    """Write checkpoint-<epoch>/ atomically (temporary folder, then rename)."""
+    """Write checkpoint-<epoch>/ atomically (temporary folder, then rename); `runtime_s` is the training time so
+    far, which a resumed run carries on from so that its results count every session."""
     temporary = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     save_supernet(model, tokenizer, temporary, nas_settings)
@@ -57,7 +59,8 @@ def save_checkpoint(
         },
         temporary / STATE_FILE,
     )
-    progress = {"epoch": epoch, "global_step": global_step, "sampling_rng": state.sampling_rng.bit_generator.state}
+    progress = {"epoch": epoch, "global_step": global_step, "runtime_s": runtime_s,
+                "sampling_rng": state.sampling_rng.bit_generator.state}
     (temporary / PROGRESS_FILE).write_text(json.dumps(progress))
     shutil.rmtree(directory, ignore_errors=True)
     temporary.rename(directory)
@@ -87,8 +90,8 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: st
     return path
 
 
-def restore_state(checkpoint: Path, state: TrainingState) -> tuple[int, int]:
-    """Load optimizer, schedule, scaler and RNG states in place; returns (epoch, global_step) done."""
+def restore_state(checkpoint: Path, state: TrainingState) -> tuple[int, int, float]:
+    """Load optimizer, schedule, scaler and RNG states in place; returns (epoch, global_step, runtime_s) done."""
     saved = torch.load(checkpoint / STATE_FILE, weights_only=True)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -99,4 +102,4 @@ def restore_state(checkpoint: Path, state: TrainingState) -> tuple[int, int]:
     state.data_order.set_state(saved["data_order"])
     progress = json.loads((checkpoint / PROGRESS_FILE).read_text())
     state.sampling_rng.bit_generator.state = progress["sampling_rng"]
-    return progress["epoch"], progress["global_step"]
+    return progress["epoch"], progress["global_step"], progress.get("runtime_s", 0.0)  # 0: a checkpoint from before it was stored

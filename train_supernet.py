@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
     )
     start_epoch, global_step = 0, 0
     if resume_from is not None:
-        start_epoch, global_step = restore_state(resume_from, state)
+        start_epoch, global_step, earlier_runtime_s = restore_state(resume_from, state)
+        start_time -= earlier_runtime_s  # runtime_s counts the earlier sessions' training too
         logger.info("Resuming from %s: %d epochs (%d steps) done", resume_from, start_epoch, global_step)
     sampling_rng = state.sampling_rng
     log_dir = nas_args.run_log_dir("train", training_args.output_dir)
@@ -232,7 +233,9 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         """checkpoint-<epoch>/; under DeepSpeed the weights only (its optimizer state is partitioned)."""
         directory = Path(training_args.output_dir) / f"checkpoint-{epoch}"
         if runtime.saves_training_state:
-            save_checkpoint(directory, trained, tokenizer, nas_settings, state, epoch, global_step)
+            save_checkpoint(
+                directory, trained, tokenizer, nas_settings, state, epoch, global_step, time.time() - start_time
+            )
         else:
             save_supernet(trained, tokenizer, directory, nas_settings)
 

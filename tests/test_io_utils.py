@@ -73,7 +73,7 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
         data_order=torch.Generator(),
         sampling_rng=np.random.default_rng(0),
     )
-    save_checkpoint(tmp_path / "supernet" / "checkpoint-1", model, tiny_tokenizer(), {}, state, 1, 4)
+    save_checkpoint(tmp_path / "supernet" / "checkpoint-1", model, tiny_tokenizer(), {}, state, 1, 4, 1.0)
     sub_network = make_search_space("small", model.config).smallest()
     save_extracted(extract_sub_network(model, sub_network), tiny_tokenizer(), sub_network, tmp_path / "pruned")
     for directory in ("supernet", "pruned"):

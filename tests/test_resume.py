@@ -158,7 +158,8 @@ def test_resuming_training_with_other_settings_is_refused(tmp_path):
 
 def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
     """3 steps per epoch: epoch 2 starts at step 3, a full-network step. A run resumed from checkpoint-1 that
-    counted its steps from 0 again would start epoch 2 with sub-networks and end with other weights."""
+    counted its steps from 0 again would start epoch 2 with sub-networks and end with other weights. Its
+    runtime counts the interrupted session's training too."""
     import shutil
 
     from safetensors.torch import load_file
@@ -182,8 +183,17 @@ def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
     train_ats(reference)
     assert json.loads((reference / "checkpoint-1" / "trainer_state.json").read_text())["global_step"] == 3
     shutil.copytree(reference / "checkpoint-1", resumed / "checkpoint-1")  # as if killed after epoch 1
+    # Pretend the interrupted session trained for 1000 s: the resumed run's runtime must count it.
+    progress_file = resumed / "checkpoint-1" / "trainer_state.json"
+    progress = json.loads(progress_file.read_text())
+    assert 0 < progress["runtime_s"] < json.loads((reference / "results.json").read_text())["runtime_s"]
+    progress_file.write_text(json.dumps(progress | {"runtime_s": 1000.0}))
+    started = time.time()
     train_ats(resumed, "--resume_from_checkpoint", "latest")
-    assert json.loads((resumed / "results.json").read_text())["num_steps"] == 6
+    resumed_wall_clock = time.time() - started
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["num_steps"] == 6
+    assert 1000.0 < results["runtime_s"] < 1000.0 + resumed_wall_clock
     expected, actual = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
