@@ -102,4 +102,5 @@ def restore_state(checkpoint: Path, state: TrainingState) -> tuple[int, int, flo
     state.data_order.set_state(saved["data_order"])
     progress = json.loads((checkpoint / PROGRESS_FILE).read_text())
     state.sampling_rng.bit_generator.state = progress["sampling_rng"]
-    return progress["epoch"], progress["global_step"], progress.get("runtime_s", 0.0)  # 0: a checkpoint from before it was stored
+    earlier_runtime_s = progress.get("runtime_s", 0.0)  # 0 for a checkpoint written before it was stored
+    return progress["epoch"], progress["global_step"], earlier_runtime_s
