@@ -64,6 +64,11 @@ class RFPArguments:
         metadata={"help": "Where results_<task>.json and one pruned checkpoint per budget (budget-<b>/) go."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of the calibration subset."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh even if --output_dir holds an interrupted run (by default its finished "
+                  "budgets are kept when its settings match)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("constraint", self.constraint, CONSTRAINTS)

@@ -5,7 +5,8 @@ information of every head and neuron mask on --num_calibration_samples training 
 budget the mask search and mask rearrangement (rfp.py) and least-squares mask tuning (lstsq.py). Each
 budget's model is extracted with its tuned weights into <output_dir>/budget-<b>/, and results_<task>.json
 has the schema of run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies a point's
-own checkpoint.
+own checkpoint. Each finished budget is logged at once (evaluations.jsonl, as a search's), so a run stopped
+between budgets resumes with the budgets it had finished (minutes of mask tuning each on a CPU).
 
     python run_rfp.py --checkpoint_dir_model ./finetuned_sst2 --task_name sst2 --budgets 0.4,0.5,0.6,0.7,0.8,0.9 \
         --output_dir ./results_rfp
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import set_seed
 
 from arguments import CostArguments, parse_arguments
@@ -44,11 +46,27 @@ from models import load_supernet
 from pareto import pareto_indices
 from precision import default_device
 from rfp import RFPArguments, UnitCosts, rearrange_masks, search_mask
-from run_offline_search import results_file_name
+from run_offline_search import previous_evaluations, results_file_name
 from slicing import sliced
 from sub_network import SubNetwork
 
 logger = logging.getLogger(__name__)
+
+
+def run_settings(rfp_args: RFPArguments, data_args: DataArguments, cost_args: CostArguments) -> dict:
+    """What must match for the budgets logged in --output_dir to be kept (the budget list may change)."""
+    return {
+        "checkpoint_dir_model": str(Path(rfp_args.checkpoint_dir_model).resolve()),
+        "constraint": rfp_args.constraint,
+        "num_calibration_samples": rfp_args.num_calibration_samples,
+        "calibration_batch_size": rfp_args.calibration_batch_size,
+        "rearrange_masks": rfp_args.rearrange_masks,
+        "tune_masks": rfp_args.tune_masks,
+        "seed": rfp_args.seed,
+        "data": absolute_data_flags(data_args),
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     full = SubNetwork.full(*importance.heads.shape, importance.neurons.shape[1])
     cost_meter = CostMeter(model, sliced, cost_args, full)
     output_dir = Path(rfp_args.output_dir)
-    evaluations = []
-    for iteration, budget in enumerate(rfp_args.budget_list):
+    log, logged = previous_evaluations(output_dir, run_settings(rfp_args, data_args, cost_args),
+                                       rfp_args.overwrite_output_dir)
+    finished = {record["budget"]: record for record in logged}
+    if logged:
+        logger.info("Resumed budgets %s from %s", ", ".join(f"{budget:g}" for budget in finished), log.path)
+        start_time -= max(record["elapsed_s"] for record in logged)  # runtime_s counts the earlier sessions too
+
+    def prune(budget: float) -> dict:
+        """One budget's mask search, rearrangement and tuning; its checkpoint is written before it is logged."""
         budget_start = time.time()
         sub_network = search_mask(importance, unit_costs, budget)
         if rfp_args.rearrange_masks:
@@ -99,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         validation = score(pruned, "validation")
         checkpoint_dir = (output_dir / f"budget-{budget:g}").resolve()
         save_extracted(pruned, tokenizer, sub_network, checkpoint_dir)
-        evaluations.append({
-            "iteration": iteration,
+        record = {
             "budget": budget,
             "constraint": rfp_args.constraint,
             "error": validation["error"],
@@ -113,9 +137,17 @@ def main(argv: list[str] | None = None) -> None:
             "sub_network": sub_network.to_json_dict(),
             "trial_checkpoint_dir": str(checkpoint_dir),  # select_and_extract.py copies these tuned weights
             "runtime_s": time.time() - budget_start,
-        })
+            "elapsed_s": time.time() - start_time,
+        }
+        log.append(record)
         logger.info("budget %g: validation error %.4f (%.4f before tuning), %s %.3f", budget, validation["error"],
-                    error_before_tuning, rfp_args.constraint, evaluations[-1][rfp_args.constraint])
+                    error_before_tuning, rfp_args.constraint, record[rfp_args.constraint])
+        return record
+
+    evaluations = [
+        {"iteration": iteration} | (finished.get(budget) or prune(budget))
+        for iteration, budget in enumerate(tqdm(rfp_args.budget_list, desc="budgets"))
+    ]
 
     objectives = np.array([[record["error"], record["params"]] for record in evaluations])
     non_dominated = set(pareto_indices(objectives))

@@ -22,7 +22,8 @@ and their searches, the cheap baselines and row (e)'s recovery at ≤ 50%; (2) t
 (~17 minutes of mask tuning per budget on a 2-core CPU) and standard NAS. Every stage writes its results before
 the next starts and is skipped when they exist, and the report is rewritten after each one, so the study
 can be stopped at any point and picked up again by running the same command (a super-network resumes
-from its last epoch, a search from its own log; an interrupted recovery or standard-NAS run starts over).
+from its last epoch, a search from its own log, RFP from its finished budgets; an interrupted recovery or
+standard-NAS run starts over).
 Each stage's result files (JSON, no weights) are copied into `<report_dir>/results` and the report is written
 from that record, which is committed with it: a lost run folder loses checkpoints, not measurements.
 

@@ -3,6 +3,7 @@ like a search's."""
 
 import itertools
 import json
+import time
 
 import pytest
 import torch
@@ -152,6 +153,32 @@ def test_rearrangement_keeps_the_searched_counts_and_without_it_the_masks_are_th
         assert after["layer_params"] == before["layer_params"] <= after["budget"]
         changed += rearranged_mask != searched_mask
     assert changed  # rearrangement chose other units somewhere
+
+
+def test_a_stopped_run_keeps_its_finished_budgets_and_computes_the_others_as_an_uninterrupted_run(
+        tmp_path, fine_tuned):
+    uninterrupted = run(fine_tuned, tmp_path / "uninterrupted")
+    output_dir = tmp_path / "stopped"
+    run(fine_tuned, output_dir, budgets=BUDGETS[:2])  # as if stopped before the last budget
+    log = output_dir / "evaluations.jsonl"
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [record["budget"] for record in logged] == list(BUDGETS[:2])
+    # Mark the first budget's record and pretend its session took 1000 s: a kept budget is read, not recomputed.
+    logged[0] |= {"error_before_tuning": 123.0, "elapsed_s": 1000.0}
+    log.write_text("".join(json.dumps(record) + "\n" for record in logged) + '{"budget": 0.8, "err')  # cut short
+    started = time.time()
+    resumed = run(fine_tuned, output_dir)
+    assert [point["iteration"] for point in resumed["pareto_set"]] == [0, 1, 2]
+    assert resumed["pareto_set"][0]["error_before_tuning"] == 123.0
+    for point, reference in zip(resumed["pareto_set"], uninterrupted["pareto_set"], strict=True):
+        assert (point["budget"], point["sub_network"]) == (reference["budget"], reference["sub_network"])
+        assert point["error"] == pytest.approx(reference["error"]) and point["test"] == pytest.approx(reference["test"])
+    assert 1000.0 < resumed["runtime_s"] < 1000.0 + time.time() - started
+    assert len(log.read_text().splitlines()) == 3
+    with pytest.raises(UsageError, match="holds a run with --seed 42 \\(this run: 7\\)"):
+        run(fine_tuned, output_dir, "--seed", "7")
+    fresh = run(fine_tuned, output_dir, "--seed", "7", "--overwrite_output_dir", "True", budgets=BUDGETS[:1])
+    assert fresh["seed"] == 7 and len(log.read_text().splitlines()) == 1
 
 
 def test_bad_budgets_are_refused(tmp_path):
