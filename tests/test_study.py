@@ -26,6 +26,7 @@ from study_glue import (  # noqa: E402
     hypervolumes,
     phase_ablation,
     record_results,
+    recovery_table,
     relative_performance,
     replace_between_markers,
 )
@@ -87,6 +88,21 @@ def test_mrpc_is_reported_by_f1_and_accuracy_each_against_its_own_trivial_predic
     assert cells["f1"]["0.4"] is None
     # a searched row's validation hypervolume is the mean over its seeds' fronts, not the pooled front's
     assert analysis["methods"]["(b) one_shot"]["hypervolume"]["validation"] == 0.123
+
+
+def test_mrpcs_recovery_table_gives_f1_and_accuracy_before_and_after():
+    label = "(e) + budget-aware sampling"
+    recovered = {"budget": 0.5, "encoder_fraction": 0.49, "total_fraction": 0.76, "runtime_s": 905.2,
+                 "kept_epoch": 1, "test_before": {"f1": 0.84351, "accuracy": 0.76716},
+                 "test_after": {"f1": 0.85246, "accuracy": 0.77941},
+                 "reload": {"test": {"f1": 0.85246, "accuracy": 0.77941}, "matches_recorded": True}}
+    analysis = {"main_metric": "f1", "metrics": ["f1", "accuracy"], "recovery": {label: [recovered]},
+                "lstsq_recovery": {label: [{"budget": 0.5, "test_after": {"f1": 0.83, "accuracy": 0.7},
+                                            "runtime_s": 669}]}}
+    lines = recovery_table(analysis, label)
+    assert lines[0].startswith(f"(f) {label} + recovery: test f1 / accuracy before and after")
+    assert lines[4] == "| ≤50% | 0.49 | 0.76 | 0.8435 / 0.7672 | 0.8525 / 0.7794 (905) | 1 | 0.8300 / 0.7000 (669) |"
+    assert lines[6].endswith("the ≤50% checkpoint scores test f1 0.8525: the metric extraction.json records.")
 
 
 def verdict_analysis(recovered_accuracy: float | None) -> dict:
