@@ -79,8 +79,8 @@ class RecoveryArguments:
     recover_lstsq: bool = field(
         default=False,
         metadata={"help": "Recovery without training (Kwon et al. 2022): least-squares rescaling of the kept heads "
-                  "and neurons, block by block, so each block reconstructs the super-network's full network "
-                  "(lstsq.py); before --recover_epochs when both are given."},
+                  "and neurons, block by block, so the residual stream after each block matches the "
+                  "super-network's full network's (lstsq.py); before --recover_epochs when both are given."},
     )
     recover_calibration_samples: int = field(
         default=2048, metadata={"help": "Recovery: training examples of the least-squares tuning (--recover_lstsq)."}

@@ -40,7 +40,7 @@ from evaluation import evaluate
 from extract import extract_sub_network, save_extracted
 from importance import UnitImportance, mask_gradients
 from io_utils import write_json_atomic
-from lstsq import calibration_batches, tuned_extraction
+from lstsq import calibration_batches, tuned_extraction, unpruned_streams
 from metrics import metric_task
 from models import load_supernet
 from pareto import pareto_indices
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("Resumed budgets %s from %s", ", ".join(f"{budget:g}" for budget in finished), log.path)
         start_time -= max(record["elapsed_s"] for record in logged)  # runtime_s counts the earlier sessions too
 
+    targets = None  # the unpruned model's streams that every budget's tuning matches, computed once when needed
+
     def prune(budget: float) -> dict:
         """One budget's mask search, rearrangement and tuning; its checkpoint is written before it is logged."""
         budget_start = time.time()
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
             sub_network = rearrange_masks(sub_network, gradients)
         error_before_tuning = score(model, "validation", sub_network)["error"]
         if rfp_args.tune_masks:
-            pruned, _ = tuned_extraction(model, sub_network, batches)
+            nonlocal targets
+            targets = unpruned_streams(model, batches) if targets is None else targets
+            pruned, _ = tuned_extraction(model, sub_network, batches, targets)
         else:
             pruned = extract_sub_network(model, sub_network)
         costs = cost_meter.measure(sub_network, with_latency=True)

@@ -1,4 +1,5 @@
-"""Least-squares mask tuning matches a hand-built least-squares problem and lowers the reconstruction error."""
+"""Least-squares mask tuning matches a hand-built least-squares problem on the residual stream (Kwon et al.),
+ignores padding and lowers how far the pruned model's output is from the unpruned one's."""
 
 import copy
 
@@ -8,11 +9,18 @@ from conftest import tiny_batch, tiny_model
 
 from cost import count_parameters
 from families import family_for, layers_of
-from lstsq import tune_masks
+from lstsq import MAX_SCALE, solve_scales, tune_masks, unpruned_streams
 from mask import masked
 from sub_network import SubNetwork
 
-BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]
+BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]  # the last row of each is padded
+# Where each family's residual stream is read right after a block: the input of the module that follows it
+# (layer, path), named here by hand rather than taken from the family table.
+STREAM_AFTER = {
+    "bert": {"attention": (0, "attention.output.LayerNorm"), "ffn": (0, "output.LayerNorm")},
+    "llama": {"attention": (0, "post_attention_layernorm"), "ffn": (1, "input_layernorm")},
+    "gpt2": {"attention": (0, "ln_2"), "ffn": (1, "ln_1")},
+}
 
 
 def full_sub_network(model) -> SubNetwork:
@@ -29,17 +37,21 @@ def pruned_sub_network(model) -> SubNetwork:
     return SubNetwork(head_mask, ffn_mask)
 
 
-def projection_inputs(model, path: str, layer: int, sub_network=None) -> tuple[torch.Tensor, torch.nn.Module]:
-    """Every calibration token's input to one layer's projection, read with a plain hook."""
-    module = layers_of(model)[layer].get_submodule(path)
+def module_inputs(
+    model, layer: int | None, path: str, sub_network, batches=BATCHES
+) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The input of one module (of a layer, or of the base model when `layer` is None) for every real (unpadded)
+    calibration token, read with a plain hook."""
+    module = (model.base_model if layer is None else layers_of(model)[layer]).get_submodule(path)
     rows = []
     # hooked inside `masked`, after the mask hooks: sees the removed units zeroed
-    with torch.no_grad(), masked(model, sub_network or full_sub_network(model)):
+    with torch.no_grad(), masked(model, sub_network):
         handle = module.register_forward_pre_hook(lambda _, args: rows.append(args[0].reshape(-1, args[0].shape[-1])))
-        for batch in BATCHES:
-            model(**{key: value for key, value in batch.items() if key != "labels"})
+        for batch in batches:
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         handle.remove()
-    return torch.cat(rows).double(), module
+    real = torch.cat([batch["attention_mask"].reshape(-1).bool() for batch in batches])
+    return torch.cat(rows).double()[real], module
 
 
 def dense_weight(module) -> torch.Tensor:
@@ -48,42 +60,90 @@ def dense_weight(module) -> torch.Tensor:
     return weight if isinstance(module, torch.nn.Linear) else weight.T
 
 
+@pytest.mark.parametrize("block", ["attention", "ffn"])
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
-def test_first_ffn_scales_match_a_hand_built_least_squares(family):
+def test_layer_0_scales_solve_the_residual_stream_least_squares_by_hand(family, block):
+    """The kept units' scales of a layer-0 block make the stream after it closest to the unpruned model's."""
     model = tiny_model(family)
     sub_network = pruned_sub_network(model)
-    # Only the FFN of layer 0 is pruned: its input is the unpruned one, so the problem is the textbook one.
-    sub_network.ffn_mask[1:] = True
-    sub_network.head_mask[:] = True
-    path = family_for(model).ffn_down_proj
-    inputs, module = projection_inputs(model, path, 0)
-    weight = dense_weight(module)
-    kept = sub_network.kept_neurons(0)
-    design = torch.stack([(inputs[:, [k]] * weight[:, k]).flatten() for k in kept], dim=1)  # one column per neuron
-    target = (inputs @ weight.T).flatten()
-    expected = torch.linalg.lstsq(design, target[:, None]).solution.flatten()
-
     tuned = copy.deepcopy(model)
     scales = tune_masks(tuned, model, sub_network, BATCHES)
-    torch.testing.assert_close(torch.tensor(scales["neurons"][0], dtype=torch.float64), expected, rtol=1e-3, atol=1e-4)
-    tuned_weight = dense_weight(layers_of(tuned)[0].get_submodule(path))
-    torch.testing.assert_close(tuned_weight[:, kept], weight[:, kept] * expected.float().double(), rtol=1e-4, atol=1e-6)
+
+    table = family_for(model)
+    projection = table.attention_out_proj if block == "attention" else table.ffn_down_proj
+    unit_width = table.head_dim(model.config) * table.query_heads_per_unit(model.config) if block == "attention" else 1
+    kept = (sub_network.kept_heads if block == "attention" else sub_network.kept_neurons)(0)
+    x_pruned, tuned_module = module_inputs(tuned, 0, projection, sub_network)
+    stream_pruned = module_inputs(tuned, *STREAM_AFTER[family][block], sub_network)[0]
+    stream_full = module_inputs(model, *STREAM_AFTER[family][block], full_sub_network(model))[0]
+    weight = dense_weight(layers_of(model)[0].get_submodule(projection))
+    # What the pruned stream holds besides the kept units' sum (residual + bias), with the tuned weights removed.
+    rest = stream_pruned - x_pruned @ dense_weight(tuned_module).T
+    design = torch.stack([
+        (x_pruned[:, unit * unit_width:(unit + 1) * unit_width] @ weight[:, unit * unit_width:(unit + 1) * unit_width].T
+         ).flatten() for unit in kept
+    ], dim=1)  # one column per kept unit
+    expected = torch.linalg.lstsq(design, (stream_full - rest).flatten()[:, None]).solution.flatten()
+
+    assert expected.abs().max() < MAX_SCALE
+    assert not torch.allclose(expected, torch.ones_like(expected), atol=1e-2)  # the tuning does something here
+    got = torch.tensor(scales["heads" if block == "attention" else "neurons"][0], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
-def test_tuning_lowers_every_blocks_reconstruction_error_and_keeps_the_parameter_count(family):
+def test_padding_has_no_say_in_the_scales(family):
+    """The same examples, padded in batches or fed one by one without padding, give the same scales."""
     model = tiny_model(family)
-    family_table = family_for(model)
+    sub_network = pruned_sub_network(model)
+    unpadded = [
+        {"input_ids": batch["input_ids"][row][batch["attention_mask"][row].bool()][None],
+         "attention_mask": torch.ones(1, int(batch["attention_mask"][row].sum()), dtype=torch.long),
+         "labels": batch["labels"][row:row + 1]}
+        for batch in BATCHES for row in range(len(batch["input_ids"]))
+    ]
+    padded_scales = tune_masks(copy.deepcopy(model), model, sub_network, BATCHES)
+    unpadded_scales = tune_masks(copy.deepcopy(model), model, sub_network, unpadded)
+    for kind in ("heads", "neurons"):
+        for padded, alone in zip(padded_scales[kind], unpadded_scales[kind], strict=True):
+            torch.testing.assert_close(torch.tensor(padded), torch.tensor(alone), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_tuning_brings_the_output_closer_to_the_unpruned_model_and_keeps_the_parameter_count(family):
+    model = tiny_model(family)
     sub_network = pruned_sub_network(model)
     tuned = copy.deepcopy(model)
     tune_masks(tuned, model, sub_network, BATCHES)
     assert count_parameters(tuned, sub_network) == count_parameters(model, sub_network)
-    for layer in range(sub_network.num_layers):
-        for path in (family_table.attention_out_proj, family_table.ffn_down_proj):
-            full_inputs, full_module = projection_inputs(model, path, layer)
-            target = full_inputs @ dense_weight(full_module).T
-            errors = []
-            for candidate in (model, tuned):
-                inputs, module = projection_inputs(candidate, path, layer, sub_network)
-                errors.append((inputs @ dense_weight(module).T - target).pow(2).sum())
-            assert errors[1] < errors[0], (layer, path, errors)
+    # the residual stream after the last block, before the final norm
+    site = {"bert": (len(layers_of(model)) - 1, "output.LayerNorm"), "llama": (None, "norm"), "gpt2": (None, "ln_f")}
+    target = module_inputs(model, *site[family], full_sub_network(model))[0]
+    errors = [(module_inputs(candidate, *site[family], sub_network)[0] - target).pow(2).sum()
+              for candidate in (model, tuned)]
+    assert errors[1] < 0.9 * errors[0], errors
+
+
+def test_streams_computed_once_serve_every_sub_network():
+    """run_rfp.py tunes every budget against the same unpruned streams: tuning one sub-network must not change
+    them, so the second sub-network's scales equal those of a tuning on its own."""
+    model = tiny_model("bert")
+    first = pruned_sub_network(model)
+    second = SubNetwork(first.head_mask.clone(), first.ffn_mask.clone())
+    second.ffn_mask[:, 1::3] = False
+    shared = unpruned_streams(model, BATCHES)
+    tune_masks(copy.deepcopy(model), model, first, BATCHES, targets=shared)
+    after_first = tune_masks(copy.deepcopy(model), model, second, BATCHES, targets=shared)
+    alone = tune_masks(copy.deepcopy(model), model, second, BATCHES)
+    assert after_first == alone
+
+
+def test_a_scale_beyond_the_bound_leaves_the_block_unscaled():
+    """One unit, G = 1: the scale is 1 - c, and past MAX_SCALE the block keeps 1 (hand-computed)."""
+    gram = torch.ones(1, 1, dtype=torch.float64)
+    weight = torch.ones(1, 1, dtype=torch.float64)
+    kept = torch.tensor([0])
+    torch.testing.assert_close(solve_scales(gram, torch.tensor([[-1.0]], dtype=torch.float64), weight, 1, kept),
+                               torch.tensor([2.0]))
+    bounded = solve_scales(gram, torch.tensor([[-(MAX_SCALE + 1)]], dtype=torch.float64), weight, 1, kept)
+    torch.testing.assert_close(bounded, torch.tensor([1.0]))
