@@ -25,6 +25,7 @@ from study_glue import (  # noqa: E402
     goal_verdicts,
     hypervolumes,
     phase_ablation,
+    phase_paper_baselines,
     record_results,
     recovery_table,
     relative_performance,
@@ -199,6 +200,38 @@ def test_the_ablation_phase_runs_the_rows_asked_for(tmp_path, task, rows, expect
     runs.searched = []
     phase_ablation(runs)
     assert runs.searched == expected
+
+
+class PaperBaselineRuns(TaskRuns):
+    """Records the paper's baselines the last phase would run, instead of running them."""
+
+    ran: list
+
+    def recover(self, row, budget, method="epochs") -> None:
+        self.ran.append(("recover", row.key, budget, method))
+
+    def rfp(self) -> None:
+        self.ran.append(("rfp",))
+
+    def standard_nas(self, wallclock_s: float) -> None:
+        self.ran.append(("standard_nas", wallclock_s))
+
+
+@pytest.mark.parametrize("task", ["sst2", "stsb", "mrpc"])
+def test_standard_nas_runs_on_every_task_given_the_best_rows_training_plus_one_search(tmp_path, task):
+    runs = PaperBaselineRuns(task, StudySettings(), "unused", tmp_path)
+    runs.ran = []
+    # (d'): validation HV 0.4 (error 0.2 at half the parameters), (b): 0.35, so (d') is the best row.
+    for key, error, train_s, search_s in (("b_one_shot", 0.3, 100, 10), ("d2_hidden", 0.2, 1694, 300)):
+        (runs.folder / f"supernet_{key}").mkdir(parents=True)
+        (runs.folder / f"supernet_{key}" / "results.json").write_text(json.dumps({"runtime_s": train_s}))
+        for seed, runtime_s in ((0, search_s), (1, 9999)):
+            results = runs.folder / f"search_{key}_seed{seed}" / f"results_{task}.json"
+            results.parent.mkdir(parents=True)
+            results.write_text(json.dumps({"runtime_s": runtime_s,
+                                           "pareto_set": [{"error": error, "params": 0.5}]}))
+    phase_paper_baselines(runs)
+    assert runs.ran == [("recover", "e_params", 0.5, "lstsq"), ("rfp",), ("standard_nas", 1994)]
 
 
 def test_an_unknown_row_is_refused_by_name():
