@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
 
 COST_LABELS = {
     "params": "parameters (relative to unpruned)",

@@ -26,9 +26,19 @@ import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from arguments import CostArguments, ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import (
+from nas_llm.common.arguments import (
+    CostArguments,
+    ModelArguments,
+    NASArguments,
+    check_choice,
+    check_positive,
+    parse_arguments,
+)
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
+from nas_llm.common.memory import bound_kernel_cache, release_freed_memory
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import (
     LM_TASK,
     DataArguments,
     absolute_data_flags,
@@ -37,19 +47,16 @@ from data import (
     task_info_for,
     tokenize_splits,
 )
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
-from lm_data import LMArguments, absolute_lm_flags, load_blocks
-from memory import bound_kernel_cache, release_freed_memory
-from metrics import metric_task
-from models import load_supernet, resolve_model_name
-from pareto import pareto_indices
-from precision import default_device
-from search_spaces import make_search_space
-from searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
-from slicing import runner_for
-from sub_network import SubNetwork
+from nas_llm.data.lm_data import LMArguments, absolute_lm_flags, load_blocks
+from nas_llm.data.metrics import metric_task
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.models import load_supernet, resolve_model_name
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.pareto import pareto_indices
+from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
+from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from arguments import CostArguments, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import (
+from nas_llm.baselines.rfp import RFPArguments, UnitCosts, rearrange_masks, search_mask
+from nas_llm.common.arguments import CostArguments, parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import (
     LM_TASK,
     DataArguments,
     absolute_data_flags,
@@ -35,20 +38,17 @@ from data import (
     task_info_for,
     tokenize_splits,
 )
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import extract_sub_network, save_extracted
-from importance import UnitImportance, mask_gradients
-from io_utils import write_json_atomic
-from lstsq import calibration_batches, tuned_extraction, unpruned_streams
-from metrics import metric_task
-from models import load_supernet
-from pareto import pareto_indices
-from precision import default_device
-from rfp import RFPArguments, UnitCosts, rearrange_masks, search_mask
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import extract_sub_network, save_extracted
+from nas_llm.extraction.lstsq import calibration_batches, tuned_extraction, unpruned_streams
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.models import load_supernet
+from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.pareto import pareto_indices
+from nas_llm.training.evaluation import evaluate
+from nas_llm.training.importance import UnitImportance, mask_gradients
 from run_offline_search import previous_evaluations, results_file_name
-from slicing import sliced
-from sub_network import SubNetwork
 
 logger = logging.getLogger(__name__)
 

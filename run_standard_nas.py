@@ -25,22 +25,7 @@ from syne_tune import StoppingCriterion, Tuner
 from syne_tune.backend import LocalBackend
 from transformers import set_seed
 
-from arguments import TrainingArguments, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import LM_TASK, absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import load_extracted
-from io_utils import write_json_atomic
-from metrics import metric_task
-from models import load_model, load_tokenizer, resolve_model_name
-from pareto import pareto_indices
-from precision import default_device
-from run_offline_search import results_file_name
-from search_spaces import make_search_space
-from searchers import plain_value
-from slicing import runner_for
-from standard_nas import (
+from nas_llm.baselines.standard_nas import (
     ARGUMENTS,
     EPOCH,
     SETTINGS_FILE,
@@ -56,6 +41,28 @@ from standard_nas import (
     prepare_output_dir,
     trial_records,
 )
+from nas_llm.common.arguments import TrainingArguments, parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import (
+    LM_TASK,
+    absolute_data_flags,
+    load_raw_splits,
+    make_dataloader,
+    task_info_for,
+    tokenize_splits,
+)
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import load_extracted
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.models import load_model, load_tokenizer, resolve_model_name
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.search.pareto import pareto_indices
+from nas_llm.search.searchers import plain_value
+from nas_llm.training.evaluation import evaluate
+from run_offline_search import results_file_name
 
 logger = logging.getLogger(__name__)
 TRIAL_SCRIPT = Path(__file__).resolve().parent / "standard_nas_trial.py"

@@ -31,26 +31,26 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arguments import parse_arguments
-from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from io_utils import write_json_atomic
-from lm_data import LMArguments, load_blocks
-from metrics import metric_task
-from model_card import write_model_card
-from models import load_supernet, load_tokenizer, set_label_names
-from precision import default_device
-from pruned_structure import STRUCTURE_KEY
-from recovery import (
+from nas_llm.common.arguments import parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from nas_llm.data.lm_data import LMArguments, load_blocks
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from nas_llm.extraction.model_card import write_model_card
+from nas_llm.extraction.recovery import (
     RecoveryArguments,
     check_recovery_possible,
     choose_teacher,
     least_squares_recovery,
     recover,
 )
-from sub_network import SubNetwork
+from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
+from nas_llm.model.pruned_structure import STRUCTURE_KEY
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 

@@ -53,18 +53,18 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from bench_sub_networks import machine_info  # noqa: E402
 
-from cost import count_parameters  # noqa: E402
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from io_utils import write_json_atomic, write_text_atomic  # noqa: E402
-from metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
-from models import load_supernet  # noqa: E402
-from pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
+from nas_llm.model.cost import count_parameters  # noqa: E402
+from nas_llm.model.models import load_supernet  # noqa: E402
+from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.slicing import runner_for  # noqa: E402
+from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 from run_offline_search import results_file_name  # noqa: E402
-from search_spaces import make_search_space  # noqa: E402
-from slicing import runner_for  # noqa: E402
-from sub_network import SubNetwork  # noqa: E402
 
 BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # shares of the encoder-layer parameters
 GOAL_BUDGET = 0.5

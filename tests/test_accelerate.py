@@ -28,12 +28,12 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
 import train_supernet
-from distributed import AcceleratedProcesses, check_deepspeed_support, gathered_parameters
-from errors import UsageError
-from models import save_supernet
-from sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step
-from search_spaces import SearchSpace, make_search_space
-from slicing import runner_for
+from nas_llm.common.errors import UsageError
+from nas_llm.model.models import save_supernet
+from nas_llm.model.search_spaces import SearchSpace, make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.training.distributed import AcceleratedProcesses, check_deepspeed_support, gathered_parameters
+from nas_llm.training.sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

@@ -24,7 +24,7 @@ import run_offline_search
 import run_standard_nas
 import select_and_extract
 import train_supernet
-from errors import exit_on_usage_error
+from nas_llm.common.errors import exit_on_usage_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "bench"))

@@ -9,11 +9,11 @@ from test_mask import full_sub_network
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_macs, count_parameters, measure_latency, parameter_bytes
-from extract import extract_sub_network
-from families import family_for, layers_of
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.extraction.extract import extract_sub_network
+from nas_llm.model.cost import count_macs, count_parameters, measure_latency, parameter_bytes
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
 
 
 def num_params(model) -> int:
@@ -116,8 +116,8 @@ def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():
 
 def test_latency_objective_ranks_half_the_macs_below_the_full_network():
     """What --objective latency minimises: a model large enough that compute, not overhead, takes the time."""
-    from arguments import CostArguments
-    from cost import CostMeter
+    from nas_llm.common.arguments import CostArguments
+    from nas_llm.model.cost import CostMeter
 
     torch.manual_seed(0)
     config = BertConfig(

@@ -26,10 +26,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import run_offline_search
 import select_and_extract
 import train_supernet
-from data import DataArguments, load_raw_splits
-from extract import extract_sub_network, num_parameters
-from families import layers_of
-from sub_network import SubNetwork
+from nas_llm.data.data import DataArguments, load_raw_splits
+from nas_llm.extraction.extract import extract_sub_network, num_parameters
+from nas_llm.model.families import layers_of
+from nas_llm.model.sub_network import SubNetwork
 
 EPOCHS = 5
 NUM_SAMPLES = 30

@@ -14,12 +14,12 @@ from test_search_spaces import SPACE_NAMES
 from tiny_assets import tiny_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 
-from cost import count_macs, count_parameters, measure_latency
-from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from families import family_for, layers_of
-from mask import masked
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from nas_llm.model.cost import count_macs, count_parameters, measure_latency
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
 
 
 def logits_of(model, sub_network=None):

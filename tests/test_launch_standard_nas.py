@@ -21,8 +21,8 @@ from test_launchers import (  # noqa: F401  (pytest fixtures)
 )
 
 import launch_standard_nas
-import sagemaker_jobs
-from errors import exit_on_usage_error
+from nas_llm.cloud import sagemaker_jobs
+from nas_llm.common.errors import exit_on_usage_error
 
 RUN = ["--task_name", "mrpc", "--seed", "2", "--search_space", "medium", "--max_epochs", "2", "--num_samples", "30"]
 RUN_FOLDER = "bert-base-cased/mrpc/moasha/medium/epochs_2/seed_2"
@@ -35,7 +35,7 @@ HYPERPARAMETERS = {
 
 
 def test_launcher_schedulers_are_the_entry_scripts_schedulers():
-    from standard_nas import SCHEDULERS
+    from nas_llm.baselines.standard_nas import SCHEDULERS
 
     assert launch_standard_nas.SCHEDULERS == SCHEDULERS
 

@@ -28,9 +28,9 @@ import launch_all_offline_search
 import launch_all_supernet_training
 import launch_offline_search
 import launch_supernet_training
-import sagemaker_jobs
-from arguments import SupernetArguments
-from errors import exit_on_usage_error
+from nas_llm.cloud import sagemaker_jobs
+from nas_llm.common.arguments import SupernetArguments
+from nas_llm.common.errors import exit_on_usage_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FAKE_ACCESS_KEY_ID = "AKIAFAKEKEYFORTESTS7"
@@ -164,12 +164,12 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def test_launcher_choices_are_the_entry_scripts_choices():
-    from data import TASKS
-    from reorder import REORDER_UNITS
-    from sampling import SAMPLING_STRATEGIES
-    from search_spaces import SEARCH_SPACES
-    from searchers import SEARCH_STRATEGIES
-    from sub_network_sampler import SAMPLING_DISTRIBUTIONS
+    from nas_llm.data.data import TASKS
+    from nas_llm.model.search_spaces import SEARCH_SPACES
+    from nas_llm.search.searchers import SEARCH_STRATEGIES
+    from nas_llm.training.reorder import REORDER_UNITS
+    from nas_llm.training.sampling import SAMPLING_STRATEGIES
+    from nas_llm.training.sub_network_sampler import SAMPLING_DISTRIBUTIONS
 
     assert sagemaker_jobs.TASKS == tuple(TASKS)
     distilling = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_model
 
-from families import family_for, layers_of
-from mask import masked
-from sub_network import SubNetwork
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.sub_network import SubNetwork
 
 
 def full_sub_network(model) -> SubNetwork:

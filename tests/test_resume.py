@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_scripts import train
 
-from errors import UsageError
+from nas_llm.common.errors import UsageError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

@@ -10,15 +10,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig
 
-import data
 import plot_pareto
 import run_offline_search
 import select_and_extract
 import train_supernet
-from errors import UsageError
-from search_spaces import SEARCH_SPACES
-from searchers import SEARCH_STRATEGIES
-from sub_network import SubNetwork
+from nas_llm.common.errors import UsageError
+from nas_llm.data import data
+from nas_llm.model.search_spaces import SEARCH_SPACES
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.searchers import SEARCH_STRATEGIES
 
 
 def scalar_tags(log_dir) -> set[str]:

@@ -6,11 +6,11 @@ import torch
 from conftest import tiny_config
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_parameters
-from errors import UsageError
-from search_spaces import SEARCH_SPACES, ModelShape, make_search_space
-from searchers import IntegerCodec
-from sub_network import SubNetwork
+from nas_llm.common.errors import UsageError
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.search_spaces import SEARCH_SPACES, ModelShape, make_search_space
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.searchers import IntegerCodec
 
 SPACE_NAMES = tuple(SEARCH_SPACES)
 

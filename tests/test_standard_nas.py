@@ -16,10 +16,16 @@ from transformers import AutoModelForSequenceClassification
 import plot_pareto
 import run_standard_nas
 import select_and_extract
-from errors import UsageError
-from extract import extract_sub_network, load_extracted, num_parameters
-from standard_nas import SETTINGS_FILE, TRIALS_DIR, NonDominatedRank, make_scheduler, prepare_output_dir
-from sub_network import SubNetwork
+from nas_llm.baselines.standard_nas import (
+    SETTINGS_FILE,
+    TRIALS_DIR,
+    NonDominatedRank,
+    make_scheduler,
+    prepare_output_dir,
+)
+from nas_llm.common.errors import UsageError
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters
+from nas_llm.model.sub_network import SubNetwork
 
 
 def test_non_dominated_rank_is_each_trials_place_in_the_sort():
