@@ -15,9 +15,6 @@ from collections.abc import Sequence
 
 from nas_llm.cloud.sagemaker_jobs import (
     CHECKPOINT_DIR,
-    DISTILLING_STRATEGIES,
-    REORDER_UNITS,
-    SAMPLING_DISTRIBUTIONS,
     TEACHER_CHANNEL,
     TEACHER_CHANNEL_DIR,
     TENSORBOARD_DIR,
@@ -36,6 +33,7 @@ from nas_llm.cloud.sagemaker_jobs import (
     supernet_folder,
 )
 from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error
+from nas_llm.common.flags import DISTILLING_STRATEGIES, REORDER_UNITS, SAMPLING_DISTRIBUTIONS
 
 
 def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:

@@ -35,6 +35,7 @@ from nas_llm.common.arguments import (
     parse_arguments,
 )
 from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.common.io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
 from nas_llm.common.memory import bound_kernel_cache, release_freed_memory
 from nas_llm.common.precision import default_device
@@ -55,7 +56,7 @@ from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import runner_for
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.pareto import pareto_indices
-from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
+from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, make_searcher
 from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)

@@ -53,8 +53,9 @@ from nas_llm.model.slicing import runner_for
 from nas_llm.training.distributed import gathered_parameters, make_runtime, report_from_main_process_only
 from nas_llm.training.evaluation import evaluate
 from nas_llm.training.language_modeling import LANGUAGE_MODELING
+from nas_llm.training.objective import CLASSIFICATION
 from nas_llm.training.reorder import reorder_by_importance, report_importance
-from nas_llm.training.sampling import CLASSIFICATION, make_sampling_strategy
+from nas_llm.training.sampling import make_sampling_strategy
 from nas_llm.training.sub_network_sampler import make_sub_network_sampler
 from nas_llm.training.teacher import Teacher, load_teacher
 from nas_llm.training.train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint

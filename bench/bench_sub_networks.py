@@ -50,7 +50,8 @@ from nas_llm.model.mask import masked  # noqa: E402
 from nas_llm.model.search_spaces import SearchSpace, make_search_space  # noqa: E402
 from nas_llm.model.slicing import sliced  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
-from nas_llm.training.sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step  # noqa: E402
+from nas_llm.training.objective import SubNetworkRunner  # noqa: E402
+from nas_llm.training.sampling import PlannedPass, make_sampling_strategy, training_step  # noqa: E402
 
 Batch = dict[str, torch.Tensor]
 

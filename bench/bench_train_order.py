@@ -29,7 +29,7 @@ from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # no
 from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
 from nas_llm.model.models import load_model, load_tokenizer  # noqa: E402
-from nas_llm.training.sampling import classifier_logits, task_loss  # noqa: E402
+from nas_llm.training.objective import classifier_logits, task_loss  # noqa: E402
 
 ORDERS = {"shuffled": False, "length-grouped": True}
 

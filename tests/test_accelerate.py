@@ -33,7 +33,8 @@ from nas_llm.model.models import save_supernet
 from nas_llm.model.search_spaces import SearchSpace, make_search_space
 from nas_llm.model.slicing import runner_for
 from nas_llm.training.distributed import AcceleratedProcesses, check_deepspeed_support, gathered_parameters
-from nas_llm.training.sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step
+from nas_llm.training.objective import SubNetworkRunner
+from nas_llm.training.sampling import PlannedPass, make_sampling_strategy, training_step
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

@@ -29,6 +29,7 @@ import launch_all_supernet_training
 import launch_offline_search
 import launch_supernet_training
 from nas_llm.cloud import sagemaker_jobs
+from nas_llm.common import flags
 from nas_llm.common.arguments import SupernetArguments
 from nas_llm.common.errors import exit_on_usage_error
 
@@ -164,21 +165,16 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def test_launcher_choices_are_the_entry_scripts_choices():
+    """The launchers offer the torch-free vocabulary (flags.py); each name in it has an implementation."""
     from nas_llm.data.data import TASKS
     from nas_llm.model.search_spaces import SEARCH_SPACES
-    from nas_llm.search.searchers import SEARCH_STRATEGIES
-    from nas_llm.training.reorder import REORDER_UNITS
     from nas_llm.training.sampling import SAMPLING_STRATEGIES
-    from nas_llm.training.sub_network_sampler import SAMPLING_DISTRIBUTIONS
 
-    assert sagemaker_jobs.TASKS == tuple(TASKS)
+    assert flags.TASKS == tuple(TASKS)
     distilling = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
-    assert sagemaker_jobs.DISTILLING_STRATEGIES == distilling
-    assert sagemaker_jobs.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
-    assert sagemaker_jobs.SEARCH_SPACES == tuple(SEARCH_SPACES)
-    assert sagemaker_jobs.SEARCH_STRATEGIES == tuple(SEARCH_STRATEGIES)
-    assert sagemaker_jobs.REORDER_UNITS == REORDER_UNITS
-    assert sagemaker_jobs.SAMPLING_DISTRIBUTIONS == SAMPLING_DISTRIBUTIONS
+    assert flags.DISTILLING_STRATEGIES == distilling
+    assert flags.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
+    assert flags.SEARCH_SPACES == tuple(SEARCH_SPACES)
 
 
 def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credentials, monkeypatch, capsys):
@@ -247,18 +243,18 @@ def test_label_and_teacher_flags_pass_through_to_the_training_job(capsys):
 
 def test_job_names_are_valid_unique_and_deterministic(capsys):
     every_value = [
-        "--task_names", ",".join(sagemaker_jobs.TASKS), "--seeds", "0,1",
-        "--sampling_strategies", ",".join(sagemaker_jobs.SAMPLING_STRATEGIES),
-        "--search_spaces", ",".join(sagemaker_jobs.SEARCH_SPACES),
+        "--task_names", ",".join(flags.TASKS), "--seeds", "0,1",
+        "--sampling_strategies", ",".join(flags.SAMPLING_STRATEGIES),
+        "--search_spaces", ",".join(flags.SEARCH_SPACES),
         "--model_name_or_path", "meta-llama/Llama-3.2-1B-Instruct", "--s3_prefix", "a/long/experiment/prefix",
     ]
     trainings = dry_run(launch_all_supernet_training.main, every_value, capsys)
     searches = dry_run(
         launch_all_offline_search.main,
-        [*every_value, "--search_strategies", ",".join(sagemaker_jobs.SEARCH_STRATEGIES)], capsys,
+        [*every_value, "--search_strategies", ",".join(flags.SEARCH_STRATEGIES)], capsys,
     )
-    strategies, spaces = sagemaker_jobs.SAMPLING_STRATEGIES, sagemaker_jobs.SEARCH_SPACES
-    grid_size = len(sagemaker_jobs.TASKS) * 2 * len(strategies) * len(spaces)
+    strategies, spaces = flags.SAMPLING_STRATEGIES, flags.SEARCH_SPACES
+    grid_size = len(flags.TASKS) * 2 * len(strategies) * len(spaces)
     assert len(trainings) == grid_size and len(searches) == len(trainings) * 5
     names = [job["base_job_name"] for job in trainings + searches]
     assert len(set(names)) == len(names)

@@ -17,8 +17,8 @@ from nas_llm.model.mask import masked
 from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.importance import mask_gradients, unit_importance
+from nas_llm.training.objective import task_loss
 from nas_llm.training.reorder import IMPORTANCE_FILE, reorder_by_importance
-from nas_llm.training.sampling import task_loss
 
 BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]
 

@@ -14,12 +14,8 @@ from nas_llm.data.label_scale import LabelScale, set_label_scale
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced
-from nas_llm.training.sampling import (
-    SAMPLING_STRATEGIES,
-    distillation_loss,
-    make_sampling_strategy,
-    training_step,
-)
+from nas_llm.training.objective import distillation_loss
+from nas_llm.training.sampling import SAMPLING_STRATEGIES, make_sampling_strategy, training_step
 from nas_llm.training.teacher import Teacher
 
 K = 2  # random sub-networks per step

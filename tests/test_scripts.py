@@ -15,10 +15,10 @@ import run_offline_search
 import select_and_extract
 import train_supernet
 from nas_llm.common.errors import UsageError
+from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.data import data
 from nas_llm.model.search_spaces import SEARCH_SPACES
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.search.searchers import SEARCH_STRATEGIES
 
 
 def scalar_tags(log_dir) -> set[str]:

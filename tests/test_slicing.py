@@ -10,7 +10,7 @@ from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.training.sampling import task_loss
+from nas_llm.training.objective import task_loss
 
 
 def sub_networks(family: str, space_name: str, count: int = 4) -> list[SubNetwork]:

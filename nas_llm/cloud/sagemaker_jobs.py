@@ -53,15 +53,7 @@ from sagemaker.core.training.configs import (
 from sagemaker.train.model_trainer import ModelTrainer
 
 from nas_llm.common.errors import UsageError
-
-# The names the entry scripts accept, repeated here so that launching needs no torch (a test keeps them equal).
-TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli", "imdb", "swag")
-SAMPLING_STRATEGIES = ("standard", "random", "linear_random", "sandwich", "one_shot", "kd", "ats", "none")
-DISTILLING_STRATEGIES = ("one_shot", "kd", "ats")  # those a teacher can teach
-SEARCH_STRATEGIES = ("random_search", "local_search", "morea", "nsga2", "ehvi")
-SEARCH_SPACES = ("small", "smallpower2", "medium", "layer", "layer_block", "large", "uniform")
-REORDER_UNITS = ("none", "importance")
-SAMPLING_DISTRIBUTIONS = ("uniform", "params")
+from nas_llm.common.flags import SAMPLING_STRATEGIES, SEARCH_SPACES, SEARCH_STRATEGIES, TASKS
 
 # Paths inside the training container.
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker syncs it with the job's checkpoint S3 folder

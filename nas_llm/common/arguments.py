@@ -13,12 +13,15 @@ from pathlib import Path
 from transformers import HfArgumentParser, SchedulerType
 
 from nas_llm.common.errors import UsageArgumentParser, UsageError
-from nas_llm.model.search_spaces import SEARCH_SPACES
-from nas_llm.training.reorder import REORDER_UNITS
-from nas_llm.training.sampling import DISTILLING_STRATEGIES, SAMPLING_STRATEGIES
-from nas_llm.training.sub_network_sampler import SAMPLING_DISTRIBUTIONS
+from nas_llm.common.flags import (
+    DISTILLING_STRATEGIES,
+    REORDER_UNITS,
+    SAMPLING_DISTRIBUTIONS,
+    SAMPLING_STRATEGIES,
+    SEARCH_SPACES,
+    SUB_NETWORK_EXECUTIONS,
+)
 
-SUB_NETWORK_EXECUTIONS = ("slice", "mask")
 DISTILLED = ", ".join(DISTILLING_STRATEGIES)  # the strategies a teacher can teach, for the help texts
 
 
@@ -156,7 +159,7 @@ class SupernetArguments:
         check_choice("reorder_units", self.reorder_units, REORDER_UNITS)
         check_choice("sampling_distribution", self.sampling_distribution, SAMPLING_DISTRIBUTIONS)
         check_positive(self, "num_random_sub_nets", "temperature", "num_importance_batches")
-        distils = SAMPLING_STRATEGIES[self.sampling_strategy].distill
+        distils = self.sampling_strategy in DISTILLING_STRATEGIES
         for flag in ("teacher_model_name_or_path", "distill_hidden_states"):
             if getattr(self, flag) and not distils:
                 raise UsageError(

@@ -15,10 +15,6 @@ from __future__ import annotations
 import datasets
 from torch import nn
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification, PreTrainedTokenizerBase
-from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES
-
-from nas_llm.common.errors import UsageError
-from nas_llm.model.families import SUPPORTED_MODEL_TYPES
 
 MULTIPLE_CHOICE_SUFFIX = "ForMultipleChoice"  # of the class names: BertForMultipleChoice, ...
 
@@ -61,16 +57,6 @@ def saved_as_multiple_choice(config) -> bool:
 def classifier_auto_class(multiple_choice: bool) -> type:
     """The Auto class of a task's classifier: one score per choice, or one per class."""
     return AutoModelForMultipleChoice if multiple_choice else AutoModelForSequenceClassification
-
-
-def check_multiple_choice_head(config, name: str) -> None:
-    """Refuse a model type that transformers has no multiple-choice head for, naming those it has."""
-    if config.model_type not in MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES:
-        supported = [t for t in SUPPORTED_MODEL_TYPES if t in MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES]
-        raise UsageError(
-            f"'{name}' is a {config.model_type} model, for which transformers has no multiple-choice head; a "
-            f"multiple-choice task (swag) needs one of the model types {', '.join(supported)}"
-        )
 
 
 def sequences_per_example(model: nn.Module) -> int:

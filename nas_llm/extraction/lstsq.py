@@ -38,7 +38,7 @@ from nas_llm.extraction.extract import extract_sub_network
 from nas_llm.model.families import family_for, layer_parameters, layers_of
 from nas_llm.model.mask import masked
 from nas_llm.model.sub_network import SubNetwork, unit_index
-from nas_llm.training.sampling import CLASSIFICATION, TrainingObjective
+from nas_llm.training.objective import CLASSIFICATION, TrainingObjective
 
 
 @dataclass(frozen=True)

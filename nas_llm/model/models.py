@@ -20,14 +20,15 @@ from unittest import mock
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES
 from transformers.utils import logging as transformers_logging
 
 from nas_llm.common.errors import UsageError
 from nas_llm.common.hub import hub_unavailable_reason
 from nas_llm.common.io_utils import follow_umask
 from nas_llm.data.data import LM_TASK
-from nas_llm.data.multiple_choice import check_multiple_choice_head, classifier_auto_class, saved_as_multiple_choice
-from nas_llm.model.families import family_for_config
+from nas_llm.data.multiple_choice import classifier_auto_class, saved_as_multiple_choice
+from nas_llm.model.families import SUPPORTED_MODEL_TYPES, family_for_config
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,16 @@ def _report_new_weights(model, loading_info: dict, source: str) -> None:
         logger.info(
             "Ignored %d weights of %s that a sequence classifier does not use (e.g. a pre-training head)",
             len(loading_info["unexpected_keys"]), source,
+        )
+
+
+def check_multiple_choice_head(config, name: str) -> None:
+    """Refuse a model type that transformers has no multiple-choice head for, naming those it has."""
+    if config.model_type not in MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES:
+        supported = [t for t in SUPPORTED_MODEL_TYPES if t in MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES]
+        raise UsageError(
+            f"'{name}' is a {config.model_type} model, for which transformers has no multiple-choice head; a "
+            f"multiple-choice task (swag) needs one of the model types {', '.join(supported)}"
         )
 
 

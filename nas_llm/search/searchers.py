@@ -39,10 +39,10 @@ from syne_tune.config_space import Categorical, Domain, Integer
 from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidelityScheduler
 
 from nas_llm.common.errors import UsageError
+from nas_llm.common.flags import SEARCH_STRATEGIES
 
 logger = logging.getLogger(__name__)
 
-SEARCH_STRATEGIES: tuple[str, ...] = ("random_search", "local_search", "morea", "nsga2", "ehvi")
 DEFAULT_POPULATION_SIZE = 10  # the original's MOREA (tournament of 5) and NSGA-II populations
 EHVI_MAX_HYPERPARAMETERS = 256
 

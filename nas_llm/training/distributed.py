@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 
 from nas_llm.common.errors import UsageError
 from nas_llm.common.precision import autocast_for, default_device, gradient_scaler
-from nas_llm.training.sampling import SubNetworkRunner
+from nas_llm.training.objective import SubNetworkRunner
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from nas_llm.data.label_scale import IDENTITY, label_scale_of
 from nas_llm.data.metrics import compute_task_metrics, task_error
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.language_modeling import evaluate_language_model
-from nas_llm.training.sampling import SubNetworkRunner
+from nas_llm.training.objective import SubNetworkRunner
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from torch import nn
 
 from nas_llm.model.families import family_for, layers_of
 from nas_llm.model.mask import scale_units
-from nas_llm.training.sampling import CLASSIFICATION, TrainingObjective
+from nas_llm.training.objective import CLASSIFICATION, TrainingObjective
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.training.sampling import SubNetworkRunner, TrainingObjective
+from nas_llm.training.objective import SubNetworkRunner, TrainingObjective
 
 
 def lm_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

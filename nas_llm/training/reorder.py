@@ -24,14 +24,13 @@ from nas_llm.common.io_utils import write_json_atomic
 from nas_llm.model.families import ParamAxis, family_for, layer_parameters, layers_of
 from nas_llm.model.sub_network import unit_index
 from nas_llm.training.importance import UnitImportance, unit_importance
-from nas_llm.training.sampling import CLASSIFICATION, TrainingObjective
+from nas_llm.training.objective import CLASSIFICATION, TrainingObjective
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 logger = logging.getLogger(__name__)
 
-REORDER_UNITS = ("none", "importance")
 IMPORTANCE_FILE = "unit_importance.json"
 
 

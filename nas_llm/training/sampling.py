@@ -32,23 +32,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas_llm.common.errors import UsageError
 from nas_llm.data.label_scale import LabelScale, standardised
 from nas_llm.model.search_spaces import SearchSpace
 from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.objective import (
+    CLASSIFICATION,
+    DistillationTargets,
+    SubNetworkRunner,
+    TrainingObjective,
+)
 from nas_llm.training.sub_network_sampler import SubNetworkSampler
-
-if TYPE_CHECKING:
-    from nas_llm.training.teacher import Teacher
-
-SubNetworkRunner = Callable[[nn.Module, SubNetwork], AbstractContextManager]
+from nas_llm.training.teacher import Teacher
 
 
 @dataclass(frozen=True)
@@ -58,48 +58,6 @@ class PlannedPass:
     distill: bool  # learn from the teacher: the full network's outputs of the same step, or a fine-tuned model
 
 
-@dataclass(frozen=True)
-class DistillationTargets:
-    """What a distilled pass learns from, detached: logits in the student's label scale, hidden states."""
-
-    logits: torch.Tensor
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then every layer's output (HF's order)
-
-
-def classifier_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**{key: value for key, value in batch.items() if key != "labels"}).logits
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy, or MSE for a single-output (regression) head."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels)
-
-
-def distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    if student_logits.shape[-1] == 1:
-        return F.mse_loss(student_logits, teacher_logits) + task_loss(student_logits, labels)
-    soft_targets = F.softmax(teacher_logits / temperature, dim=-1)
-    soft_loss = F.cross_entropy(student_logits / temperature, soft_targets)
-    return temperature**2 * soft_loss + task_loss(student_logits, labels)
-
-
-@dataclass(frozen=True)
-class TrainingObjective:
-    """What one pass computes: the model's logits for a batch, and their loss against the labels or a teacher.
-
-    Classification here; token-level language modelling in `language_modeling.LANGUAGE_MODELING`.
-    """
-
-    logits: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    distillation_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
-
-
-CLASSIFICATION = TrainingObjective(classifier_logits, task_loss, distillation_loss)
 def corresponding_hidden_states(
     student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], kept_layers: list[int]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -233,7 +191,6 @@ SAMPLING_STRATEGIES: dict[str, type[SamplingStrategy]] = {
     "ats": Alternating,
     "none": NoTraining,
 }
-DISTILLING_STRATEGIES = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
 
 
 def make_sampling_strategy(

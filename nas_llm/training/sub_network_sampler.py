@@ -27,11 +27,10 @@ from syne_tune.config_space import Categorical, Domain, Integer
 from torch import nn
 
 from nas_llm.common.errors import UsageError
+from nas_llm.common.flags import SAMPLING_DISTRIBUTIONS
 from nas_llm.model.cost import count_parameters
 from nas_llm.model.search_spaces import ModelShape, SearchSpace
 from nas_llm.model.sub_network import SubNetwork
-
-SAMPLING_DISTRIBUTIONS = ("uniform", "params")
 
 
 class SubNetworkSampler(Protocol):

@@ -28,7 +28,7 @@ from nas_llm.data.data import TaskInfo
 from nas_llm.data.label_scale import LabelScale, label_scale_of, rescale
 from nas_llm.data.multiple_choice import classifier_auto_class
 from nas_llm.model.models import NAS_SETTINGS_FILE, load_config, load_trained_classifier, resolve_model_name
-from nas_llm.training.sampling import DistillationTargets
+from nas_llm.training.objective import DistillationTargets
 
 
 class Teacher:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 from nas_llm.common.memory import release_freed_memory
 from nas_llm.data.label_scale import LabelScale
-from nas_llm.training.sampling import CLASSIFICATION, PlannedPass, SubNetworkRunner, TrainingObjective, training_step
+from nas_llm.training.objective import CLASSIFICATION, SubNetworkRunner, TrainingObjective
+from nas_llm.training.sampling import PlannedPass, training_step
 
 FULL_NETWORK_ONLY = [PlannedPass("largest", None, distill=False)]
 
