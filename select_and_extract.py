@@ -23,7 +23,6 @@ its README.md (model card) says which, with its size, scores and label names.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shutil
@@ -50,6 +49,7 @@ from nas_llm.extraction.recovery import (
 from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
 from nas_llm.model.pruned_structure import STRUCTURE_KEY
 from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.results import load_results
 from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def recorded_data_flags(argv: list[str]) -> dict:
     path = results_flag.parse_known_args(argv)[0].results
     if path is None or not Path(path).is_file():
         return {}
-    results = json.loads(Path(path).read_text())
+    results = load_results(path)
     return results.get("settings", {}).get("data") or {"task_name": results.get("task_name")}
 
 
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         (SelectionArguments, DataArguments, LMArguments, RecoveryArguments), argv, recorded_data_flags(argv)
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
-    if not Path(selection_args.results).is_file():
-        raise UsageError(f"results file '{selection_args.results}' does not exist")
-    results = json.loads(Path(selection_args.results).read_text())
+    results = load_results(selection_args.results)
     point = results["pareto_set"][select_point(results, selection_args)]
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 

@@ -63,8 +63,8 @@ from nas_llm.model.search_spaces import make_search_space  # noqa: E402
 from nas_llm.model.slicing import runner_for  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.search.results import load_results, results_file_name  # noqa: E402
 from nas_llm.training.evaluation import evaluate  # noqa: E402
-from run_offline_search import results_file_name  # noqa: E402
 
 BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # shares of the encoder-layer parameters
 GOAL_BUDGET = 0.5
@@ -392,7 +392,7 @@ def phase_paper_baselines(runs: TaskRuns) -> None:
     runs.rfp()
     best = best_row(runs)
     train = json.loads((runs.checkpoint(best) / "results.json").read_text())["runtime_s"]
-    search = json.loads(runs.search_results(best, runs.settings.seeds[0]).read_text())["runtime_s"]
+    search = load_results(runs.search_results(best, runs.settings.seeds[0]))["runtime_s"]
     runs.standard_nas(train + search)
 
 
@@ -410,7 +410,7 @@ def unpruned_layer_parameters(runs: TaskRuns) -> int:
 
 def search_points(results_path: Path) -> list[dict]:
     """The Pareto set of one search (the only points with a test metric), each knowing where it came from."""
-    results = json.loads(results_path.read_text())
+    results = load_results(results_path)
     return [point | {"results_file": str(results_path), "pareto_index": index}
             for index, point in enumerate(results["pareto_set"])]
 
@@ -439,12 +439,12 @@ def best_row(runs: TaskRuns) -> Row:
 
 def rfp_points(runs: TaskRuns) -> list[dict]:
     results = runs.folder / "rfp" / results_file_name(runs.task)
-    return json.loads(results.read_text())["pareto_set"] if results.is_file() else []
+    return load_results(results)["pareto_set"] if results.is_file() else []
 
 
 def standard_nas_points(runs: TaskRuns) -> list[dict]:
     results = runs.folder / "standard_nas" / results_file_name(runs.task)
-    return json.loads(results.read_text())["pareto_set"] if results.is_file() else []
+    return load_results(results)["pareto_set"] if results.is_file() else []
 
 
 def recovered_points(runs: TaskRuns, row: Row, method: str = "epochs") -> list[dict]:
@@ -555,7 +555,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
                                                               .read_text())["runtime_s"]
             wall_clock[f"{settings.search_strategy} on {row.label} ({settings.num_samples} samples, "
                        f"{len(settings.seeds)} seeds)"] = sum(
-                json.loads(runs.search_results(row, seed).read_text())["runtime_s"] for seed in settings.seeds)
+                load_results(runs.search_results(row, seed))["runtime_s"] for seed in settings.seeds)
     dropping = json.loads((runs.folder / "layer_dropping.json").read_text())
     methods["layer dropping (standard, baseline)"] = dropping["points"]
     wall_clock[f"layer dropping ({len(dropping['points'])} sub-networks)"] = dropping["runtime_s"]
@@ -563,7 +563,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
                                 ("standard NAS (baseline)", standard_nas_points(runs), "standard_nas")):
         if points:
             methods[name] = points
-            results = json.loads((runs.folder / stage / results_file_name(task)).read_text())
+            results = load_results(runs.folder / stage / results_file_name(task))
             wall_clock[name] = results["runtime_s"]
     recovery = {}
     finished = complete_rows(runs)

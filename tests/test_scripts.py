@@ -16,7 +16,7 @@ import select_and_extract
 import train_supernet
 from nas_llm.common.errors import UsageError
 from nas_llm.common.flags import SEARCH_STRATEGIES
-from nas_llm.data import data
+from nas_llm.data import data, lm_data
 from nas_llm.model.search_spaces import SEARCH_SPACES
 from nas_llm.model.sub_network import SubNetwork
 
@@ -96,8 +96,8 @@ def test_search_is_reproducible_for_a_seed(tmp_path):
     assert [e["error"] for e in first["evaluations"]] == [e["error"] for e in again["evaluations"]]
 
 
-def record_tokenized_splits(monkeypatch, script) -> list[list[str]]:
-    """The names of the splits each call of `script`'s tokenize_splits returns, in call order."""
+def record_tokenized_splits(monkeypatch, module) -> list[list[str]]:
+    """The names of the splits each call of `module`'s tokenize_splits returns, in call order."""
     calls = []
 
     def tokenize_and_record(splits, *args):
@@ -105,13 +105,13 @@ def record_tokenized_splits(monkeypatch, script) -> list[list[str]]:
         calls.append(sorted(tokenized))
         return tokenized
 
-    monkeypatch.setattr(script, "tokenize_splits", tokenize_and_record)
+    monkeypatch.setattr(module, "tokenize_splits", tokenize_and_record)
     return calls
 
 
 def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchanged(tmp_path, monkeypatch):
     model_dir, data_dir, checkpoint = train(tmp_path, "bert")
-    tokenized_splits = record_tokenized_splits(monkeypatch, run_offline_search)
+    tokenized_splits = record_tokenized_splits(monkeypatch, lm_data)  # run_offline_search's evaluation_splits
     start = time.perf_counter()
     results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     search_time = time.perf_counter() - start
@@ -126,7 +126,7 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
         raise AssertionError("a finished search must not load a model or data")
 
     monkeypatch.setattr(run_offline_search, "load_supernet", must_not_run)
-    monkeypatch.setattr(run_offline_search, "load_raw_splits", must_not_run)
+    monkeypatch.setattr(lm_data, "load_raw_splits", must_not_run)
     start = time.perf_counter()
     search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     assert time.perf_counter() - start < 0.1 * search_time

@@ -15,14 +15,20 @@ block losing all its units also drops its biases and norms, so the true cost is 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from nas_llm.common.arguments import check_choice, check_positive
 from nas_llm.common.errors import UsageError
-from nas_llm.model.cost import count_macs, count_parameters
+from nas_llm.extraction.extract import extract_sub_network, save_extracted
+from nas_llm.extraction.lstsq import tuned_extraction, unpruned_streams
+from nas_llm.model.cost import CostMeter, count_macs, count_parameters
 from nas_llm.model.families import family_for
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.importance import MaskGradients, UnitImportance
@@ -190,3 +196,56 @@ def rearrange_masks(sub_network: SubNetwork, gradients: MaskGradients) -> SubNet
 
     return SubNetwork(rearranged(sub_network.head_mask, gradients.heads),
                       rearranged(sub_network.ffn_mask, gradients.neurons))
+
+
+@dataclass
+class BudgetPruner:
+    """Prunes the fine-tuned model to one budget at a time: mask search, rearrangement, least-squares tuning.
+
+    `score(model, split, sub_network)` evaluates a model (as that sub-network, if given). The unpruned
+    model's layer outputs that every budget's tuning matches are computed once, when first needed.
+    """
+
+    args: RFPArguments
+    model: nn.Module
+    tokenizer: Any
+    batches: list[dict[str, torch.Tensor]]
+    gradients: MaskGradients
+    importance: UnitImportance
+    unit_costs: UnitCosts
+    cost_meter: CostMeter
+    score: Callable[..., dict[str, float]]
+    output_dir: Path
+    targets: Any = None
+
+    def prune(self, budget: float, start_time: float) -> dict[str, Any]:
+        """One budget's pruned model, written to budget-<b>/ under the output folder; returns its record."""
+        budget_start = time.time()
+        sub_network = search_mask(self.importance, self.unit_costs, budget)
+        if self.args.rearrange_masks:
+            sub_network = rearrange_masks(sub_network, self.gradients)
+        error_before_tuning = self.score(self.model, "validation", sub_network)["error"]
+        if self.args.tune_masks:
+            self.targets = unpruned_streams(self.model, self.batches) if self.targets is None else self.targets
+            pruned, _ = tuned_extraction(self.model, sub_network, self.batches, self.targets)
+        else:
+            pruned = extract_sub_network(self.model, sub_network)
+        costs = self.cost_meter.measure(sub_network, with_latency=True)
+        validation = self.score(pruned, "validation")
+        checkpoint_dir = (self.output_dir / f"budget-{budget:g}").resolve()
+        save_extracted(pruned, self.tokenizer, sub_network, checkpoint_dir)
+        return {
+            "budget": budget,
+            "constraint": self.args.constraint,
+            "error": validation["error"],
+            "error_before_tuning": error_before_tuning,
+            "validation": validation,
+            **self.cost_meter.relative(costs),
+            "layer_params": costs["num_layer_parameters"] / self.cost_meter.unpruned["num_layer_parameters"],
+            **costs,
+            "test": self.score(pruned, "test"),
+            "sub_network": sub_network.to_json_dict(),
+            "trial_checkpoint_dir": str(checkpoint_dir),  # select_and_extract.py copies these tuned weights
+            "runtime_s": time.time() - budget_start,
+            "elapsed_s": time.time() - start_time,
+        }

@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import syne_tune.num_gpu
+import torch
+from syne_tune import StoppingCriterion, Tuner
+from syne_tune.backend import LocalBackend
 from syne_tune.optimizer.scheduler import SchedulerDecision, TrialScheduler, TrialSuggestion
 from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import MOPriority
@@ -254,3 +258,26 @@ def trial_records(results: list[dict[str, Any]], config_keys: list[str], epochs:
         stopped = rows[-1]["st_decision"] == SchedulerDecision.STOP and rows[-1][EPOCH] < epochs
         records.append(TrialRecord(trial_id, config, rows, stopped))
     return records
+
+
+def run_trials(
+    trial_script: Path, scheduler, nas_run_args, output_dir: Path
+) -> tuple[LocalBackend, TrialReports]:
+    """Run Syne Tune's Tuner over `trial_script` on the local backend until the budget is spent.
+
+    Returns the backend (which knows each trial's checkpoint folder) and every trial's reports.
+    """
+    # Syne Tune's GPU count is cached in this module global; filled in, its nvidia-smi probe (which leaves a
+    # std.out file in the user's working directory) never runs.
+    syne_tune.num_gpu._num_gpus = torch.cuda.device_count()
+    backend = LocalBackend(entry_point=str(trial_script), pass_args_as_json=True)
+    reports = TrialReports(backend.checkpoint_trial_path)
+    tuner = Tuner(
+        trial_backend=backend, scheduler=scheduler,
+        stop_criterion=StoppingCriterion(max_wallclock_time=nas_run_args.max_wallclock_time),
+        n_workers=nas_run_args.n_workers, sleep_time=0.5, tuner_name=TUNER_DIR, suffix_tuner_name=False,
+        trial_backend_path=str(output_dir / TRIALS_DIR), callbacks=[reports], save_tuner=False,
+    )
+    tuner.tuner_path = output_dir / TUNER_DIR  # next to the trials, not in ~/syne-tune
+    tuner.run()
+    return backend, reports

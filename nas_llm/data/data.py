@@ -400,7 +400,7 @@ def _load_from_hub(task_name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
 # --- user files -------------------------------------------------------------------------------------
 
 
-def _read_user_file(file_name: str, flag: str) -> pd.DataFrame:
+def read_user_file(file_name: str, flag: str) -> pd.DataFrame:
     path = Path(file_name)
     if not path.is_file():
         raise UsageError(f"{flag} {path} does not exist.")
@@ -463,7 +463,7 @@ def _load_user_files(
         text_columns += TASKS[args.task_name].label_names  # the endings, under the hub's column names
     train_flag, test_flag = files
     file_names = {flag: name for flag, name in files.items() if name is not None}
-    frames = {flag: _read_user_file(name, flag) for flag, name in file_names.items()}
+    frames = {flag: read_user_file(name, flag) for flag, name in file_names.items()}
     for flag, frame in frames.items():
         _check_user_columns(frame, (*text_columns, args.label_column), flag, file_names[flag])
 
@@ -512,7 +512,7 @@ def _load_table_dir(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dat
 # --- splits -----------------------------------------------------------------------------------------
 
 
-def _split_off(
+def split_off(
     dataset: datasets.Dataset, fraction: float, seed: int, what: str
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(rest, held-out share); the same seed always gives the same rows, so all trials agree."""
@@ -526,7 +526,7 @@ def _split_off(
     return split["train"], split["test"]
 
 
-def _random_subset(dataset: datasets.Dataset, max_samples: int | None, seed: int) -> datasets.Dataset:
+def random_subset(dataset: datasets.Dataset, max_samples: int | None, seed: int) -> datasets.Dataset:
     """Seeded, so quick runs are reproducible; random, because GLUE files are often ordered by source."""
     if max_samples is None or max_samples >= len(dataset):
         return dataset
@@ -560,12 +560,12 @@ def load_raw_splits(args: DataArguments) -> datasets.DatasetDict:
         logger.warning(
             "No --validation_file: holding out %.0f%% of --train_file as the test set.", 100 * args.validation_fraction
         )
-        training, test = _split_off(training, args.validation_fraction, args.dataset_seed, "a test set")
-    train, validation = _split_off(training, args.validation_fraction, args.dataset_seed, "a validation set")
+        training, test = split_off(training, args.validation_fraction, args.dataset_seed, "a test set")
+    train, validation = split_off(training, args.validation_fraction, args.dataset_seed, "a validation set")
     splits = datasets.DatasetDict(
-        train=_random_subset(train, args.max_train_samples, args.dataset_seed),
-        validation=_random_subset(validation, args.max_eval_samples, args.dataset_seed),
-        test=_random_subset(test, args.max_test_samples, args.dataset_seed),
+        train=random_subset(train, args.max_train_samples, args.dataset_seed),
+        validation=random_subset(validation, args.max_eval_samples, args.dataset_seed),
+        test=random_subset(test, args.max_test_samples, args.dataset_seed),
     )
     logger.info("Loaded %s: %s", source, {name: len(split) for name, split in splits.items()})
     return splits

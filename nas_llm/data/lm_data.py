@@ -26,7 +26,18 @@ from transformers import PreTrainedTokenizerBase
 
 from nas_llm.common.errors import UsageError
 from nas_llm.common.hub import hub_unavailable_reason
-from nas_llm.data.data import TABLE_SUFFIXES, DataArguments, _random_subset, _read_user_file, _split_off
+from nas_llm.data.data import (
+    LM_TASK,
+    TABLE_SUFFIXES,
+    DataArguments,
+    load_raw_splits,
+    random_subset,
+    read_user_file,
+    split_off,
+    task_info_for,
+    tokenize_splits,
+)
+from nas_llm.data.metrics import metric_task
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +103,7 @@ def _read_text_file(path: Path, flag: str, text_column: str) -> datasets.Dataset
         raise UsageError(
             f"{flag} {path} must be plain text ({', '.join(TEXT_SUFFIXES)}), CSV, JSON lines (.json/.jsonl) or Parquet."
         )
-    return _text_only(datasets.Dataset.from_pandas(_read_user_file(str(path), flag)), text_column, f"{flag} {path}")
+    return _text_only(datasets.Dataset.from_pandas(read_user_file(str(path), flag)), text_column, f"{flag} {path}")
 
 
 def _text_only(dataset: datasets.Dataset, text_column: str, source: str) -> datasets.Dataset:
@@ -141,9 +152,9 @@ def load_text_splits(args: DataArguments, lm_args: LMArguments) -> datasets.Data
     if test is None:
         logger.warning("No test text: holding out %.0f%% of the training text as the test set.",
                        100 * args.validation_fraction)
-        training, test = _split_off(training, args.validation_fraction, args.dataset_seed, "a test set")
+        training, test = split_off(training, args.validation_fraction, args.dataset_seed, "a test set")
     if validation is None:
-        training, validation = _split_off(training, args.validation_fraction, args.dataset_seed, "a validation set")
+        training, validation = split_off(training, args.validation_fraction, args.dataset_seed, "a validation set")
     return datasets.DatasetDict(train=training, validation=validation, test=test)
 
 
@@ -191,7 +202,7 @@ def pack_blocks(
             )
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
     packed = datasets.DatasetDict(
-        {name: _random_subset(split, limits[name], args.dataset_seed) for name, split in packed.items()}
+        {name: random_subset(split, limits[name], args.dataset_seed) for name, split in packed.items()}
     )
     logger.info("Blocks of %d tokens: %s", block_size, {name: len(split) for name, split in packed.items()})
     return packed
@@ -209,3 +220,14 @@ def load_blocks(
     splits = load_text_splits(args, lm_args)
     return pack_blocks(datasets.DatasetDict({name: splits[name] for name in names}), tokenizer, block_size, args)
 
+
+
+def evaluation_splits(
+    data_args: DataArguments, lm_args: LMArguments, tokenizer, model_config, split_names: tuple[str, ...]
+) -> tuple[dict, str]:
+    """The tokenized `split_names` of the task and its metrics key: text blocks for --task_name lm, else examples."""
+    if data_args.task_name == LM_TASK:
+        return load_blocks(data_args, lm_args, tokenizer, model_config, split_names), LM_TASK
+    splits = load_raw_splits(data_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args, split_names)
+    return tokenized, metric_task(data_args.task_name, task_info_for(splits).is_regression)
