@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
-from test_end_to_end import ToyRun, training_loss
+from support import tiny_batch, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_sentiment
+from tiny_runs import ToyRun, training_loss
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification

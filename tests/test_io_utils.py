@@ -7,7 +7,7 @@ import stat
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from support import tiny_model
 from tiny_assets import tiny_tokenizer
 
 from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic

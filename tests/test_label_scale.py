@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 from tiny_assets import write_tiny_model_dir, write_tiny_stsb
 
 import train_supernet

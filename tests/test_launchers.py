@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
-import boto3
 import botocore.client
 import pytest
 from moto.sagemaker.models import sagemaker_backends
-from moto.server import ThreadedMotoServer
-from sagemaker.core.telemetry import telemetry_logging
+from support import (
+    ACCOUNT,
+    AWS_FLAGS,
+    BUCKET,
+    REGION,
+    ROLE,
+    assert_no_secret,
+    channel_uris,
+    dry_run,
+    s3_text,
+    training_jobs,
+)
 
 import launch_all_offline_search
 import launch_all_supernet_training
@@ -33,14 +38,9 @@ from nas_llm.common import flags
 from nas_llm.common.arguments import SupernetArguments
 from nas_llm.common.errors import exit_on_usage_error
 
+pytestmark = pytest.mark.usefixtures("only_local_network")  # nothing reaches the internet
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-FAKE_ACCESS_KEY_ID = "AKIAFAKEKEYFORTESTS7"
-FAKE_SECRET_ACCESS_KEY = "fake-secret-access-key-for-moto-tests"
-ACCOUNT = "123456789012"  # moto's account
-REGION = "us-east-1"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/NasLlmSageMaker"
-BUCKET = "nas-llm-tests"
-AWS_FLAGS = ["--role", ROLE, "--bucket", BUCKET, "--region", REGION]
 SUPERNET = [
     "--task_name", "mrpc", "--seed", "3", "--sampling_strategy", "sandwich", "--search_space", "medium",
     "--num_train_epochs", "2",
@@ -48,72 +48,12 @@ SUPERNET = [
 SUPERNET_FOLDER = "bert-base-cased/mrpc/sandwich/medium/epochs_2/seed_3"
 
 
-@pytest.fixture(autouse=True)
-def only_local_network(monkeypatch):
-    """Record and refuse every name lookup but the moto server's, so that nothing reaches the internet."""
-    refused = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost"):
-            refused.append(host)
-            raise socket.gaierror(f"the tests are offline: {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield
-    assert refused == []
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    """moto on 127.0.0.1 in this process; its tracebacks for calls it lacks (iam:SimulatePrincipalPolicy, which
-    the SDK makes and tolerates failing) stay out of the output."""
-    werkzeug_logger = logging.getLogger("werkzeug")
-    level = werkzeug_logger.level
-    werkzeug_logger.setLevel(logging.CRITICAL)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    werkzeug_logger.setLevel(level)
 
 
-@pytest.fixture
-def fake_credentials(monkeypatch, tmp_path):
-    """Fake keys and region, no local AWS profile or SDK config, and the SDK's telemetry kept at home.
-
-    ModelTrainer.train reports to https://sm-pysdk-t-<region>.s3.<region>.amazonaws.com (only_local_network
-    catches it). The SDK's opt-out is a config file, but with any config file the SDK validates it against its
-    JSON schema on every lookup, about 3 s per job, so the sender is replaced instead.
-    """
-    for name in (
-        "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "SAGEMAKER_USER_CONFIG_OVERRIDE",
-        "SAGEMAKER_ADMIN_CONFIG_OVERRIDE", sagemaker_jobs.ROLE_ENV_VAR,
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *args, **kwargs: None)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no_aws_config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no_aws_credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
-@pytest.fixture
-def aws(moto_url, fake_credentials, monkeypatch):
-    """A fresh moto state with one bucket; boto3 sends the launchers' and the SDK's calls to it.
-
-    AWS_ENDPOINT_URL reaches every client the SDK makes except STS (it pins the regional STS endpoint), and
-    with --bucket nothing asks STS; SAGEMAKER_VALIDATE_ROLE=false skips the SDK's IAM policy simulation.
-    """
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    return SimpleNamespace(s3=s3, sagemaker=boto3.client("sagemaker"))
 
 
 @pytest.fixture
@@ -126,15 +66,8 @@ def small_source_dir(tmp_path) -> list[str]:
     return ["--source_dir", str(source_dir)]
 
 
-def dry_run(main, argv: list[str], capsys) -> list[dict]:
-    main([*argv, "--dry_run"])
-    return json.loads(capsys.readouterr().out)
 
 
-def training_jobs(aws) -> dict[str, dict]:
-    """Every training job in moto, described."""
-    names = [job["TrainingJobName"] for job in aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]]
-    return {name: aws.sagemaker.describe_training_job(TrainingJobName=name) for name in names}
 
 
 def base_names(jobs: dict[str, dict]) -> list[str]:
@@ -142,16 +75,8 @@ def base_names(jobs: dict[str, dict]) -> list[str]:
     return sorted(re.fullmatch(r"(.+)-\d{14}", name).group(1) for name in jobs)
 
 
-def channel_uris(description: dict) -> dict[str, str]:
-    return {
-        channel["ChannelName"]: channel["DataSource"]["S3DataSource"]["S3Uri"]
-        for channel in description["InputDataConfig"]
-    }
 
 
-def s3_text(aws, uri: str) -> str:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    return aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def finish_supernet(aws, folder: str) -> None:
@@ -159,9 +84,6 @@ def finish_supernet(aws, folder: str) -> None:
     aws.s3.put_object(Bucket=BUCKET, Key=f"nas_llm/supernet/{folder}/results.json", Body=b"{}")
 
 
-def assert_no_secret(*texts: str) -> None:
-    for text in texts:
-        assert FAKE_ACCESS_KEY_ID not in text and FAKE_SECRET_ACCESS_KEY not in text
 
 
 def test_launcher_choices_are_the_entry_scripts_choices():

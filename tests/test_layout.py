@@ -101,6 +101,14 @@ def test_the_top_level_holds_only_entry_scripts():
         assert runs_as_script, f"{name}.py is not an entry script (no __main__ block): move it into nas_llm/"
 
 
+def test_no_test_file_imports_conftest_or_another_test_file():
+    tests_dir = PROJECT_DIR / "tests"
+    test_modules = {path.stem for path in tests_dir.glob("test_*.py")} | {"conftest"}
+    for path in tests_dir.glob("*.py"):
+        imported = imported_modules(path) & test_modules
+        assert not imported, f"{path.name} imports {sorted(imported)}: move what it needs into tests/support.py"
+
+
 def test_the_package_installs_every_entry_script_and_the_console_command():
     project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())
     assert sorted(project["tool"]["setuptools"]["py-modules"]) == ENTRY_SCRIPTS

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 
 from nas_llm.extraction.lstsq import MAX_SCALE, solve_scales, tune_masks, unpruned_streams
 from nas_llm.model.cost import count_parameters

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import PAD_ID, tiny_config, tiny_model
+from support import PAD_ID, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig, AutoModel
 

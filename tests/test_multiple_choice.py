@@ -19,9 +19,14 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_NAMES, INIT_STD, tiny_config
-from test_cost import assert_macs_equal_torch_flop_counter
-from test_mask import full_sub_network, zero_inputs_of
+from support import (
+    FAMILY_NAMES,
+    INIT_STD,
+    assert_macs_equal_torch_flop_counter,
+    full_sub_network,
+    tiny_config,
+    zero_inputs_of,
+)
 from tiny_assets import SWAG_COLUMNS, tiny_tokenizer, write_tiny_model_dir, write_tiny_swag
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES

@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
-from test_end_to_end import logits_on, train_toy
-from test_extract import reload_in_fresh_process
-from test_scripts import record_tokenized_splits, scalar_tags
+from support import reload_in_fresh_process
+from tiny_runs import logits_on, record_tokenized_splits, scalar_tags, train_toy
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import run_offline_search

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 

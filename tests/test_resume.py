@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_scripts import train
+from tiny_runs import train
 
 from nas_llm.common.errors import UsageError
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from test_scripts import train
+from tiny_runs import train
 
 import plot_pareto
 import run_rfp

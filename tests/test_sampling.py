@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 
 from nas_llm.common.errors import UsageError
 from nas_llm.data.label_scale import LabelScale, set_label_scale

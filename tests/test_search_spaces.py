@@ -3,16 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from support import SPACE_NAMES, tiny_config
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from nas_llm.common.errors import UsageError
 from nas_llm.model.cost import count_parameters
-from nas_llm.model.search_spaces import SEARCH_SPACES, ModelShape, make_search_space
+from nas_llm.model.search_spaces import ModelShape, make_search_space
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.searchers import IntegerCodec
-
-SPACE_NAMES = tuple(SEARCH_SPACES)
 
 
 @pytest.fixture(params=SPACE_NAMES)

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config, tiny_model
-from test_search_spaces import SPACE_NAMES
+from support import SPACE_NAMES, tiny_batch, tiny_config, tiny_model
 
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from support import tiny_model
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from nas_llm.model.cost import count_parameters

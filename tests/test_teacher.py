@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
 from safetensors.torch import load_file
+from support import tiny_batch, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 
 import train_supernet
