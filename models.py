@@ -27,6 +27,7 @@ from errors import UsageError
 from families import family_for_config
 from hub import hub_unavailable_reason
 from io_utils import follow_umask
+from label_scale import unfold_label_scale
 from multiple_choice import check_multiple_choice_head, classifier_auto_class, saved_as_multiple_choice
 
 logger = logging.getLogger(__name__)
@@ -215,10 +216,11 @@ def load_saved_classifier(name_or_path: str, cache_dir: str | None = None, **kwa
 
 
 def load_trained_classifier(name_or_path: str, cache_dir: str | None = None) -> tuple[nn.Module, list[str]]:
-    """A classifier as saved, and the names of the weights it lacked (a new head: not fine-tuned)."""
+    """A classifier as saved (regression outputs standardised: label_scale.py), and the names of the weights it
+    lacked (a new head: not fine-tuned)."""
     with _without_transformers_warnings():
         model, loading_info = load_saved_classifier(name_or_path, cache_dir, output_loading_info=True)
-    return model, list(loading_info["missing_keys"])
+    return unfold_label_scale(model), list(loading_info["missing_keys"])
 
 
 def save_supernet(model, tokenizer, directory: str | Path, nas_settings: dict[str, Any]) -> None:
