@@ -20,10 +20,11 @@ FLAGS_DOC = PROJECT_DIR / "docs" / "flags.md"
 DATACLASS_SCRIPTS = (
     "train_supernet.py", "run_offline_search.py", "select_and_extract.py", "run_standard_nas.py", "run_rfp.py",
 )
-ARGPARSE_SCRIPTS = (
-    "plot_pareto.py", "launch_supernet_training.py", "launch_offline_search.py", "launch_all_supernet_training.py",
+LAUNCHERS = (  # SageMaker: their AWS flags are shared, and listed once
+    "launch_supernet_training.py", "launch_offline_search.py", "launch_all_supernet_training.py",
     "launch_all_offline_search.py", "launch_standard_nas.py",
 )
+ARGPARSE_SCRIPTS = ("plot_pareto.py", *LAUNCHERS)
 INTRO = """\
 # Flags
 
@@ -54,7 +55,9 @@ def default_of(field: dataclasses.Field) -> str:
         value = field.default_factory()
     else:
         return "required"
-    return "None" if value is None else f"`{value!s}`" if value != "" else '`""`'
+    if value is None:
+        return "None"
+    return f"`{value}`" if value != "" else '`""`'
 
 
 def dataclass_section(arguments: type) -> list[str]:
@@ -77,12 +80,33 @@ def expanded_help(action: argparse.Action, parser: argparse.ArgumentParser) -> s
     return (action.help or "") % values
 
 
-def argparse_section(script: str, parser: argparse.ArgumentParser) -> list[str]:
-    lines = [f"## {script}", "", "| flag | meaning |", "|---|---|"]
-    for action in parser._actions:
-        if action.option_strings and action.help != argparse.SUPPRESS and "--help" not in action.option_strings:
-            lines.append(f"| `{', '.join(action.option_strings)}` | {cell(expanded_help(action, parser))} |")
-    return lines + [""]
+def flag_rows(parser: argparse.ArgumentParser) -> list[str]:
+    """One table row per flag of a plain argparse parser, in the order --help lists them."""
+    return [f"| `{', '.join(action.option_strings)}` | {cell(expanded_help(action, parser))} |"
+            for action in parser._actions
+            if action.option_strings and action.help != argparse.SUPPRESS and "--help" not in action.option_strings]
+
+
+def argparse_sections(parsers: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """A table per script; the rows every SageMaker launcher has go into one table of their own."""
+    table = ["| flag | meaning |", "|---|---|"]
+    rows = {script: flag_rows(parser) for script, parser in parsers.items()}
+    shared = [row for row in rows[LAUNCHERS[0]] if all(row in rows[launcher] for launcher in LAUNCHERS)]
+    lines = []
+    for script in (script for script in rows if script not in LAUNCHERS):
+        lines += [f"## {script}", "", *table, *rows[script], ""]
+    lines += ["## Every SageMaker launcher", "", ", ".join(f"`{name}`" for name in LAUNCHERS) + ":", "", *table,
+              *shared, ""]
+    for launcher in LAUNCHERS:
+        own = [row for row in rows[launcher] if row not in shared]
+        lines += [f"## {launcher}", "", "Its own flags, beside those of every SageMaker launcher:", "", *table, *own,
+                  ""]
+    return lines
+
+
+def heading_link(heading: str) -> str:
+    """A link to the page's `## heading` (GitHub's anchor: lower case, dots dropped)."""
+    return f"[{heading}](#{heading.lower().replace('.', '')})"
 
 
 def flags_page() -> str:
@@ -91,12 +115,14 @@ def flags_page() -> str:
     for script in DATACLASS_SCRIPTS:
         dataclass_types = parser_of(script).dataclass_types
         groups.update(dict.fromkeys(dataclass_types))
-        lines.append(f"| `{script}` | {', '.join(arguments.__name__ for arguments in dataclass_types)} |")
-    lines += ["| " + ", ".join(f"`{script}`" for script in ARGPARSE_SCRIPTS) + " | their own, below |", ""]
+        lines.append(f"| `{script}` | {', '.join(map(heading_link, (dc.__name__ for dc in dataclass_types)))} |")
+    for script in ARGPARSE_SCRIPTS:
+        shared = ", [every SageMaker launcher's](#every-sagemaker-launcher)" if script in LAUNCHERS else ""
+        lines.append(f"| `{script}` | {heading_link(script)}{shared} |")
+    lines.append("")
     for arguments in groups:
         lines += dataclass_section(arguments)
-    for script in ARGPARSE_SCRIPTS:
-        lines += argparse_section(script, parser_of(script))
+    lines += argparse_sections({script: parser_of(script) for script in ARGPARSE_SCRIPTS})
     return "\n".join(lines).rstrip() + "\n"
 
 
