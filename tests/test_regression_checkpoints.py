@@ -57,8 +57,9 @@ def dev_rows(data_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def plain_predictions(checkpoints: dict[str, Path], data_dir: Path, root: Path) -> tuple[dict, np.ndarray]:
-    """{name: (predictions as a user reads them, config.json)} of checkpoints loaded by transformers alone in a
-    fresh process, on the dev pairs; a config with `label_scale` is mapped as its model card says."""
+    """{name: (predictions as a user reads them, config.json, model card or "")} of checkpoints loaded by
+    transformers alone in a fresh process, on the dev pairs; a config with `label_scale` is mapped as its model card
+    says."""
     models = root / "models"
     models.mkdir()
     for name, directory in checkpoints.items():
@@ -73,7 +74,8 @@ def plain_predictions(checkpoints: dict[str, Path], data_dir: Path, root: Path) 
         outputs = reloaded[name]["logits"][:, 0].numpy().astype(np.float64)
         if "label_scale" in config:  # the model card's two lines for a head without a bias
             outputs = outputs * config["label_scale"]["std"] + config["label_scale"]["mean"]
-        predictions[name] = (outputs, config)
+        card = directory / "README.md"
+        predictions[name] = (outputs, config, card.read_text() if card.is_file() else "")
     return predictions, labels
 
 
@@ -131,11 +133,13 @@ def test_an_extracted_regression_model_predicts_on_the_labels_scale_with_plain_t
     extracted_per_family, family_name
 ):
     predictions, labels = extracted_per_family
-    outputs, config = predictions[family_name]
+    outputs, config, card = predictions[family_name]
     if family_name in HEADS_WITH_BIAS:  # folded into the head: nothing left for the user to map
         assert "label_scale" not in config and "label_scale_folded" in config
+        assert "on the scale of the task's labels" in card
     else:
         assert "label_scale_usage" in config
+        assert 'logits[..., 0] * scale["std"] + scale["mean"]' in card
     assert_on_the_labels_scale(family_name, outputs, labels)
 
 
@@ -176,7 +180,7 @@ def test_rfp_recovery_and_standard_nas_trials_ship_regression_models_on_the_labe
         "recovered": tmp_path / "recovered",
         "trial": epoch_checkpoint(tmp_path, 20),
     }, data_dir, tmp_path)
-    for name, (outputs, config) in predictions.items():
+    for name, (outputs, config, _) in predictions.items():
         assert "label_scale" not in config, name
         assert_on_the_labels_scale(name, outputs, labels)
 
