@@ -1,7 +1,8 @@
 """Retraining-free pruning baseline (Kwon et al. 2022): one pruned model per budget, no training.
 
 On a fine-tuned model (train_supernet.py's --output_dir, e.g. --sampling_strategy standard): the Fisher
-information of every head and neuron mask on --num_calibration_samples training examples, then per
+information of every head and neuron mask on --num_calibration_samples training examples (regression labels
+standardised as in training), then per
 budget the mask search and mask rearrangement (rfp.py) and least-squares mask tuning (lstsq.py). Each
 budget's model is extracted with its tuned weights into <output_dir>/budget-<b>/, and results_<task>.json
 has the schema of run_offline_search.py: plot_pareto.py plots it and select_and_extract.py copies a point's
@@ -39,6 +40,7 @@ from nas_llm.data.data import (
 from nas_llm.data.metrics import metric_task
 from nas_llm.extraction.lstsq import calibration_batches
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.label_scale import label_scale_of, standardised
 from nas_llm.model.models import load_supernet
 from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
@@ -80,8 +82,12 @@ def main(argv: list[str] | None = None) -> None:
 
     splits = load_raw_splits(data_args)
     tokenized = tokenize_splits(splits, tokenizer, data_args)
-    batches = calibration_batches(tokenized["train"], tokenizer, rfp_args.num_calibration_samples,
-                                  rfp_args.calibration_batch_size, rfp_args.seed)
+    # regression: the fine-tuned model outputs standardised labels, so its loss (the Fisher scores) needs them too
+    batches = [
+        standardised(batch, label_scale_of(model.config))
+        for batch in calibration_batches(tokenized["train"], tokenizer, rfp_args.num_calibration_samples,
+                                         rfp_args.calibration_batch_size, rfp_args.seed)
+    ]
     loaders = {
         name: make_dataloader(tokenized[name], tokenizer, rfp_args.per_device_eval_batch_size, False, 0)
         for name in ("validation", "test")

@@ -27,10 +27,10 @@ from nas_llm.baselines.standard_nas import ARGUMENTS, SETTINGS_KEY, check_traini
 from nas_llm.common.arguments import parse_arguments
 from nas_llm.common.errors import exit_on_usage_error
 from nas_llm.data.data import load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from nas_llm.data.label_scale import label_scale_for_training
 from nas_llm.data.metrics import metric_task
 from nas_llm.extraction.extract import extract_sub_network, save_extracted
 from nas_llm.model.cost import count_parameters
+from nas_llm.model.label_scale import label_scale_for_training
 from nas_llm.model.models import load_model, load_tokenizer, resolve_model_name
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import runner_for

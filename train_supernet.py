@@ -36,10 +36,10 @@ from nas_llm.common.errors import UsageError, exit_on_usage_error
 from nas_llm.common.io_utils import tensorboard_writer, write_json_atomic
 from nas_llm.common.memory import bound_kernel_cache
 from nas_llm.data.data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from nas_llm.data.label_scale import label_scale_for_training, standardised
 from nas_llm.data.lm_data import LMArguments, load_blocks
 from nas_llm.data.metrics import metric_task
 from nas_llm.model.cost import count_parameters
+from nas_llm.model.label_scale import label_scale_for_training, standardised
 from nas_llm.model.models import (
     load_causal_lm,
     load_model,

@@ -104,6 +104,12 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def synchronize_cuda() -> None:
+    """Wait for the GPU's queued work, so that wall-clock time covers it (nothing to wait for without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 @dataclass
 class Measurement:
     """Wall-clock seconds of each call of one mode, and the highest peak RSS seen during them."""
@@ -115,8 +121,10 @@ class Measurement:
         gc.collect()
         release_freed_memory()  # so that the peak counts live memory, not glibc's cache
         reset_peak_rss()
+        synchronize_cuda()
         start = time.perf_counter()
         result = function(*args)
+        synchronize_cuda()  # a CUDA call returns before its kernels finish
         self.seconds.append(time.perf_counter() - start)
         self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb())
         return result

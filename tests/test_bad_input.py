@@ -30,6 +30,7 @@ sys.path.insert(0, str(PROJECT_DIR / "bench"))
 
 import bench_search_memory  # noqa: E402
 import bench_sub_networks  # noqa: E402
+import gpu_check  # noqa: E402
 import importance_orders  # noqa: E402
 import make_tiny_lm  # noqa: E402
 import prefix_sub_networks  # noqa: E402
@@ -178,6 +179,7 @@ MISSPELLED_FLAGS = [
     (launch_all_offline_search, ["--search_strategy", "ehvi"], "--search_strategy", "--search_strategies"),
     (bench_sub_networks, ["--num_config", "3"], "--num_config", "--num_configs"),
     (bench_search_memory, ["--num_sample", "3"], "--num_sample", "--num_samples"),
+    (gpu_check, ["--output", "check.json", "--max_minute", "1"], "--max_minute", "--max_minutes"),
     (study_glue, ["--quik"], "--quik", "--quick"),
     (importance_orders, ["--fine_tune", "checkpoint"], "--fine_tune", "--fine_tuned"),
     (prefix_sub_networks, ["--checkpoint", "checkpoint"], "--checkpoint", "--checkpoints"),

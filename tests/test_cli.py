@@ -1,4 +1,4 @@
-"""The command lines: every flag (and task) documented in the README, the README's commands parse."""
+"""The command lines: every flag (and task) documented in README.md and docs/, the documented commands parse."""
 
 import dataclasses
 import re
@@ -33,6 +33,7 @@ from select_and_extract import SelectionArguments
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()
+DOCS = "\n".join([README, *(page.read_text() for page in sorted((PROJECT_DIR / "docs").glob("*.md")))])
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
     SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments,
@@ -40,15 +41,15 @@ ALL_ARGUMENTS = (
 
 
 @pytest.mark.parametrize("arguments", ALL_ARGUMENTS, ids=lambda a: a.__name__)
-def test_every_flag_is_documented_in_the_readme(arguments):
+def test_every_flag_is_documented(arguments):
     for flag in dataclasses.fields(arguments):
-        assert f"`--{flag.name}`" in README, flag.name
+        assert f"`--{flag.name}`" in DOCS, flag.name
         assert flag.metadata.get("help"), flag.name
 
 
-def test_every_task_has_a_row_with_its_source_labels_and_metric_in_the_readme():
+def test_every_task_has_a_row_with_its_source_labels_and_metric_in_the_docs():
     for name, task in TASKS.items():
-        row = next(line for line in README.splitlines() if line.startswith(f"| `{name}` |"))
+        row = next(line for line in DOCS.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"`{HUB_DATASETS[name].path}`" in row, row
         assert (", ".join(task.label_names) if task.label_names else "(regression)") in row, row
         assert MAIN_METRIC[name].replace("_", " ").removesuffix("r") in row.lower(), row
@@ -148,9 +149,10 @@ SCRIPT_ARGUMENTS = {
 }
 
 
-def readme_section_commands(heading: str) -> list[tuple[str, list[str]]]:
+def documented_section_commands(heading: str) -> list[tuple[str, list[str]]]:
     """The section's `python <script> ...` commands, continuation lines joined and its shell variables expanded."""
-    section = README.split(f"\n## {heading}")[1].split("\n## ")[0]
+    after_heading = re.split(rf"^#+ {heading}", DOCS, flags=re.MULTILINE)[1]
+    section = re.split(r"^#{1,2} ", after_heading, flags=re.MULTILINE)[0]
     script = "\n".join(re.findall(r"```bash\n(.*?)```", section, re.DOTALL)).replace("\\\n", " ")
     variables = dict(re.findall(r'^(\w+)="(.*)"$', script, re.MULTILINE)) | {"MINILM": "./minilm"}
     commands = []
@@ -163,12 +165,12 @@ def readme_section_commands(heading: str) -> list[tuple[str, list[str]]]:
 
 
 @pytest.mark.parametrize("heading", ["CPU quickstart", "A real run"])
-def test_the_readme_runs_parse_and_train_the_studys_complete_recipe(heading):
+def test_the_documented_runs_parse_and_train_the_studys_complete_recipe(heading):
     """Every flag of the quickstart and the real run exists, and their super-network is the study's row (e)."""
     sys.path.insert(0, str(PROJECT_DIR / "bench"))
     from study_glue import FULL_RECIPE, TEACHER
 
-    commands = readme_section_commands(heading)
+    commands = documented_section_commands(heading)
     assert [script for script, _ in commands] == [
         "train_supernet.py", "train_supernet.py", "run_offline_search.py", "select_and_extract.py"]
     parsed = [parse_arguments(SCRIPT_ARGUMENTS[script], argv) for script, argv in commands]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from support import tiny_batch, tiny_model
 
 from nas_llm.common.errors import UsageError
-from nas_llm.data.label_scale import LabelScale, set_label_scale
+from nas_llm.model.label_scale import LabelScale, set_label_scale
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced

@@ -13,7 +13,7 @@ from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 
 import train_supernet
 from nas_llm.common.errors import UsageError
-from nas_llm.data.label_scale import LabelScale, set_label_scale
+from nas_llm.model.label_scale import LabelScale, set_label_scale
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced

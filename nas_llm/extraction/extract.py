@@ -34,6 +34,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from nas_llm.data.multiple_choice import classifier_auto_class, is_multiple_choice, saved_as_multiple_choice
 from nas_llm.model import pruned_structure
 from nas_llm.model.families import Family, family_for, layer_parameters, layers_of
+from nas_llm.model.label_scale import predicting_label_scale, unfold_label_scale
 from nas_llm.model.models import save_model
 from nas_llm.model.pruned_structure import STRUCTURE_KEY, apply_pruned_structure
 from nas_llm.model.slicing import sliced
@@ -170,7 +171,8 @@ def save_extracted(extracted: nn.Module, tokenizer, sub_network: SubNetwork, dir
         (directory / f"{REMOTE_CODE_MODULE}.py").write_text(_remote_code(type(extracted)))
     # Custom code loads without the library's renamings of legacy names (GPT-NeoX's embed_out -> lm_head), so
     # its weights are written under the names the model has today.
-    save_model(extracted, directory, original_format=not custom)
+    with predicting_label_scale(extracted):
+        save_model(extracted, directory, original_format=not custom)
     tokenizer.save_pretrained(directory)
     (directory / SUB_NETWORK_FILE).write_text(json.dumps(sub_network.to_json_dict()))
     return "custom_code" if custom else "standard"
@@ -182,7 +184,8 @@ def num_parameters(model: nn.Module) -> int:
 
 def load_extracted(directory: str | Path) -> nn.Module:
     """Load an extracted classifier of either kind (custom code is our own file, written by save_extracted), with
-    the Auto class of its head (sequence classification or multiple choice)."""
+    the Auto class of its head (sequence classification or multiple choice); regression outputs standardised, as
+    the project works with them (label_scale.py)."""
     auto_class = classifier_auto_class(saved_as_multiple_choice(AutoConfig.from_pretrained(str(directory))))
-    return auto_class.from_pretrained(str(directory), trust_remote_code=True).eval()
+    return unfold_label_scale(auto_class.from_pretrained(str(directory), trust_remote_code=True).eval())
 

@@ -3,10 +3,12 @@ and how to load it, so the checkpoint explains itself without the search's files
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nas_llm.data.multiple_choice import classifier_auto_class, saved_as_multiple_choice
 from nas_llm.model.families import family_for_config
+from nas_llm.model.label_scale import CONFIG_KEY, FOLDED_KEY, USAGE_KEY
 from nas_llm.model.sub_network import SubNetwork
 
 
@@ -88,6 +90,32 @@ def _how_to_load(directory: str, custom_code: bool, architecture: str, auto_clas
     return lines
 
 
+def _regression_output(directory: Path) -> tuple[str, list[str]]:
+    """What the one output of a regression checkpoint means, from the config.json it was written with, and the
+    lines that map it to the labels' scale where the model cannot."""
+    saved = json.loads((directory / "config.json").read_text())
+    if FOLDED_KEY in saved:
+        scale = saved[FOLDED_KEY]
+        return (
+            "one regression output, on the scale of the task's labels (the training labels' mean "
+            f"{scale['mean']:.4g} and standard deviation {scale['std']:.4g} are folded into the head's last layer; "
+            f"`config.json` records them as `{FOLDED_KEY}`)", []
+        )
+    if USAGE_KEY in saved:
+        return (
+            "one regression output, standardised (this family's head has no bias to fold the labels' mean into); "
+            f"map it to the labels' scale with the `{CONFIG_KEY}` of `config.json`", [
+                "```python",
+                f"scale = model.config.{CONFIG_KEY}",
+                'prediction = model(**tokenizer(text, return_tensors="pt")).logits[..., 0] * scale["std"] + '
+                'scale["mean"]',
+                "```",
+                "",
+            ],
+        )
+    return "one regression output", []
+
+
 def write_model_card(
     directory: str | Path, results: dict, extraction: dict, sub_network: SubNetwork, config
 ) -> None:
@@ -103,9 +131,9 @@ def write_model_card(
     if not Path(base_model).exists():  # a hub id, not a local directory
         front_matter.append(f"base_model: {base_model}")
     front_matter += ["tags:", "- nas_llm", "- structured-pruning", "---"]
-    labels = (
-        ", ".join(f"`{index}`: {name}" for index, name in sorted(config.id2label.items()))
-        if config.num_labels > 1 else "one regression output"
+    labels, mapping = (
+        (", ".join(f"`{index}`: {name}" for index, name in sorted(config.id2label.items())), [])
+        if config.num_labels > 1 else _regression_output(Path(directory))
     )
     if multiple_choice:
         labels = f"one score per choice, {config.num_labels} choices (the label is the right choice's index: {labels})"
@@ -132,7 +160,7 @@ def write_model_card(
         "",
         *_structure(sub_network, config),
         "",
-        *([] if causal_lm else [f"Labels: {labels}.", ""]),
+        *([] if causal_lm else [f"Labels: {labels}.", "", *mapping]),
         "## How to load",
         "",
         *_how_to_load(

@@ -31,8 +31,8 @@ from nas_llm.common.arguments import check_positive, run_log_dir
 from nas_llm.common.errors import UsageError
 from nas_llm.common.io_utils import tensorboard_writer
 from nas_llm.data.data import TaskInfo, make_dataloader
-from nas_llm.data.label_scale import label_scale_of
 from nas_llm.extraction.lstsq import calibration_batches, tuned_extraction
+from nas_llm.model.label_scale import label_scale_of
 from nas_llm.model.slicing import runner_for
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.distributed import SingleProcess

@@ -85,6 +85,8 @@ class Family:
     explicit_head_dim: bool = False  # the config has `head_dim`: fewer heads fit a standard config
     # Modules outside the layers that every token passes through (paths from `model.base_model`), where present.
     per_token_modules: tuple[str, ...] = ()
+    # The last linear layer of the family's sequence-classification head (path from the model).
+    classifier_output: str = "score"
 
     def skipped_modules(self, sub_network, layer: int) -> list[tuple[str, tuple[int, str] | None, bool]]:
         """(module path, residual_arg, returns_tuple) of every module a sub-network runs as the identity.
@@ -123,7 +125,9 @@ class Family:
         return size or 4 * config.hidden_size
 
 
-def _bert_like(name: str, model_types: tuple[str, ...], per_token_modules: tuple[str, ...] = ()) -> Family:
+def _bert_like(
+    name: str, model_types: tuple[str, ...], classifier_output: str, per_token_modules: tuple[str, ...] = ()
+) -> Family:
     return Family(
         name=name,
         model_types=model_types,
@@ -151,6 +155,7 @@ def _bert_like(name: str, model_types: tuple[str, ...], per_token_modules: tuple
             SlicedParam("output.LayerNorm.bias", ParamAxis.FFN_BLOCK),
         ),
         per_token_modules=per_token_modules,
+        classifier_output=classifier_output,
     )
 
 
@@ -188,10 +193,10 @@ def _llama_like(name: str, model_types: tuple[str, ...]) -> Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    _bert_like("bert", ("bert",)),
-    _bert_like("roberta", ("roberta", "xlm-roberta")),
+    _bert_like("bert", ("bert",), "classifier"),
+    _bert_like("roberta", ("roberta", "xlm-roberta"), "classifier.out_proj"),
     # ELECTRA projects narrower embeddings to the hidden size (only when embedding_size != hidden_size).
-    _bert_like("electra", ("electra",), per_token_modules=("embeddings_project",)),
+    _bert_like("electra", ("electra",), "classifier.out_proj", per_token_modules=("embeddings_project",)),
     Family(
         name="gpt2",
         model_types=("gpt2",),

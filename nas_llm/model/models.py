@@ -29,6 +29,7 @@ from nas_llm.common.io_utils import follow_umask
 from nas_llm.data.data import LM_TASK
 from nas_llm.data.multiple_choice import classifier_auto_class, saved_as_multiple_choice
 from nas_llm.model.families import SUPPORTED_MODEL_TYPES, family_for_config
+from nas_llm.model.label_scale import unfold_label_scale
 
 logger = logging.getLogger(__name__)
 
@@ -226,10 +227,11 @@ def load_saved_classifier(name_or_path: str, cache_dir: str | None = None, **kwa
 
 
 def load_trained_classifier(name_or_path: str, cache_dir: str | None = None) -> tuple[nn.Module, list[str]]:
-    """A classifier as saved, and the names of the weights it lacked (a new head: not fine-tuned)."""
+    """A classifier as saved (regression outputs standardised: label_scale.py), and the names of the weights it
+    lacked (a new head: not fine-tuned)."""
     with _without_transformers_warnings():
         model, loading_info = load_saved_classifier(name_or_path, cache_dir, output_loading_info=True)
-    return model, list(loading_info["missing_keys"])
+    return unfold_label_scale(model), list(loading_info["missing_keys"])
 
 
 def save_supernet(model, tokenizer, directory: str | Path, nas_settings: dict[str, Any]) -> None:

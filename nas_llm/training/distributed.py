@@ -64,14 +64,14 @@ def gathered_parameters(model: nn.Module) -> AbstractContextManager:
 
 
 class SingleProcess:
-    """Plain PyTorch on `default_device()`: torch autocast and a GradScaler from --fp16/--bf16."""
+    """Plain PyTorch on `device` (`default_device()` if None): torch autocast and a GradScaler from --fp16/--bf16."""
 
     is_main_process = True
     num_processes = 1
     saves_training_state = True
 
-    def __init__(self, fp16: bool, bf16: bool):
-        self.device = default_device()
+    def __init__(self, fp16: bool, bf16: bool, device: torch.device | None = None):
+        self.device = device or default_device()
         self.autocast = autocast_for(self.device, fp16, bf16)
         self.scaler = gradient_scaler(self.device, fp16)
 

@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas_llm.data.data import LM_TASK
-from nas_llm.data.label_scale import IDENTITY, label_scale_of
 from nas_llm.data.metrics import compute_task_metrics, task_error
+from nas_llm.model.label_scale import IDENTITY, label_scale_of
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.language_modeling import evaluate_language_model
 from nas_llm.training.objective import SubNetworkRunner

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from nas_llm.common.errors import UsageError
-from nas_llm.data.label_scale import LabelScale, standardised
+from nas_llm.model.label_scale import LabelScale, standardised
 from nas_llm.model.search_spaces import SearchSpace
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.objective import (

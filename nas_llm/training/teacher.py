@@ -25,8 +25,8 @@ from transformers import PretrainedConfig
 
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import TaskInfo
-from nas_llm.data.label_scale import LabelScale, label_scale_of, rescale
 from nas_llm.data.multiple_choice import classifier_auto_class
+from nas_llm.model.label_scale import LabelScale, label_scale_of, rescale
 from nas_llm.model.models import NAS_SETTINGS_FILE, load_config, load_trained_classifier, resolve_model_name
 from nas_llm.training.objective import DistillationTargets
 

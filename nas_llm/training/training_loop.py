@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from nas_llm.training.teacher import Teacher
 
 from nas_llm.common.memory import release_freed_memory
-from nas_llm.data.label_scale import LabelScale
+from nas_llm.model.label_scale import LabelScale
 from nas_llm.training.objective import CLASSIFICATION, SubNetworkRunner, TrainingObjective
 from nas_llm.training.sampling import PlannedPass, training_step
 
