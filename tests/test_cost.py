@@ -14,6 +14,7 @@ from extract import extract_sub_network
 from families import family_for, layers_of
 from search_spaces import make_search_space
 from slicing import sliced
+from sub_network import SubNetwork
 
 
 def num_params(model) -> int:
@@ -132,3 +133,66 @@ def test_latency_objective_ranks_half_the_macs_below_the_full_network():
     costs = meter.measure(half, with_latency=True)
     assert abs(meter.relative(costs)["flops"] - 0.5) < 0.01
     assert meter.relative(costs)["latency"] < 1, (costs, meter.unpruned)  # about 0.5 on an idle machine
+
+
+def forward_calls_per_module(modules: list[torch.nn.Module], run) -> list[int]:
+    """How often each of `modules` runs its forward during `run()`: what a measurement really executes."""
+    calls = [0] * len(modules)
+
+    def counter(index: int):
+        def count(*_) -> None:
+            calls[index] += 1
+        return count
+
+    handles = [module.register_forward_hook(counter(index)) for index, module in enumerate(modules)]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def test_latency_objective_runs_only_the_sub_network_s_layers(family_name):
+    """--objective latency times the sub-network's forward pass: its dropped layer never runs, the others as
+    often as in the unpruned network's measurement (observed by counting, not by timing)."""
+    from arguments import CostArguments
+    from cost import CostMeter
+
+    model = tiny_model(family_name)
+    full = full_sub_network(model)
+    head_mask, ffn_mask = full.head_mask.clone(), full.ffn_mask.clone()
+    head_mask[1], ffn_mask[1] = False, False
+    meter = CostMeter(model, sliced, CostArguments(cost_seq_len=8, latency_repeats=2), full)
+    layers = list(layers_of(model))
+    unpruned_calls = forward_calls_per_module(layers, lambda: meter.measure(full, with_latency=True))
+    sub_network_calls = forward_calls_per_module(
+        layers, lambda: meter.measure(SubNetwork(head_mask, ffn_mask), with_latency=True)
+    )
+    assert min(unpruned_calls) > 0
+    assert sub_network_calls == [unpruned_calls[0], 0, unpruned_calls[2]]
+
+
+def test_latency_objective_runs_the_sub_network_s_heads_and_neurons():
+    """Within a kept layer, the timed pass computes only the kept heads and neurons: the query projection and the
+    FFN's first matrix output their sliced widths (2 of 4 heads of size 4; 5 of 20 neurons)."""
+    from arguments import CostArguments
+    from cost import CostMeter
+
+    model = tiny_model("bert")
+    full = full_sub_network(model)
+    head_mask, ffn_mask = full.head_mask.clone(), full.ffn_mask.clone()
+    head_mask[0, 2:], ffn_mask[0, 5:] = False, False
+    layer = layers_of(model)[0]
+    widths: dict[str, set[int]] = {"query": set(), "neurons": set()}
+    hooks = [
+        layer.attention.self.query.register_forward_hook(lambda _m, _i, out: widths["query"].add(out.shape[-1])),
+        layer.intermediate.dense.register_forward_hook(lambda _m, _i, out: widths["neurons"].add(out.shape[-1])),
+    ]
+    meter = CostMeter(model, sliced, CostArguments(cost_seq_len=8, latency_repeats=2), full)
+    for seen in widths.values():
+        seen.clear()  # the unpruned network's measurement ran the full widths
+    meter.measure(SubNetwork(head_mask, ffn_mask), with_latency=True)
+    for hook in hooks:
+        hook.remove()
+    assert widths == {"query": {8}, "neurons": {5}}
