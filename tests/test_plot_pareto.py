@@ -5,6 +5,7 @@ import json
 import pytest
 
 import plot_pareto
+from errors import UsageError
 
 # (error, params) of five sub-networks; (0.4, 0.6) is dominated by (0.2, 0.5).
 EVALUATIONS = [(0.3, 0.2), (0.2, 0.5), (0.1, 0.8), (0.4, 0.6), (0.5, 0.1)]
@@ -29,3 +30,20 @@ def test_plotted_printed_and_written_hypervolume_is_the_hand_computed_one(tmp_pa
     assert written == pytest.approx(HAND_HYPERVOLUME)
     assert f"hypervolume {HAND_HYPERVOLUME:.4f}  {results}" in capsys.readouterr().out
     assert legends == [f"search: HV {HAND_HYPERVOLUME:.3f}"]
+
+
+def test_files_that_are_not_results_and_missing_costs_are_one_line_errors(tmp_path):
+    not_results = tmp_path / "config.json"
+    not_results.write_text(json.dumps({"model_type": "bert"}))
+    without_latency = tmp_path / "results_rte.json"
+    without_latency.write_text(json.dumps({"evaluations": [{"error": 0.2, "params": 0.5}]}))
+    output = ["--output", str(tmp_path / "pareto.png")]
+    with pytest.raises(UsageError, match=f"^results file '{tmp_path}/missing.json' does not exist; pass the "
+                                         "results_<task>.json of run_offline_search.py$"):
+        plot_pareto.main([str(tmp_path / "missing.json"), *output])
+    with pytest.raises(UsageError, match=rf"^'{not_results}' is not a results file of run_offline_search.py "
+                                         r"\(no 'evaluations'\)$"):
+        plot_pareto.main([str(not_results), *output])
+    with pytest.raises(UsageError, match="^the results hold no 'latency' costs; choose one of: params, flops, memory, "
+                                         "latency$"):
+        plot_pareto.main([str(without_latency), "--cost", "latency", *output])
