@@ -75,6 +75,10 @@ TARGETS = {
 KILLED, TIMEOUT, SURVIVED, NO_TESTS = "killed", "timeout", "survived", "no tests"
 
 
+def read_report() -> dict:
+    return json.loads(REPORT_JSON.read_text()) if REPORT_JSON.is_file() else {"modules": {}}
+
+
 def load_equivalents() -> dict[str, dict]:
     """The reviewed list of equivalent mutants, by mutant name."""
     entries = tomllib.loads(EQUIVALENT_FILE.read_text()).get("equivalent", [])
@@ -138,21 +142,28 @@ def mutant_statuses(copy: Path, target: Target) -> dict[str, str]:
     statuses = {}
     for line in mutmut(copy, "results", "--all", "true").splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if name and any(re.fullmatch(_glob_regex(pattern), name) for pattern in target.functions):
+        if name and _in_scope(name, target):
             statuses[name] = status
     return statuses
 
 
-def run_module(module: str, target: Target, max_children: int, reuse: bool) -> dict:
+def run_module(module: str, target: Target, max_children: int, mode: str, previous: dict | None) -> dict:
     """Mutate `module`, run its tests against every mutant, and sort the mutants by outcome.
 
-    `reuse`: read the outcomes of the last run in `.mutation/<module>/` instead of running again."""
+    mode "all": a fresh copy, every mutant. "survivors": the tests of the working tree, against the mutants the
+    last run did not kill (tests only added since: a killed mutant stays killed). "reuse": no run, the outcomes
+    of the last one in `.mutation/<module>/`."""
     copy = WORK_DIR / Path(module).stem
     start = time.monotonic()
-    if not reuse:
+    if mode == "all":
         prepare_copy(module, target)
         mutmut(copy, "run", "--max-children", str(max_children), *target.functions)
-    seconds = time.monotonic() - start
+    elif mode == "survivors":
+        shutil.copytree(REPO / "tests", copy / "tests", dirs_exist_ok=True)  # mutmut copies them on into mutants/
+        mutmut(copy, "run", "--max-children", str(max_children), *[
+            m["mutant"] for m in previous["not_killed"] if _in_scope(m["mutant"], target)
+        ])
+    seconds = time.monotonic() - start + (previous["seconds"] if previous and mode != "all" else 0)
     statuses = mutant_statuses(copy, target)
     not_killed = sorted((name for name, status in statuses.items() if status not in (KILLED, TIMEOUT)), key=_natural)
     changes = mutant_changes(copy, module, not_killed)
@@ -167,8 +178,8 @@ def run_module(module: str, target: Target, max_children: int, reuse: bool) -> d
     }
 
 
-def _glob_regex(pattern: str) -> str:
-    return re.escape(pattern).replace(r"\*", ".*")
+def _in_scope(mutant: str, target: Target) -> bool:
+    return any(re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), mutant) for pattern in target.functions)
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -239,8 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(TARGETS)})")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1, help="mutants run in parallel")
-    parser.add_argument("--reuse", action="store_true",
-                        help="report the outcomes of the last run in .mutation/<module>/ instead of running again")
+    parser.add_argument("--mode", choices=("all", "survivors", "reuse"), default="all",
+                        help="all: every mutant in a fresh copy; survivors: rerun the last run's survivors against "
+                        "the current tests; reuse: report the last run's outcomes again (e.g. after editing the "
+                        "equivalent list)")
     args = parser.parse_args(argv)
     unknown = [module for module in args.modules if module not in TARGETS]
     if unknown:
@@ -248,15 +261,16 @@ def main(argv: list[str] | None = None) -> None:
     from importlib.metadata import version
 
     for module in args.modules or TARGETS:
-        entry = run_module(module, TARGETS[module], args.max_children, args.reuse)
+        previous = read_report()["modules"].get(module)
+        if args.mode != "all" and previous is None:
+            raise SystemExit(f"{module} has no earlier run to build on; run it with --mode all first")
+        entry = run_module(module, TARGETS[module], args.max_children, args.mode, previous)
         # Read just before writing: another run of this script may have added modules meanwhile.
-        report = json.loads(REPORT_JSON.read_text()) if REPORT_JSON.is_file() else {"modules": {}}
+        report = read_report()
         report["mutmut"] = version("mutmut")
-        previous = report["modules"].get(module)
-        if args.reuse and previous:  # the run it reports took the time it took then
-            entry["seconds"], entry["ran_on"] = previous["seconds"], previous["ran_on"]
-        else:
-            entry["ran_on"] = f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs ({platform.machine()})"
+        entry["ran_on"] = previous["ran_on"] if args.mode == "reuse" else (
+            f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs ({platform.machine()})"
+        )
         report["modules"][module] = entry
         REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
         REPORT_JSON.write_text(json.dumps(report, indent=1) + "\n")
