@@ -362,3 +362,16 @@ def test_block_axes_have_no_unit_index():
     config = tiny_config("bert")
     with pytest.raises(ValueError, match="^unknown axis ParamAxis.FFN_BLOCK$"):
         unit_index(family_for_config(config), config, torch.tensor([0]), ParamAxis.FFN_BLOCK)
+
+
+@pytest.mark.parametrize("head_mask, ffn_mask, message", [
+    (torch.ones(3, 4, dtype=torch.bool), torch.ones(60, dtype=torch.bool),
+     r"^head_mask and ffn_mask must be 2-d: \[num_layers, units\]$"),
+    (torch.ones(12, dtype=torch.bool), torch.ones(3, 20, dtype=torch.bool),
+     r"^head_mask and ffn_mask must be 2-d: \[num_layers, units\]$"),
+    (torch.ones(3, 4, dtype=torch.bool), torch.ones(2, 20, dtype=torch.bool),
+     "^head_mask has 3 layers but ffn_mask has 2$"),
+])
+def test_masks_of_the_wrong_shape_are_rejected_with_their_shapes(head_mask, ffn_mask, message):
+    with pytest.raises(ValueError, match=message):
+        SubNetwork(head_mask, ffn_mask)

@@ -74,3 +74,23 @@ def test_data_flags_default_to_the_search_s(tmp_path):
     assert recorded_data_flags([f"--results={task_only}"]) == {"task_name": "sst2"}
     assert recorded_data_flags(["--results", str(tmp_path / "missing.json")]) == {}
     assert recorded_data_flags(["--max_params", "0.5"]) == {}
+
+
+def test_error_budget_takes_the_fewest_parameters_within_it_whatever_the_order_of_the_pareto_set():
+    """Error limit 0.25 * (1 + 0.5) = 0.375 exactly (binary fractions): a point at the limit is within it. The set is
+    ordered by MACs (a search with --objective flops), so the fewest parameters is not the first candidate."""
+    pareto_set = [
+        {"params": 0.50, "flops": 0.30, "latency_ms": 2.0, "error": 0.5},
+        {"params": 0.70, "flops": 0.40, "latency_ms": 3.0, "error": 0.375},
+        {"params": 0.60, "flops": 0.50, "latency_ms": 4.0, "error": 0.25},
+    ]
+    results = {"pareto_set": pareto_set, "unpruned": {"validation": {"error": 0.25}}}
+    args = SelectionArguments(results="results_rte.json", max_relative_error_increase=0.5)
+    assert select_point(results, args) == 2
+    pareto_set[2]["params"] = 0.8
+    assert select_point(results, args) == 1
+
+
+def test_help_is_left_to_the_full_parser():
+    """Reading the recorded data flags must not answer --help itself (with only --results in it)."""
+    assert recorded_data_flags(["--help"]) == {}
