@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_model
 from test_scripts import train
 
 import plot_pareto
@@ -184,3 +185,18 @@ def test_a_stopped_run_keeps_its_finished_budgets_and_computes_the_others_as_an_
 def test_bad_budgets_are_refused(tmp_path):
     with pytest.raises(UsageError, match="--budgets"):
         run_rfp.main(["--checkpoint_dir_model", str(tmp_path), "--task_name", "rte", "--budgets", "0.5,1.5"])
+
+
+@pytest.mark.parametrize("constraint, head_unit, neuron, fixed", [
+    # Tiny BERT (hidden 16, 4 heads of 4, 20 neurons, 3 layers), by hand. A head: Q, K, V rows 3 x 4 x (16 + 1 bias)
+    # and out_proj columns 4 x 16: 268 parameters; a neuron: 16 + 1 in, 16 out: 33. Per layer outside units: out_proj
+    # and FFN-output biases (2 x 16) and two LayerNorms (2 x 32): 96 per layer, 288 for 3 layers.
+    ("params", 3 * 4 * 17 + 4 * 16, 33, 288),
+    # MACs at 16 tokens: a head's weights 3 x 4 x 16 + 4 x 16 = 256 per token plus scores and weighted sum
+    # 2 x 16 x 4 = 128 per token; a neuron 32 per token. Fixed: pooler 16 x 16 and classifier 2 x 16, once.
+    ("flops", 16 * (256 + 128), 16 * 32, 16 * 16 + 2 * 16),
+])
+def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint, head_unit, neuron, fixed):
+    costs = UnitCosts.measure(tiny_model("bert"), constraint, 16)
+    assert (costs.head_unit, costs.neuron, costs.fixed) == (head_unit, neuron, fixed)
+    assert costs.full == fixed + 12 * head_unit + 60 * neuron
