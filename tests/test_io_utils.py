@@ -104,15 +104,6 @@ def test_no_file_gets_an_execute_bit_under_a_group_writable_umask(tmp_path, grou
                                      "model.safetensors": 0o664}
 
 
-def test_a_write_that_cannot_even_start_reports_its_own_error(tmp_path, monkeypatch):
-    def read_only(*_):
-        raise PermissionError("Read-only file system")
-
-    monkeypatch.setattr(os, "open", read_only)
-    with pytest.raises(PermissionError, match="Read-only file system"):
-        write_json_atomic(tmp_path / "results.json", {"a": 1})
-
-
 def test_log_keeps_every_rewritten_record_and_drops_only_a_partial_last_line(tmp_path):
     log = JsonLinesLog(tmp_path / "evaluations.jsonl")
     log.rewrite([{"a": 1}, {"b": 2}])
