@@ -19,7 +19,7 @@ from extract import extract_sub_network, load_extracted, num_parameters
 from importance import MaskGradients, UnitImportance, unit_importance
 from lstsq import calibration_batches
 from models import load_supernet
-from rfp import UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
+from rfp import RFPArguments, UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
 from sub_network import SubNetwork
 
 BUDGETS = (0.4, 0.6, 0.8)
@@ -200,3 +200,14 @@ def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint,
     costs = UnitCosts.measure(tiny_model("bert"), constraint, 16)
     assert (costs.head_unit, costs.neuron, costs.fixed) == (head_unit, neuron, fixed)
     assert costs.full == fixed + 12 * head_unit + 60 * neuron
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"constraint": "latency"}, "^unknown --constraint 'latency'; choose one of: params, flops$"),
+    ({"num_calibration_samples": 0}, "^--num_calibration_samples must be positive, got 0$"),
+    ({"calibration_batch_size": 0}, "^--calibration_batch_size must be positive, got 0$"),
+    ({"per_device_eval_batch_size": -1}, "^--per_device_eval_batch_size must be positive, got -1$"),
+])
+def test_bad_rfp_flags_are_one_line_errors_naming_the_flag(flags, message):
+    with pytest.raises(UsageError, match=message):
+        RFPArguments(checkpoint_dir_model="model", **flags)

@@ -9,7 +9,7 @@ from test_search_spaces import SPACE_NAMES
 from mask import masked
 from sampling import task_loss
 from search_spaces import make_search_space
-from slicing import sliced
+from slicing import _slice, sliced
 from sub_network import SubNetwork
 
 
@@ -133,3 +133,17 @@ def test_hidden_states_of_every_layer_after_a_first_forward_that_dropped_layers(
         with sliced(model, first_layer_only):
             model(**inputs, output_hidden_states=True)
         assert len(model(**inputs, output_hidden_states=True).hidden_states) == num_layers + 1
+
+
+def test_gathered_units_are_indexed_on_the_weights_device(monkeypatch):
+    """Non-prefix units (large space) gather with an index on the weights' device: CUDA refuses a CPU index. The meta
+    device stands in for a GPU on this machine, and index_select records the devices it is called with."""
+    calls, index_select = [], torch.Tensor.index_select
+
+    def recording_index_select(tensor, dim, index):
+        calls.append((tensor.device.type, index.device.type))
+        return index_select(tensor, dim, index)
+
+    monkeypatch.setattr(torch.Tensor, "index_select", recording_index_select)
+    gathered = _slice(torch.ones(4, 3, device="meta"), 0, torch.tensor([2, 0]))
+    assert calls == [("meta", "meta")] and gathered.shape == (2, 3)
