@@ -211,3 +211,31 @@ def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint,
 def test_bad_rfp_flags_are_one_line_errors_naming_the_flag(flags, message):
     with pytest.raises(UsageError, match=message):
         RFPArguments(checkpoint_dir_model="model", **flags)
+
+
+@pytest.mark.parametrize("tied", ["heads", "neurons"])
+def test_mask_search_keeps_the_first_of_equally_important_units(tied):
+    """200 units of importance 1, 2 or 3 (many ties) and room for 100: the 100 most important, and among equals the
+    lowest indices, whatever the sort algorithm's size threshold (an unstable sort reorders ties from ~100 units)."""
+    scores = torch.randint(1, 4, (1, 200), generator=torch.Generator().manual_seed(0)).float()
+    one_unit = torch.tensor([[0.5]])
+    heads, neurons = (scores, one_unit) if tied == "heads" else (one_unit, scores)
+    costs = UnitCosts(full=1200.0, fixed=0.0, head_unit=1.0 if tied == "heads" else 1000.0,
+                      neuron=1.0 if tied == "neurons" else 1000.0)
+    sub_network = search_mask(UnitImportance(heads, neurons, num_batches=1), costs, 100 / 1200)
+    kept = (sub_network.head_mask if tied == "heads" else sub_network.ffn_mask)[0].nonzero().flatten().tolist()
+    by_hand = sorted(sorted(range(200), key=lambda unit: (-float(scores[0, unit]), unit))[:100])
+    assert kept == by_hand
+
+
+def test_mask_search_weighs_every_kept_unit_s_importance():
+    # 1 layer: heads of importance 10 and 0.1 (cost 10 each), 30 neurons of 0.5 (cost 1), room for 25. By hand:
+    # no head 25 x 0.5 = 12.5; one head 10 + 15 x 0.5 = 17.5; two heads 10.1 + 5 x 0.5 = 12.6: one head.
+    importance = UnitImportance(torch.tensor([[10.0, 0.1]]), torch.full((1, 30), 0.5), num_batches=1)
+    sub_network = search_mask(importance, UnitCosts(full=50.0, fixed=0.0, head_unit=10.0, neuron=1.0), 25 / 50)
+    assert sub_network.head_mask.tolist() == [[True, False]] and int(sub_network.ffn_mask.sum()) == 15
+    # One head of 3 (cost 10), neurons 4, 0.1, ..., 0.1 (cost 1), room for 11. By hand: no head 4 + 10 x 0.1 = 5;
+    # the head and the first neuron 3 + 4 = 7.
+    importance = UnitImportance(torch.tensor([[3.0]]), torch.tensor([[4.0] + [0.1] * 11]), num_batches=1)
+    sub_network = search_mask(importance, UnitCosts(full=22.0, fixed=0.0, head_unit=10.0, neuron=1.0), 11 / 22)
+    assert sub_network.head_mask.tolist() == [[True]] and sub_network.ffn_mask.tolist() == [[True] + [False] * 11]
