@@ -207,6 +207,8 @@ def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint,
     ({"num_calibration_samples": 0}, "^--num_calibration_samples must be positive, got 0$"),
     ({"calibration_batch_size": 0}, "^--calibration_batch_size must be positive, got 0$"),
     ({"per_device_eval_batch_size": -1}, "^--per_device_eval_batch_size must be positive, got -1$"),
+    ({"budgets": "0.5,half"}, "^--budgets must be comma-separated numbers such as 0.5,0.7, got '0.5,half'$"),
+    ({"budgets": "0,0.5"}, r"^every --budgets value must lie in \(0, 1\], got 0,0.5$"),
 ])
 def test_bad_rfp_flags_are_one_line_errors_naming_the_flag(flags, message):
     with pytest.raises(UsageError, match=message):
@@ -239,3 +241,23 @@ def test_mask_search_weighs_every_kept_unit_s_importance():
     importance = UnitImportance(torch.tensor([[3.0]]), torch.tensor([[4.0] + [0.1] * 11]), num_batches=1)
     sub_network = search_mask(importance, UnitCosts(full=22.0, fixed=0.0, head_unit=10.0, neuron=1.0), 11 / 22)
     assert sub_network.head_mask.tolist() == [[True]] and sub_network.ffn_mask.tolist() == [[True] + [False] * 11]
+
+
+def test_budgets_up_to_the_whole_model_are_accepted():
+    assert RFPArguments(checkpoint_dir_model="model", budgets="1.0,0.5").budget_list == [0.5, 1.0]
+
+
+def test_mask_search_with_the_whole_budget_keeps_every_unit_and_on_a_tie_the_fewer_heads():
+    importance = UnitImportance(torch.tensor([[10.0, 0.1]]), torch.full((1, 30), 1.0), num_batches=1)
+    costs = UnitCosts(full=50.0, fixed=0.0, head_unit=10.0, neuron=1.0)
+    assert search_mask(importance, costs, 1.0).is_full()
+    # Room for 25: no head 25 x 1 = 25, one head 10 + 15 x 1 = 25 (a tie: the first found, no head, stays).
+    tie = search_mask(importance, costs, 25 / 50)
+    assert not tie.head_mask.any() and int(tie.ffn_mask.sum()) == 25
+
+
+def test_a_budget_below_the_fixed_cost_says_how_much_that_is():
+    importance = UnitImportance(torch.tensor([[1.0]]), torch.tensor([[1.0]]), num_batches=1)
+    with pytest.raises(UsageError, match=r"^budget 0.01 is below what the model costs with no head and no neuron "
+                                         r"\(0.011 of it\); raise --budgets$"):
+        search_mask(importance, UnitCosts(full=46.0, fixed=0.5, head_unit=10.0, neuron=1.0), 0.01)
