@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_config, tiny_model
 from test_mask import full_sub_network
@@ -196,3 +197,59 @@ def test_latency_objective_runs_the_sub_network_s_heads_and_neurons():
     for hook in hooks:
         hook.remove()
     assert widths == {"query": {8}, "neurons": {5}}
+
+
+def test_cost_meter_records_every_cost_and_its_share_of_the_unpruned_network():
+    """Parameters and weight memory against the extracted model (float32: 4 bytes a weight, memory in MiB); the
+    relative costs are ratios to the unpruned network's."""
+    from arguments import CostArguments
+    from cost import CostMeter
+
+    model = tiny_model("bert")
+    space = make_search_space("small", model.config)
+    half = space.to_sub_network({"num_layers": 2, "num_heads": 2, "num_units": 10})
+    meter = CostMeter(model, sliced, CostArguments(cost_seq_len=8, latency_repeats=2), space.largest())
+    costs = meter.measure(half, with_latency=True)
+    extracted = extract_sub_network(model, half)
+    assert costs["num_parameters"] == num_params(extracted)
+    assert costs["num_layer_parameters"] == sum(num_params(layer) for layer in layers_of(extracted))
+    assert costs["memory_mb"] == 4 * num_params(extracted) / 2**20
+    assert costs["latency_ms"] > 0 and costs["latency_iqr_ms"] >= 0
+    relative = meter.relative(costs)
+    assert relative["params"] == num_params(extracted) / num_params(model)
+    assert relative["memory"] == relative["params"]
+    assert relative["flops"] == costs["macs"] / meter.unpruned["macs"]
+    assert relative["latency"] == costs["latency_ms"] / meter.unpruned["latency_ms"]
+    assert "latency_ms" not in meter.measure(half, with_latency=False)
+
+
+def test_latency_passes_are_batches_of_the_requested_shape_repeated_as_asked():
+    from arguments import CostArguments
+    from cost import CostMeter
+
+    model = tiny_model("bert")
+    full = full_sub_network(model)
+    meter = CostMeter(model, sliced, CostArguments(cost_seq_len=8, latency_batch_size=3, latency_repeats=4), full)
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda _m, _a, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                             with_kwargs=True)
+    meter.measure(full, with_latency=True)
+    handle.remove()
+    assert shapes == [(3, 8)] * (3 + 4)  # 3 untimed warm-up passes, then the timed ones
+
+
+@pytest.mark.parametrize("seq_len, fails", [(64, False), (65, True)])
+def test_cost_sequence_length_is_at_most_the_model_s_positions(seq_len, fails):
+    from types import SimpleNamespace
+
+    from arguments import CostArguments
+    from cost import check_cost_seq_len
+    from errors import UsageError
+
+    args = CostArguments(cost_seq_len=seq_len)
+    check_cost_seq_len(args, SimpleNamespace())  # a config that states no position limit
+    if fails:
+        with pytest.raises(UsageError, match="^--cost_seq_len 65 exceeds the model's 64 positions$"):
+            check_cost_seq_len(args, tiny_config("bert"))
+    else:
+        check_cost_seq_len(args, tiny_config("bert"))
