@@ -96,16 +96,29 @@ def assert_macs_equal_torch_flop_counter(model, example_shape: tuple[int, ...]) 
     """An independent count: torch's FlopCounterMode on the extracted dense model (eager attention), run on one
     example of `example_shape` token ids (tokens last)."""
     space = make_search_space("medium", model.config)
-    for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest()):
+    full = full_sub_network(model)
+    blocks_dropped = SubNetwork(full.head_mask.clone(), full.ffn_mask.clone())
+    blocks_dropped.head_mask[1], blocks_dropped.ffn_mask[2] = False, False  # layer 1 keeps only its FFN, 2 attention
+    for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest(), blocks_dropped):
         extracted = extract_sub_network(model, sub_network)
         extracted.config._attn_implementation = "eager"
         with FlopCounterMode(display=False) as counter:
             extracted(input_ids=torch.randint(3, 60, (1, *example_shape)))
-        assert counter.get_total_flops() == 2 * count_macs(model, sub_network, seq_len=example_shape[-1])
+        macs = count_macs(model, sub_network, seq_len=example_shape[-1])
+        assert isinstance(macs, int) and counter.get_total_flops() == 2 * macs
 
 
 def test_macs_equal_torch_flop_counter_on_the_extracted_model(family_name):
     assert_macs_equal_torch_flop_counter(tiny_model(family_name), (10,))
+
+
+def test_macs_of_a_language_model_count_its_tied_output_head_per_token():
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("gpt2")).eval()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert_macs_equal_torch_flop_counter(model, (10,))
 
 
 def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():
