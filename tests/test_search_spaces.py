@@ -375,3 +375,10 @@ def test_block_axes_have_no_unit_index():
 def test_masks_of_the_wrong_shape_are_rejected_with_their_shapes(head_mask, ffn_mask, message):
     with pytest.raises(ValueError, match=message):
         SubNetwork(head_mask, ffn_mask)
+
+
+def test_masks_given_as_numbers_are_stored_as_bool():
+    """Importance scores or 0/1 floats from a searcher become the bool masks every user of a SubNetwork indexes with."""
+    sub_network = SubNetwork(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1, 1]]))
+    assert sub_network.head_mask.dtype == sub_network.ffn_mask.dtype == torch.bool
+    assert sub_network.kept_heads(0) == [0] and sub_network.kept_neurons(0) == [1, 2]
