@@ -51,14 +51,15 @@ ENCODER_CONFIGS = {
 DECODER_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
 
 
-def tiny_config(family: str, num_labels: int = 2):
+def tiny_config(family: str, num_labels: int = 2, token_ids: bool = True):
     """A 3-layer, 4-head, hidden-16 config of a model type; decoders use the pad id as eos, as the original did.
 
     Everything but sizes and token ids keeps the library's defaults (Qwen2's `use_cache=True`, Mistral's
     sliding window, ...), so the tests see what released checkpoints ship. `electra-projected` is ELECTRA with
     embeddings narrower than the hidden size (its `embeddings_project`), as in the released ELECTRA checkpoints.
+    `token_ids=False` keeps the library's token ids too: no pad token for GPT-2, Llama or Qwen2, as released.
     """
-    common = dict(num_labels=num_labels, pad_token_id=PAD_ID)
+    common = dict(num_labels=num_labels, pad_token_id=PAD_ID) if token_ids else dict(num_labels=num_labels)
     sizes = dict(
         vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=20
     )
@@ -70,12 +71,12 @@ def tiny_config(family: str, num_labels: int = 2):
         # RoBERTa-style position ids start after the padding index.
         max_positions = 70 if "roberta" in family else 64
         return ENCODER_CONFIGS[family](**sizes, max_position_embeddings=max_positions, **common)
+    decoder_ids = dict(eos_token_id=PAD_ID, bos_token_id=PAD_ID) if token_ids else {}
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=VOCAB_SIZE, n_embd=16, n_layer=3, n_head=4, n_inner=20, n_positions=64,
-            eos_token_id=PAD_ID, bos_token_id=PAD_ID, **common,
+            vocab_size=VOCAB_SIZE, n_embd=16, n_layer=3, n_head=4, n_inner=20, n_positions=64, **decoder_ids, **common,
         )
-    decoder_ids = dict(eos_token_id=PAD_ID, bos_token_id=PAD_ID, max_position_embeddings=64)
+    decoder_ids["max_position_embeddings"] = 64
     if family == "gpt_neox":
         return GPTNeoXConfig(**sizes, **decoder_ids, **common)
     if family in DECODER_CONFIGS:
@@ -92,10 +93,10 @@ FAMILY_NAMES = (
 INIT_STD = 0.2  # ten times a released model's: every head and neuron changes the logits visibly
 
 
-def tiny_model(family: str, num_labels: int = 2, seed: int = 0):
+def tiny_model(family: str, num_labels: int = 2, seed: int = 0, token_ids: bool = True):
     """A random tiny model: weights drawn with std INIT_STD; its config keeps the library's initializer_range."""
     torch.manual_seed(seed)
-    config = tiny_config(family, num_labels)
+    config = tiny_config(family, num_labels, token_ids)
     library_std, config.initializer_range = config.initializer_range, INIT_STD
     model = AutoModelForSequenceClassification.from_config(config)
     model.config.initializer_range = library_std
@@ -163,16 +164,16 @@ def assert_macs_equal_torch_flop_counter(model, example_shape: tuple[int, ...]) 
     """An independent count: torch's FlopCounterMode on the extracted dense model (eager attention), run on one
     example of `example_shape` token ids (tokens last)."""
     space = make_search_space("medium", model.config)
-    for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest()):
+    full = full_sub_network(model)
+    blocks_dropped = SubNetwork(full.head_mask.clone(), full.ffn_mask.clone())
+    blocks_dropped.head_mask[1], blocks_dropped.ffn_mask[2] = False, False  # layer 1 keeps only its FFN, 2 attention
+    for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest(), blocks_dropped):
         extracted = extract_sub_network(model, sub_network)
         extracted.config._attn_implementation = "eager"
         with FlopCounterMode(display=False) as counter:
             extracted(input_ids=torch.randint(3, 60, (1, *example_shape)))
-        assert counter.get_total_flops() == 2 * count_macs(model, sub_network, seq_len=example_shape[-1])
-
-
-
-
+        macs = count_macs(model, sub_network, seq_len=example_shape[-1])
+        assert isinstance(macs, int) and counter.get_total_flops() == 2 * macs
 
 
 RELOAD_SCRIPT = """

@@ -10,7 +10,7 @@ import torch
 from support import tiny_model
 from tiny_assets import tiny_tokenizer
 
-from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic
+from nas_llm.common.io_utils import JsonLinesLog, follow_umask, tensorboard_writer, write_json_atomic
 from nas_llm.extraction.extract import extract_sub_network, save_extracted
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.training.train_state import TrainingState, save_checkpoint
@@ -22,6 +22,14 @@ UMASK = 0o027  # not the usual 0o022, so a mode that ignores the umask cannot pa
 def umask():
     previous = os.umask(UMASK)
     yield UMASK
+    os.umask(previous)
+
+
+@pytest.fixture
+def group_writable_umask():
+    """0o002: files are 0o664, so a mode with an execute bit for others (0o667) shows."""
+    previous = os.umask(0o002)
+    yield 0o002
     os.umask(previous)
 
 
@@ -80,3 +88,32 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
         modes = modes_under(tmp_path / directory)
         assert len(modes) > 3
         assert modes == {name: expected_mode(tmp_path / directory / name) for name in modes}, directory
+
+
+def test_results_go_into_new_nested_folders_indented_for_reading(tmp_path):
+    write_json_atomic(tmp_path / "study" / "sst2" / "results.json", {"a": 1})
+    assert (tmp_path / "study" / "sst2" / "results.json").read_text() == '{\n  "a": 1\n}'
+
+
+def test_no_file_gets_an_execute_bit_under_a_group_writable_umask(tmp_path, group_writable_umask):
+    write_json_atomic(tmp_path / "results.json", {"a": 1})
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    os.chmod(tmp_path / "model.safetensors", 0o600)  # as safetensors writes it
+    follow_umask(tmp_path / "model.safetensors")
+    assert modes_under(tmp_path) == {".": stat.S_IMODE(tmp_path.stat().st_mode), "results.json": 0o664,
+                                     "model.safetensors": 0o664}
+
+
+def test_log_keeps_every_rewritten_record_and_drops_only_a_partial_last_line(tmp_path):
+    log = JsonLinesLog(tmp_path / "evaluations.jsonl")
+    log.rewrite([{"a": 1}, {"b": 2}])
+    with open(log.path, "a") as handle:
+        handle.write('{"c": ')  # a crash while appending
+    assert log.read() == [{"a": 1}, {"b": 2}]
+
+
+def test_tensorboard_events_go_to_the_given_folder(tmp_path):
+    writer = tensorboard_writer(str(tmp_path / "tb"))
+    writer.add_scalar("loss", 1.0, 0)
+    writer.close()
+    assert [path.name.split(".")[0] for path in (tmp_path / "tb").iterdir()] == ["events"]

@@ -147,3 +147,21 @@ def test_a_scale_beyond_the_bound_leaves_the_block_unscaled():
                                torch.tensor([2.0]))
     bounded = solve_scales(gram, torch.tensor([[-(MAX_SCALE + 1)]], dtype=torch.float64), weight, 1, kept)
     torch.testing.assert_close(bounded, torch.tensor([1.0]))
+
+
+def test_tuned_extraction_tunes_a_copy_and_extracts_it():
+    """run_rfp.py extracts every budget from the same fine-tuned model: tuning must leave that model as it was, and
+    the extracted sub-network is the tuned copy's (with or without precomputed streams)."""
+    from nas_llm.extraction.extract import extract_sub_network
+    from nas_llm.extraction.lstsq import tuned_extraction
+
+    model = tiny_model("bert")
+    before = copy.deepcopy(model.state_dict())
+    sub_network = pruned_sub_network(model)
+    extracted, scales = tuned_extraction(model, sub_network, BATCHES)
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    by_hand = copy.deepcopy(model)
+    assert scales == tune_masks(by_hand, model, sub_network, BATCHES)
+    reference = extract_sub_network(by_hand, sub_network).state_dict()
+    assert all(torch.equal(reference[name], value) for name, value in extracted.state_dict().items())
+    assert tuned_extraction(model, sub_network, BATCHES, targets=unpruned_streams(model, BATCHES))[1] == scales

@@ -7,7 +7,7 @@ import torch
 from support import full_sub_network, tiny_batch, tiny_model, zero_inputs_of
 
 from nas_llm.model.families import family_for, layers_of
-from nas_llm.model.mask import masked
+from nas_llm.model.mask import masked, scale_units
 
 
 def logits(model, **overrides) -> torch.Tensor:
@@ -120,3 +120,10 @@ def test_full_sub_network_changes_nothing(family_name):
     expected = logits(tiny_model(family_name))  # the same weights, never hooked
     with masked(model, full_sub_network(model)):
         assert torch.equal(logits(model), expected)
+
+
+def test_unit_masks_move_to_the_device_of_the_hidden_states():
+    """A model on an accelerator gets its masks there; the meta device stands in for one on a CPU-only machine."""
+    hook = scale_units(torch.tensor([True, False]), unit_width=4)
+    (masked,) = hook(None, (torch.ones(2, 3, 8, device="meta"),))
+    assert masked.device.type == "meta" and masked.shape == (2, 3, 8)

@@ -1,5 +1,6 @@
 """Model loading: decoders get a pad token and classify on the last real token; errors are clear."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 import torch
 import transformers
 from support import PAD_ID, tiny_config, tiny_model
-from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
+from tiny_assets import UNEVEN_TEXTS, padded_and_single_logits, tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig, AutoModel
 
 from nas_llm.common.errors import UsageError
@@ -18,6 +19,7 @@ from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced
 
 DECODERS = ["gpt2", "gpt_neox", "llama", "qwen2"]
+DECODERS_WITHOUT_PAD_TOKEN = ["gpt2", "llama", "qwen2"]  # their library configs, as released, have none
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +50,18 @@ def test_loaded_decoder_knows_its_pad_token(tmp_path, family):
     model = load_model(str(model_dir), ("a", "b", "c"), tokenizer)
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert model.config.num_labels == 3
+
+
+@pytest.mark.parametrize("family", DECODERS_WITHOUT_PAD_TOKEN)
+def test_decoder_released_without_a_pad_token_classifies_a_padded_batch_like_single_examples(tmp_path, family):
+    """GPT-2, Llama and Qwen2 ship no pad token: loading one must give the classifier the tokenizer's pad token,
+    or HF refuses batches (and a wrong one reads the padding)."""
+    model_dir = write_tiny_model_dir(tmp_path, family, token_ids=False)
+    assert json.loads((model_dir / "config.json").read_text()).get("pad_token_id") is None
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_model(str(model_dir), ("a", "b"), tokenizer)
+    batched, single = padded_and_single_logits(model, tokenizer, UNEVEN_TEXTS)
+    assert torch.allclose(batched, single, atol=1e-5)
 
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):

@@ -32,3 +32,14 @@ def test_hypervolume_matches_a_monte_carlo_estimate():
     for point in costs:
         dominated |= np.all(samples >= point, axis=1)
     assert hypervolume_2d(costs) == pytest.approx(dominated.mean(), abs=0.005)
+
+
+def test_a_point_tied_in_one_objective_and_worse_in_the_other_is_dominated():
+    """Equal error at a higher cost (or equal cost at a higher error) is not a trade-off: it leaves the front."""
+    costs = np.array([[0.2, 0.6], [0.2, 0.5], [0.3, 0.5], [0.1, 0.9]])
+    assert pareto_indices(costs) == [1, 3]
+
+
+def test_hypervolume_bounds_each_objective_by_its_own_reference():
+    # By hand: (2 - 0.5) * (1 - 0.5) for the first point, (2 - 1.5) * (0.5 - 0.2) for the second.
+    assert hypervolume_2d(np.array([[0.5, 0.5], [1.5, 0.2]]), reference=(2.0, 1.0)) == pytest.approx(0.75 + 0.15)

@@ -7,12 +7,13 @@ import time
 
 import pytest
 import torch
+from support import tiny_model
 from tiny_runs import train
 
 import plot_pareto
 import run_rfp
 import select_and_extract
-from nas_llm.baselines.rfp import UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
+from nas_llm.baselines.rfp import RFPArguments, UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import DataArguments, load_raw_splits, tokenize_splits
 from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters
@@ -184,3 +185,79 @@ def test_a_stopped_run_keeps_its_finished_budgets_and_computes_the_others_as_an_
 def test_bad_budgets_are_refused(tmp_path):
     with pytest.raises(UsageError, match="--budgets"):
         run_rfp.main(["--checkpoint_dir_model", str(tmp_path), "--task_name", "rte", "--budgets", "0.5,1.5"])
+
+
+@pytest.mark.parametrize("constraint, head_unit, neuron, fixed", [
+    # Tiny BERT (hidden 16, 4 heads of 4, 20 neurons, 3 layers), by hand. A head: Q, K, V rows 3 x 4 x (16 + 1 bias)
+    # and out_proj columns 4 x 16: 268 parameters; a neuron: 16 + 1 in, 16 out: 33. Per layer outside units: out_proj
+    # and FFN-output biases (2 x 16) and two LayerNorms (2 x 32): 96 per layer, 288 for 3 layers.
+    ("params", 3 * 4 * 17 + 4 * 16, 33, 288),
+    # MACs at 16 tokens: a head's weights 3 x 4 x 16 + 4 x 16 = 256 per token plus scores and weighted sum
+    # 2 x 16 x 4 = 128 per token; a neuron 32 per token. Fixed: pooler 16 x 16 and classifier 2 x 16, once.
+    ("flops", 16 * (256 + 128), 16 * 32, 16 * 16 + 2 * 16),
+])
+def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint, head_unit, neuron, fixed):
+    costs = UnitCosts.measure(tiny_model("bert"), constraint, 16)
+    assert (costs.head_unit, costs.neuron, costs.fixed) == (head_unit, neuron, fixed)
+    assert costs.full == fixed + 12 * head_unit + 60 * neuron
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"constraint": "latency"}, "^unknown --constraint 'latency'; choose one of: params, flops$"),
+    ({"num_calibration_samples": 0}, "^--num_calibration_samples must be positive, got 0$"),
+    ({"calibration_batch_size": 0}, "^--calibration_batch_size must be positive, got 0$"),
+    ({"per_device_eval_batch_size": -1}, "^--per_device_eval_batch_size must be positive, got -1$"),
+    ({"budgets": "0.5,half"}, "^--budgets must be comma-separated numbers such as 0.5,0.7, got '0.5,half'$"),
+    ({"budgets": "0,0.5"}, r"^every --budgets value must lie in \(0, 1\], got 0,0.5$"),
+])
+def test_bad_rfp_flags_are_one_line_errors_naming_the_flag(flags, message):
+    with pytest.raises(UsageError, match=message):
+        RFPArguments(checkpoint_dir_model="model", **flags)
+
+
+@pytest.mark.parametrize("tied", ["heads", "neurons"])
+def test_mask_search_keeps_the_first_of_equally_important_units(tied):
+    """200 units of importance 1, 2 or 3 (many ties) and room for 100: the 100 most important, and among equals the
+    lowest indices, whatever the sort algorithm's size threshold (an unstable sort reorders ties from ~100 units)."""
+    scores = torch.randint(1, 4, (1, 200), generator=torch.Generator().manual_seed(0)).float()
+    one_unit = torch.tensor([[0.5]])
+    heads, neurons = (scores, one_unit) if tied == "heads" else (one_unit, scores)
+    costs = UnitCosts(full=1200.0, fixed=0.0, head_unit=1.0 if tied == "heads" else 1000.0,
+                      neuron=1.0 if tied == "neurons" else 1000.0)
+    sub_network = search_mask(UnitImportance(heads, neurons, num_batches=1), costs, 100 / 1200)
+    kept = (sub_network.head_mask if tied == "heads" else sub_network.ffn_mask)[0].nonzero().flatten().tolist()
+    by_hand = sorted(sorted(range(200), key=lambda unit: (-float(scores[0, unit]), unit))[:100])
+    assert kept == by_hand
+
+
+def test_mask_search_weighs_every_kept_unit_s_importance():
+    # 1 layer: heads of importance 10 and 0.1 (cost 10 each), 30 neurons of 0.5 (cost 1), room for 25. By hand:
+    # no head 25 x 0.5 = 12.5; one head 10 + 15 x 0.5 = 17.5; two heads 10.1 + 5 x 0.5 = 12.6: one head.
+    importance = UnitImportance(torch.tensor([[10.0, 0.1]]), torch.full((1, 30), 0.5), num_batches=1)
+    sub_network = search_mask(importance, UnitCosts(full=50.0, fixed=0.0, head_unit=10.0, neuron=1.0), 25 / 50)
+    assert sub_network.head_mask.tolist() == [[True, False]] and int(sub_network.ffn_mask.sum()) == 15
+    # One head of 3 (cost 10), neurons 4, 0.1, ..., 0.1 (cost 1), room for 11. By hand: no head 4 + 10 x 0.1 = 5;
+    # the head and the first neuron 3 + 4 = 7.
+    importance = UnitImportance(torch.tensor([[3.0]]), torch.tensor([[4.0] + [0.1] * 11]), num_batches=1)
+    sub_network = search_mask(importance, UnitCosts(full=22.0, fixed=0.0, head_unit=10.0, neuron=1.0), 11 / 22)
+    assert sub_network.head_mask.tolist() == [[True]] and sub_network.ffn_mask.tolist() == [[True] + [False] * 11]
+
+
+def test_budgets_up_to_the_whole_model_are_accepted():
+    assert RFPArguments(checkpoint_dir_model="model", budgets="1.0,0.5").budget_list == [0.5, 1.0]
+
+
+def test_mask_search_with_the_whole_budget_keeps_every_unit_and_on_a_tie_the_fewer_heads():
+    importance = UnitImportance(torch.tensor([[10.0, 0.1]]), torch.full((1, 30), 1.0), num_batches=1)
+    costs = UnitCosts(full=50.0, fixed=0.0, head_unit=10.0, neuron=1.0)
+    assert search_mask(importance, costs, 1.0).is_full()
+    # Room for 25: no head 25 x 1 = 25, one head 10 + 15 x 1 = 25 (a tie: the first found, no head, stays).
+    tie = search_mask(importance, costs, 25 / 50)
+    assert not tie.head_mask.any() and int(tie.ffn_mask.sum()) == 25
+
+
+def test_a_budget_below_the_fixed_cost_says_how_much_that_is():
+    importance = UnitImportance(torch.tensor([[1.0]]), torch.tensor([[1.0]]), num_batches=1)
+    with pytest.raises(UsageError, match=r"^budget 0.01 is below what the model costs with no head and no neuron "
+                                         r"\(0.011 of it\); raise --budgets$"):
+        search_mask(importance, UnitCosts(full=46.0, fixed=0.5, head_unit=10.0, neuron=1.0), 0.01)

@@ -5,11 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from support import FAMILY_NAMES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_assets import write_tiny_model_dir, write_tiny_rte
+from tiny_assets import UNEVEN_TEXTS, padded_and_single_logits, write_tiny_model_dir, write_tiny_rte
 from tiny_runs import record_tokenized_splits, scalar_tags, search, train
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 import plot_pareto
 import run_offline_search
@@ -18,6 +19,7 @@ import train_supernet
 from nas_llm.common.errors import UsageError
 from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.data import lm_data
+from nas_llm.model.models import load_tokenizer
 from nas_llm.model.search_spaces import SEARCH_SPACES
 from nas_llm.model.sub_network import SubNetwork
 
@@ -179,6 +181,24 @@ def test_ats_alternates_its_steps_then_searches_and_extracts(tmp_path):
     report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())
     assert report["matches_search"], report
     assert report["pareto_point"]["params"] <= 0.99 and (tmp_path / "pruned" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+def test_decoders_released_without_a_pad_token_train_search_and_extract_on_padded_batches(tmp_path, family):
+    """Library-default token ids (no pad token) and a tokenizer without one, as GPT-2, Llama and Qwen2 ship:
+    training, search and extraction batch examples of different lengths, and the extracted classifier scores
+    a padded batch as it scores each example alone."""
+    model_dir, data_dir, checkpoint = train(tmp_path, family, token_ids=False)
+    results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    assert len(results["evaluations"]) == 10
+    select_and_extract.main([
+        "--results", str(tmp_path / "results_random_search_0" / "results_rte.json"), "--max_params", "0.99",
+        "--output_dir", str(tmp_path / "pruned"),
+    ])
+    assert json.loads((tmp_path / "pruned" / "extraction.json").read_text())["matches_search"]
+    extracted = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+    batched, single = padded_and_single_logits(extracted, load_tokenizer(str(tmp_path / "pruned")), UNEVEN_TEXTS)
+    assert torch.allclose(batched, single, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])

@@ -1,4 +1,4 @@
-"""Search spaces: configs map to sub-networks and back, samples stay within bounds."""
+"""Search spaces and their sub-networks: configs map to sub-networks and back, samples stay within bounds."""
 
 import numpy as np
 import pytest
@@ -8,8 +8,9 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 
 from nas_llm.common.errors import UsageError
 from nas_llm.model.cost import count_parameters
-from nas_llm.model.search_spaces import ModelShape, make_search_space
-from nas_llm.model.sub_network import SubNetwork
+from nas_llm.model.families import ParamAxis, family_for_config
+from nas_llm.model.search_spaces import SEARCH_SPACES, ModelShape, make_search_space
+from nas_llm.model.sub_network import SubNetwork, keeps_param, unit_index
 from nas_llm.search.searchers import IntegerCodec
 
 
@@ -209,3 +210,173 @@ def test_initial_design_of_minilm_is_in_every_config_space(name):
     codec = IntegerCodec(space.config_space)
     for design_config in space.initial_design():
         codec.encode(design_config)
+
+
+SAMPLING_SHAPE = ModelShape(num_layers=3, num_head_units=2, intermediate_size=2)  # few units: every count is drawn
+
+
+def kept_count_shares(space_name: str, count, samples: int = 3000) -> dict[int, float]:
+    """How often `count(sub_network)` takes each value over `samples` draws of the space's own sampler."""
+    space, rng = SEARCH_SPACES[space_name](SAMPLING_SHAPE), np.random.default_rng(0)
+    counts = [count(space.sample(rng)) for _ in range(samples)]
+    return {value: counts.count(value) / samples for value in sorted(set(counts))}
+
+
+def assert_uniform(shares: dict[int, float], values: range) -> None:
+    assert list(shares) == list(values), shares
+    assert all(abs(share - 1 / len(values)) < 0.3 / len(values) for share in shares.values()), shares
+
+
+def test_layer_space_samples_keep_a_uniform_number_of_whole_layers_from_0_to_l_minus_1():
+    def kept_layers(sub_network: SubNetwork) -> int:
+        assert all(sub_network.head_mask[layer].all() == sub_network.ffn_mask[layer].all() for layer in range(3))
+        return int(sub_network.head_mask.all(dim=1).sum())
+
+    assert_uniform(kept_count_shares("layer", kept_layers), range(3))
+    per_layer = kept_count_shares("layer", lambda sub_network: sub_network.keeps_layer(2))
+    assert abs(per_layer[True] - 1 / 3) < 0.05  # each layer is kept alike: (0 + 1 + 2) / 3 of 3 layers
+
+
+def test_layer_block_space_samples_keep_a_uniform_number_of_blocks_from_0_to_2l_minus_1():
+    def kept_blocks(sub_network: SubNetwork) -> int:
+        return int(sub_network.head_mask.all(dim=1).sum() + sub_network.ffn_mask.all(dim=1).sum())
+
+    assert_uniform(kept_count_shares("layer_block", kept_blocks), range(6))
+    for block in ("head_mask", "ffn_mask"):  # attention and FFN blocks of every layer alike: 2.5 of 6 kept
+        for layer in (0, 2):
+            share = kept_count_shares("layer_block", lambda s, b=block, i=layer: bool(getattr(s, b)[i].any()))[True]
+            assert abs(share - 2.5 / 6) < 0.05, (block, layer, share)
+
+
+def test_large_space_samples_drop_a_uniform_number_of_units_from_1_to_n_minus_1():
+    units = 3 * 2 + 3 * 2
+
+    def dropped(sub_network: SubNetwork) -> int:
+        return units - int(sub_network.head_mask.sum() + sub_network.ffn_mask.sum())
+
+    assert_uniform(kept_count_shares("large", dropped), range(1, units))
+
+
+def test_smallpower2_head_counts_are_drawn_alike_on_a_log_scale_by_syne_tune_searchers():
+    """Syne Tune's searchers sample the domain itself: 1, 2, 4, 8 and 16 heads about equally often."""
+    domain = make_search_space("smallpower2", BertConfig(num_attention_heads=16, hidden_size=64)).config_space
+    draws = list(domain["num_heads"].sample(size=4000, random_state=np.random.RandomState(0)))
+    assert all(abs(draws.count(heads) / 4000 - 0.2) < 0.04 for heads in (1, 2, 4, 8, 16)), draws
+
+
+@pytest.mark.parametrize("name, what", [
+    ("layer", "each layer must be kept whole or removed"), ("layer_block", "each block must be kept whole or removed"),
+])
+def test_partly_kept_layers_are_rejected_by_the_layer_spaces_with_the_reason(name, what):
+    sub_network = SubNetwork.full(3, 4, 20)
+    sub_network.head_mask[1, 0] = False
+    message = f"^this sub-network cannot be expressed in the '{name}' search space: {what}$"
+    with pytest.raises(UsageError, match=message):
+        make_search_space(name, tiny_config("bert")).to_config(sub_network)
+
+
+ALL_HEADS, ALL_NEURONS = [0, 1, 2, 3], list(range(20))
+
+
+@pytest.mark.parametrize("name, heads, neurons, what", [
+    ("small", [[], ALL_HEADS, ALL_HEADS], [[], ALL_NEURONS, ALL_NEURONS], "kept layers must be a prefix"),
+    ("small", [ALL_HEADS, [0, 1, 2], ALL_HEADS], [ALL_NEURONS] * 3,
+     "all kept layers must keep the same number of heads and neurons"),
+    ("small", [[1, 2, 3]] * 3, [ALL_NEURONS] * 3, "heads and neurons must be prefixes"),
+    ("medium", [ALL_HEADS, [1], ALL_HEADS], [ALL_NEURONS] * 3, "layer 1 keeps heads or neurons that are not a prefix"),
+    ("medium", [ALL_HEADS] * 3, [ALL_NEURONS, ALL_NEURONS, [5]],
+     "layer 2 keeps heads or neurons that are not a prefix"),
+])
+def test_sub_networks_outside_a_space_are_rejected_with_the_reason(name, heads, neurons, what):
+    message = f"^this sub-network cannot be expressed in the '{name}' search space: {what}$"
+    with pytest.raises(UsageError, match=message):
+        make_search_space(name, tiny_config("bert")).to_config(hand_built(heads, neurons))
+
+
+def test_small_space_records_no_layer_with_the_smallest_head_and_neuron_counts():
+    no_layer = hand_built([[], [], []], [[], [], []])
+    assert make_search_space("small", tiny_config("bert")).to_config(no_layer) == {
+        "num_layers": 0, "num_heads": 1, "num_units": 1,
+    }
+
+
+def test_medium_space_samples_can_drop_a_layer_s_attention_or_its_ffn():
+    space, rng = make_search_space("medium", tiny_config("bert")), np.random.default_rng(0)
+    samples = [space.sample(rng) for _ in range(300)]
+    assert any(not sub_network.keeps_attention(layer) for sub_network in samples for layer in range(3))
+    assert any(not sub_network.keeps_ffn(layer) for sub_network in samples for layer in range(3))
+
+
+def test_a_domain_without_a_sampler_is_named():
+    from syne_tune.config_space import uniform
+
+    from nas_llm.model.search_spaces import _sample_domain
+
+    with pytest.raises(TypeError, match="^no sampler for domain"):
+        _sample_domain(uniform(0.0, 1.0), np.random.default_rng(0))
+
+
+def test_large_space_rejects_a_sub_network_of_another_model_instead_of_truncating_it():
+    large = make_search_space("large", tiny_config("bert"))
+    with pytest.raises(ValueError, match="zip"):
+        large.to_config(SubNetwork.full(2, 4, 20))
+
+
+def test_a_sub_network_file_with_fewer_neuron_lists_than_head_lists_is_rejected():
+    """A hand-edited or truncated sub_network.json fails to load instead of silently dropping a layer's FFN."""
+    data = SubNetwork.full(3, 4, 20).to_json_dict()
+    data["kept_neurons"] = data["kept_neurons"][:2]
+    with pytest.raises(ValueError, match="zip"):
+        SubNetwork.from_json_dict(data)
+
+
+# SubNetwork's own contracts: which parameters of a layer survive, and when a sub-network is the full network.
+
+def without_ffn_of_layer(layer: int) -> SubNetwork:
+    sub_network = SubNetwork.full(3, 4, 20)
+    ffn_mask = sub_network.ffn_mask.clone()
+    ffn_mask[layer] = False
+    return SubNetwork(sub_network.head_mask, ffn_mask)
+
+
+def test_a_sub_network_missing_only_neurons_is_not_full():
+    assert SubNetwork.full(3, 4, 20).is_full()
+    assert not without_ffn_of_layer(1).is_full()
+
+
+def test_parameters_of_a_dropped_block_do_not_survive_in_that_layer_only():
+    sub_network = without_ffn_of_layer(1)
+    head_mask = sub_network.head_mask.clone()
+    head_mask[2] = False
+    sub_network = SubNetwork(head_mask, sub_network.ffn_mask)
+    assert [keeps_param(sub_network, layer, ParamAxis.NEURON) for layer in range(3)] == [True, False, True]
+    assert [keeps_param(sub_network, layer, ParamAxis.FFN_BLOCK) for layer in range(3)] == [True, False, True]
+    assert [keeps_param(sub_network, layer, ParamAxis.HEAD) for layer in range(3)] == [True, True, False]
+    assert [keeps_param(sub_network, layer, ParamAxis.ATTENTION_BLOCK) for layer in range(3)] == [True, True, False]
+
+
+def test_block_axes_have_no_unit_index():
+    """Whole blocks are kept or dropped (keeps_param); asking for their unit indices is a programming error."""
+    config = tiny_config("bert")
+    with pytest.raises(ValueError, match="^unknown axis ParamAxis.FFN_BLOCK$"):
+        unit_index(family_for_config(config), config, torch.tensor([0]), ParamAxis.FFN_BLOCK)
+
+
+@pytest.mark.parametrize("head_mask, ffn_mask, message", [
+    (torch.ones(3, 4, dtype=torch.bool), torch.ones(60, dtype=torch.bool),
+     r"^head_mask and ffn_mask must be 2-d: \[num_layers, units\]$"),
+    (torch.ones(12, dtype=torch.bool), torch.ones(3, 20, dtype=torch.bool),
+     r"^head_mask and ffn_mask must be 2-d: \[num_layers, units\]$"),
+    (torch.ones(3, 4, dtype=torch.bool), torch.ones(2, 20, dtype=torch.bool),
+     "^head_mask has 3 layers but ffn_mask has 2$"),
+])
+def test_masks_of_the_wrong_shape_are_rejected_with_their_shapes(head_mask, ffn_mask, message):
+    with pytest.raises(ValueError, match=message):
+        SubNetwork(head_mask, ffn_mask)
+
+
+def test_masks_given_as_numbers_are_stored_as_bool():
+    """Importance scores or 0/1 floats from a searcher become the bool masks every user of a SubNetwork indexes with."""
+    sub_network = SubNetwork(torch.tensor([[1.0, 0.0]]), torch.tensor([[0, 1, 1]]))
+    assert sub_network.head_mask.dtype == sub_network.ffn_mask.dtype == torch.bool
+    assert sub_network.kept_heads(0) == [0] and sub_network.kept_neurons(0) == [1, 2]

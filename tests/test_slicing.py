@@ -7,7 +7,7 @@ from support import SPACE_NAMES, tiny_batch, tiny_config, tiny_model
 
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
-from nas_llm.model.slicing import sliced
+from nas_llm.model.slicing import _slice, sliced
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.objective import task_loss
 
@@ -132,3 +132,17 @@ def test_hidden_states_of_every_layer_after_a_first_forward_that_dropped_layers(
         with sliced(model, first_layer_only):
             model(**inputs, output_hidden_states=True)
         assert len(model(**inputs, output_hidden_states=True).hidden_states) == num_layers + 1
+
+
+def test_gathered_units_are_indexed_on_the_weights_device(monkeypatch):
+    """Non-prefix units (large space) gather with an index on the weights' device: CUDA refuses a CPU index. The meta
+    device stands in for a GPU on this machine, and index_select records the devices it is called with."""
+    calls, index_select = [], torch.Tensor.index_select
+
+    def recording_index_select(tensor, dim, index):
+        calls.append((tensor.device.type, index.device.type))
+        return index_select(tensor, dim, index)
+
+    monkeypatch.setattr(torch.Tensor, "index_select", recording_index_select)
+    gathered = _slice(torch.ones(4, 3, device="meta"), 0, torch.tensor([2, 0]))
+    assert calls == [("meta", "meta")] and gathered.shape == (2, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
 from support import PAD_ID, VOCAB_SIZE, tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -35,11 +36,31 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def write_tiny_model_dir(directory: Path, family: str, num_labels: int = 2) -> Path:
-    """A save_pretrained folder of a random tiny model of `family`, loadable by path."""
-    tiny_model(family, num_labels).save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+def write_tiny_model_dir(directory: Path, family: str, num_labels: int = 2, token_ids: bool = True) -> Path:
+    """A save_pretrained folder of a random tiny model of `family`, loadable by path.
+
+    `token_ids=False`: the config keeps the library's token ids (GPT-2, Llama, Qwen2: no pad token) and the
+    tokenizer has an eos but no pad token, as the released GPT-2 and Llama tokenizers.
+    """
+    tiny_model(family, num_labels, token_ids=token_ids).save_pretrained(directory)
+    tokenizer = tiny_tokenizer()
+    if not token_ids:
+        tokenizer.pad_token, tokenizer.eos_token = None, "[SEP]"
+    tokenizer.save_pretrained(directory)
     return directory
+
+
+def padded_and_single_logits(model, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of `texts` as one right-padded batch, and of each text alone (no padding: the reference)."""
+    model.eval()
+    with torch.no_grad():
+        batched = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        single = torch.cat([model(**tokenizer([text], return_tensors="pt")).logits for text in texts])
+    return batched, single
+
+
+# Different lengths, so that a batch of them is padded.
+UNEVEN_TEXTS = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "w10 w11 w12 w13"]
 
 
 def _sentence(rng: random.Random) -> str:

@@ -29,8 +29,8 @@ def scalar_tags(log_dir) -> set[str]:
     return set(accumulator.Tags()["scalars"])
 
 
-def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small"):
-    model_dir = write_tiny_model_dir(tmp_path / "model", family)
+def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small", token_ids: bool = True):
+    model_dir = write_tiny_model_dir(tmp_path / "model", family, token_ids=token_ids)
     data_dir = write_tiny_rte(tmp_path / "glue")
     checkpoint = tmp_path / "supernet"
     train_supernet.main([
