@@ -52,6 +52,9 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2))
 
 
+EVALUATIONS_LOG = "evaluations.jsonl"  # a search's (and run_rfp.py's) JsonLinesLog of every evaluation
+
+
 class JsonLinesLog:
     """An append-only log of JSON records, each flushed and fsync'd as soon as it is written.
 

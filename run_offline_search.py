@@ -39,7 +39,7 @@ from data import (
 )
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
-from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
+from io_utils import EVALUATIONS_LOG, JsonLinesLog, tensorboard_writer, write_json_atomic
 from lm_data import LMArguments, absolute_lm_flags, load_blocks
 from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
@@ -54,7 +54,6 @@ from sub_network import SubNetwork
 logger = logging.getLogger(__name__)
 
 COST_OBJECTIVES = ("params", "flops", "latency", "memory")
-LOG_FILE = "evaluations.jsonl"
 SETTINGS_FILE = "search_settings.json"
 
 
@@ -156,13 +155,13 @@ def finished_results(output_dir: Path, results_path: Path, settings: dict, overw
     """Whether `output_dir` already holds this search's results and all its evaluations."""
     if overwrite or not results_path.is_file():
         return False
-    logged = len(JsonLinesLog(output_dir / LOG_FILE).read())
+    logged = len(JsonLinesLog(output_dir / EVALUATIONS_LOG).read())
     return logged >= settings["num_samples"] and json.loads(results_path.read_text()).get("settings") == settings
 
 
 def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> tuple[JsonLinesLog, list[dict]]:
     """The log of an earlier run with the same settings (to resume), or a fresh one."""
-    log = JsonLinesLog(output_dir / LOG_FILE)
+    log = JsonLinesLog(output_dir / EVALUATIONS_LOG)
     settings_path = output_dir / SETTINGS_FILE
     records = [] if overwrite else log.read()
     if records and settings_path.is_file():

@@ -36,7 +36,7 @@ from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_
 from errors import UsageError, exit_on_usage_error
 from evaluation import evaluate
 from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from io_utils import write_json_atomic
+from io_utils import EVALUATIONS_LOG, JsonLinesLog, write_json_atomic
 from lm_data import LMArguments, load_blocks
 from metrics import metric_task
 from model_card import write_model_card
@@ -69,6 +69,11 @@ class SelectionArguments:
     )
     pareto_index: int | None = field(
         default=None, metadata={"help": "Take this entry of the results' pareto_set (0 = cheapest)."}
+    )
+    iteration: int | None = field(
+        default=None,
+        metadata={"help": "Take the search's evaluation of this iteration, Pareto-optimal or not (read from the "
+                  "evaluations.jsonl beside --results; its test metric is measured here)."},
     )
     max_params: float | None = field(
         default=None, metadata={"help": "Budget: at most this share of the unpruned parameters (e.g. 0.5)."}
@@ -120,6 +125,17 @@ def select_point(results: dict, args: SelectionArguments) -> int:
     return min(candidates, key=lambda index: pareto_set[index]["error"])
 
 
+def evaluated_point(results_path: str, iteration: int) -> dict:
+    """The search's record of `iteration` (its evaluations log keeps the masks), in a Pareto point's form."""
+    log = JsonLinesLog(Path(results_path).parent / EVALUATIONS_LOG)
+    records = [record for record in log.read() if record["iteration"] == iteration]
+    if not records:
+        raise UsageError(f"{log.path} holds no evaluation of --iteration {iteration} (is --results a search's?)")
+    record = records[0]
+    sub_network = SubNetwork.from_compact(record.pop("sub_network_masks"))
+    return record | {"sub_network": sub_network.to_json_dict()}
+
+
 def recorded_data_flags(argv: list[str]) -> dict:
     """The data flags of the search that wrote --results, as defaults (flags given here still win)."""
     results_flag = argparse.ArgumentParser(add_help=False)
@@ -140,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(selection_args.results).is_file():
         raise UsageError(f"results file '{selection_args.results}' does not exist")
     results = json.loads(Path(selection_args.results).read_text())
-    point = results["pareto_set"][select_point(results, selection_args)]
+    point = (evaluated_point(selection_args.results, selection_args.iteration) if selection_args.iteration is not None
+             else results["pareto_set"][select_point(results, selection_args)])
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
     device = default_device()
@@ -189,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         "data": asdict(data_args) | asdict(lm_args),
         "num_parameters": num_parameters(extracted),
         "test_extracted": test,
-        "test_recorded_by_search": point["test"],
-        "matches_search": all(
+        "test_recorded_by_search": point.get("test"),  # None: a point off the Pareto set has no test metric
+        "matches_search": "test" not in point or all(
             math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
         ),
     }
@@ -202,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)
     logger.info(
         "Extracted %d parameters (%.1f%% of the unpruned network, %s checkpoint) to %s; test %s (search recorded %s)",
-        report["num_parameters"], 100 * point["params"], kind, selection_args.output_dir, test, point["test"],
+        report["num_parameters"], 100 * point["params"], kind, selection_args.output_dir, test, point.get("test"),
     )
     if not report["matches_search"]:
         logger.warning("the extracted model's test metrics differ from the search's record for this point")

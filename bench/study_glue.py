@@ -53,6 +53,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from bench_sub_networks import machine_info  # noqa: E402
 
+from budgets import best_under_budget  # noqa: E402
 from cost import count_parameters  # noqa: E402
 from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
 from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
@@ -472,12 +473,6 @@ def relative_performance(metric: float, unpruned: float, trivial: float) -> dict
     if unpruned <= trivial:  # the fine-tuned model itself is no better than the trivial predictor
         return {"raw": metric / unpruned if unpruned else float("nan"), "normalised": float("nan")}
     return {"raw": metric / unpruned, "normalised": (metric - trivial) / (unpruned - trivial)}
-
-
-def best_under_budget(points: list[dict], budget: float, unpruned_layer_params: int) -> dict | None:
-    """The point with the lowest validation error (then the fewest parameters) within the encoder budget."""
-    within = [p for p in points if p["num_layer_parameters"] <= budget * unpruned_layer_params]
-    return min(within, key=lambda p: (p["error"], p["num_layer_parameters"]), default=None)
 
 
 def validation_front(points: list[dict]) -> list[dict]:
