@@ -55,6 +55,7 @@ SUPERNET_RECIPE = {
     "--sampling_strategy": "one_shot", "--reorder_units": "importance", "--distill_hidden_states": "True",
     "--sampling_distribution": "params",
 }
+TEACHER_ONLY = ("--distill_hidden_states",)
 SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100", "--seed": "0"}
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
 SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size")  # run_offline_search.py's own flags
@@ -173,7 +174,8 @@ class Pipeline:
         self.out = settings.output_dir.resolve()
         self.heartbeat_s = heartbeat_s
         self.ran: list[str] = []
-        self.total_stages = 4 + 2 * len(settings.budgets) - (2 if settings.language_modeling else 0)
+        self.total_stages = (2 + len(settings.budgets) if settings.language_modeling  # no teacher, no RFP
+                             else 4 + 2 * len(settings.budgets) - (settings.teacher_model_name_or_path is not None))
         self.stage_number = 0
 
     # ------------------------------------------------------------------ layout
@@ -211,6 +213,8 @@ class Pipeline:
 
     def supernet_stage(self) -> Stage:
         recipe = {**SUPERNET_RECIPE, "--teacher_model_name_or_path": str(self.teacher_dir)}
+        if self.settings.language_modeling:  # no teacher for causal LMs (train_supernet.py): the recipe without it
+            recipe = {flag: value for flag, value in SUPERNET_RECIPE.items() if flag not in TEACHER_ONLY}
         return self.training_stage("supernet", recipe, f"training the super-network, recipe {RECIPE_ROW}")
 
     def search_stage(self) -> Stage:
@@ -318,10 +322,8 @@ class Pipeline:
     def run_all(self) -> dict:
         """Every stage in order, then the shipped models and summary.json; returns the summary."""
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.settings.teacher_model_name_or_path is None:
+        if self.settings.teacher_model_name_or_path is None and not self.settings.language_modeling:
             self.run(self.teacher_stage())
-        else:
-            self.total_stages -= 1
         self.run(self.supernet_stage())
         self.run(self.search_stage())
         search = json.loads(self.search_results().read_text())
@@ -411,7 +413,7 @@ class Pipeline:
             "task_name": self.settings.task_name,
             "budget_on": self.settings.budget_on,
             "recipe": RECIPE_ROW,
-            "teacher": str(self.teacher_dir),
+            "teacher": None if self.settings.language_modeling else str(self.teacher_dir),
             "search_results": str(self.search_results()),
             "rfp_results": str(self.rfp_results()) if self.rfp_results().is_file() else None,
             "unpruned": {key: value for key, value in search["unpruned"].items()},
