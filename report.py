@@ -127,7 +127,7 @@ def write_report(output: Path, title: str, point_sets: dict[str, list[dict]], un
     """One self-contained HTML file: the figure with plotly.js embedded, the shipped models' table, the points."""
     figure = pareto_figure(point_sets, unpruned, list(shipped))
     points = [point for points in point_sets.values() for point in points]
-    body = figure.to_html(full_html=False, include_plotlyjs=True)
+    body = figure.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
     document = "\n".join([
         "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:1em}td,th{border:1px solid #ccc;padding:3px 6px}"
