@@ -81,25 +81,10 @@ STAGE_FIELDS = {  # which pass-through flags each kind of stage takes
 }
 
 
-def parse_pass_through(argv: list[str]) -> dict[str, str]:
-    """`--flag value` pairs for the stage scripts (a flag without a value is a boolean set to True)."""
-    flags, index = {}, 0
-    while index < len(argv):
-        flag = argv[index]
-        if not flag.startswith("--"):
-            raise UsageError(f"unexpected argument '{flag}'; stage flags come as --flag value")
-        name = flag[2:].split("=")[0]
-        if name in SET_BY_PIPELINE:
-            raise UsageError(f"prune.py sets --{name} of each stage itself; leave it out")
-        if not any(name in names for names in STAGE_FIELDS.values()):
-            raise UsageError(f"no stage takes --{name}; see python prune.py --help and docs/flags.md")
-        if "=" in flag:
-            flags[f"--{name}"], index = flag.split("=", 1)[1], index + 1
-        elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            flags[f"--{name}"], index = argv[index + 1], index + 2
-        else:
-            flags[f"--{name}"], index = "True", index + 1
-    return flags
+def pass_through_flags() -> dict[str, list[str]]:
+    """Every stage flag a user may set, with the stages it goes to (prune.py's --help lists them)."""
+    names = sorted({name for names in STAGE_FIELDS.values() for name in names} - SET_BY_PIPELINE - {"task_name"})
+    return {name: [kind for kind, names in STAGE_FIELDS.items() if name in names] for name in names}
 
 
 def routed(pass_through: dict[str, str], kind: str) -> dict[str, str]:

@@ -30,10 +30,12 @@ from pathlib import Path
 
 from budgets import BUDGET_MEASURES
 from errors import UsageArgumentParser, UsageError, exit_on_usage_error
-from pipeline import PROJECT_DIR, SUMMARY_FILE, Pipeline, PipelineSettings, parse_pass_through
+from pipeline import PROJECT_DIR, SUMMARY_FILE, Pipeline, PipelineSettings, pass_through_flags
 from report import results_points, write_report
 
 REPORT_FILE, PARETO_PNG = "report.html", "pareto.png"
+OWN_FLAGS = {"model_name_or_path", "task_name", "budgets", "budget_on", "output_dir", "teacher_model_name_or_path",
+             "overwrite_output_dir"}
 OUTPUT_FOLDERS = ("teacher", "supernet", "search", "rfp", "candidates", "models", "logs", "tb")
 
 
@@ -48,7 +50,10 @@ def parse_budgets(text: str) -> list[float]:
 
 
 def parse(argv: list[str] | None) -> tuple[PipelineSettings, bool]:
-    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python prune.py --model_name_or_path M --task_name T --output_dir OUT [--budgets B,...] "
+              "[--budget_on {encoder,params,flops,latency}] [stage flags ...]")
     parser.add_argument("--model_name_or_path", required=True, help="Pre-trained model: hub id or local directory.")
     parser.add_argument("--task_name", required=True, help="GLUE task (sst2, stsb, ...), imdb, swag or lm.")
     parser.add_argument("--budgets", default="0.3,0.5,0.7", help="Comma-separated shares of --budget_on; one "
@@ -61,11 +66,19 @@ def parse(argv: list[str] | None) -> tuple[PipelineSettings, bool]:
                         "--sampling_strategy standard) to use as teacher instead of fine-tuning one.")
     parser.add_argument("--overwrite_output_dir", default="False", choices=["True", "False"],
                         help="Delete the earlier run's stages in --output_dir and start afresh.")
-    args, rest = parser.parse_known_args(argv)
+    stage_flags = parser.add_argument_group("flags of the stage scripts, passed to the stages that take them "
+                                            "(docs/flags.md has each one's help)")
+    for name, stages in pass_through_flags().items():
+        if name in OWN_FLAGS:
+            continue
+        stage_flags.add_argument(f"--{name}", nargs="?", const="True", default=argparse.SUPPRESS, metavar="VALUE",
+                                 help="to " + ", ".join(stages))
+    args = parser.parse_args(argv)
     settings = PipelineSettings(
         model_name_or_path=args.model_name_or_path, task_name=args.task_name, budgets=parse_budgets(args.budgets),
         output_dir=Path(args.output_dir), budget_on=args.budget_on,
-        teacher_model_name_or_path=args.teacher_model_name_or_path, pass_through=parse_pass_through(rest),
+        teacher_model_name_or_path=args.teacher_model_name_or_path, pass_through={f"--{name}": value
+                      for name, value in vars(args).items() if name not in OWN_FLAGS},
     )
     return settings, args.overwrite_output_dir == "True"
 
