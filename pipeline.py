@@ -39,7 +39,6 @@ from rfp import RFPArguments
 PROJECT_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = "results_{task}.json"  # run_offline_search.results_file_name's pattern
 STAGES_FILE = "stages.json"  # the flags of every finished stage, to refuse a rerun that would change one
-SUMMARY_FILE = "summary.json"
 EXTRACTION_FILE = "extraction.json"  # select_and_extract.py's last write
 
 # The GLUE study's recipe (docs/benchmarks/09-glue-study-v2.md, row (e)): within 0.004 validation hypervolume of the
@@ -289,7 +288,7 @@ class Pipeline:
         while reader.is_alive():  # until the stage closes its output
             reader.join(self.heartbeat_s)
             if reader.is_alive():
-                print(f"[{stage.name}] {time.time() - start:.0f} s in; time left in the current step: {remaining[0]}",
+                print(f"\n[{stage.name}] {time.time() - start:.0f} s in; time left in the current step: {remaining[0]}",
                       file=sys.stderr, flush=True)
         process.wait()
         if process.returncode != 0:
@@ -305,7 +304,7 @@ class Pipeline:
             write_json_atomic(self.out / STAGES_FILE, recorded | {stage.name: stage.flags})
 
     def run_all(self) -> dict:
-        """Every stage in order, then the shipped models and summary.json; returns the summary."""
+        """Every stage in order, then the shipped models; returns the summary (prune.py's summary.json)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.settings.teacher_model_name_or_path is None and not self.settings.language_modeling:
             self.run(self.teacher_stage())
@@ -317,9 +316,7 @@ class Pipeline:
             self.run(self.rfp_stage())
             rfp = json.loads(self.rfp_results().read_text())
         rows = [self.ship_budget(budget, search, rfp) for budget in self.settings.budgets]
-        summary = self.summary(search, rows)
-        write_json_atomic(self.out / SUMMARY_FILE, summary)
-        return summary
+        return self.summary(search, rows)
 
     # ------------------------------------------------------------------ per budget
     def ship_budget(self, budget: float, search: dict, rfp: dict | None) -> dict:

@@ -22,6 +22,7 @@ sub-network without recovery or RFP (neither applies to them yet). See docs/prun
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -30,10 +31,9 @@ from pathlib import Path
 
 from budgets import BUDGET_MEASURES
 from errors import UsageArgumentParser, UsageError, exit_on_usage_error
-from pipeline import PROJECT_DIR, SUMMARY_FILE, Pipeline, PipelineSettings, pass_through_flags
-from report import results_points, write_report
 
-REPORT_FILE, PARETO_PNG = "report.html", "pareto.png"
+REPORT_FILE, PARETO_PNG, SUMMARY_FILE = "report.html", "pareto.png", "summary.json"
+FINISHED_FILE = "finished_command.json"  # the arguments of the last run that finished every stage
 OWN_FLAGS = {"model_name_or_path", "task_name", "budgets", "budget_on", "output_dir", "teacher_model_name_or_path",
              "overwrite_output_dir"}
 OUTPUT_FOLDERS = ("teacher", "supernet", "search", "rfp", "candidates", "models", "logs", "tb")
@@ -49,7 +49,10 @@ def parse_budgets(text: str) -> list[float]:
     return budgets
 
 
-def parse(argv: list[str] | None) -> tuple[PipelineSettings, bool]:
+def parse(argv: list[str]) -> tuple:
+    """(pipeline.PipelineSettings, whether to start afresh)."""
+    from pipeline import PipelineSettings, pass_through_flags
+
     parser = UsageArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="python prune.py --model_name_or_path M --task_name T --output_dir OUT [--budgets B,...] "
@@ -87,12 +90,15 @@ def remove_earlier_run(output_dir: Path) -> None:
     """--overwrite_output_dir: only what prune.py writes goes, nothing else the folder may hold."""
     for name in OUTPUT_FOLDERS:
         shutil.rmtree(output_dir / name, ignore_errors=True)
-    for name in (SUMMARY_FILE, REPORT_FILE, PARETO_PNG, "stages.json"):
+    for name in (SUMMARY_FILE, REPORT_FILE, PARETO_PNG, "stages.json", FINISHED_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 
-def write_outputs(pipeline: Pipeline, summary: dict) -> None:
+def write_outputs(pipeline, summary: dict) -> None:
     """report.html and pareto.png from the search's and RFP's results."""
+    from pipeline import PROJECT_DIR
+    from report import results_points, write_report
+
     results = {"search": pipeline.search_results(), "retraining-free pruning": pipeline.rfp_results()}
     results = {label: path for label, path in results.items() if path.is_file()}
     point_sets = {label: results_points(path, label) for label, path in results.items()}
@@ -105,18 +111,43 @@ def write_outputs(pipeline: Pipeline, summary: dict) -> None:
                        stderr=subprocess.STDOUT, check=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    start = time.time()
+def finished_output_dir(argv: list[str]) -> Path | None:
+    """The --output_dir of a finished run of exactly these arguments, found without loading torch: a rerun of a
+    finished run answers in about a second."""
+    output_dir = argparse.ArgumentParser(add_help=False)
+    output_dir.add_argument("--output_dir")
+    path = output_dir.parse_known_args(argv)[0].output_dir
+    finished = Path(path or ".") / FINISHED_FILE
+    if path is None or not finished.is_file() or json.loads(finished.read_text()) != argv:
+        return None
+    return Path(path) if (Path(path) / SUMMARY_FILE).is_file() else None
+
+
+def run(argv: list[str]) -> Path:
+    """Every stage that has not finished, then the report; returns the output directory."""
+    from io_utils import write_json_atomic
+    from pipeline import Pipeline  # torch and the stage scripts' argument classes: only for a run
+
     settings, overwrite = parse(argv)
     if overwrite:
         remove_earlier_run(settings.output_dir)
     pipeline = Pipeline(settings)
     summary = pipeline.run_all()
-    if pipeline.ran or not (pipeline.out / REPORT_FILE).is_file():
-        write_outputs(pipeline, summary)
-    done = "finished" if pipeline.ran else "already finished; nothing to run"
-    print(f"{done} in {time.time() - start:.1f} s: models in {pipeline.out / 'models'}, "
-          f"{pipeline.out / SUMMARY_FILE}, {pipeline.out / REPORT_FILE}")
+    write_json_atomic(pipeline.out / SUMMARY_FILE, summary)
+    write_outputs(pipeline, summary)
+    write_json_atomic(pipeline.out / FINISHED_FILE, argv)
+    return pipeline.out
+
+
+def main(argv: list[str] | None = None) -> None:
+    start = time.time()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    output_dir = finished_output_dir(argv)
+    done = "already finished; nothing to run" if output_dir else "finished"
+    output_dir = output_dir or run(argv)
+    summary = json.loads((output_dir / SUMMARY_FILE).read_text())
+    print(f"{done} in {time.time() - start:.1f} s: models in {output_dir / 'models'}, "
+          f"{output_dir / SUMMARY_FILE}, {output_dir / REPORT_FILE}")
     for row in summary["budgets"]:
         test = ", ".join(f"{name} {value:.4f}" for name, value in row["test"].items())
         print(f"  budget {row['budget']:g} of the {row['budget_on']}: {row['method']}, "
