@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageArgumentParser, exit_on_usage_error
 from launch_offline_search import add_search_flags, search_job
-from sagemaker_jobs import (
+from nas_llm.cloud.sagemaker_jobs import (
     SEARCH_STRATEGY,
     SUPERNET_AXES,
     add_config_flag,
@@ -27,6 +26,7 @@ from sagemaker_jobs import (
     sagemaker_settings,
     submit,
 )
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageArgumentParser, exit_on_usage_error
 from launch_supernet_training import add_training_flags, supernet_job
-from sagemaker_jobs import (
+from nas_llm.cloud.sagemaker_jobs import (
     SUPERNET_AXES,
     add_config_flag,
     grid_cells,
@@ -25,6 +24,7 @@ from sagemaker_jobs import (
     sagemaker_settings,
     submit,
 )
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageArgumentParser, exit_on_usage_error
-from sagemaker_jobs import (
+from nas_llm.cloud.sagemaker_jobs import (
     CHECKPOINT_DIR,
     MODEL_CHANNEL,
     MODEL_CHANNEL_DIR,
@@ -39,6 +38,7 @@ from sagemaker_jobs import (
     supernet_checkpoint_key,
     supernet_folder,
 )
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
 
 
 def add_search_flags(parser: argparse.ArgumentParser, grid: bool) -> None:

@@ -19,8 +19,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageArgumentParser, exit_on_usage_error
-from sagemaker_jobs import (
+from nas_llm.cloud.sagemaker_jobs import (
     CHECKPOINT_DIR,
     SEARCH_SPACE,
     SEED,
@@ -37,6 +36,7 @@ from sagemaker_jobs import (
     sagemaker_settings,
     submit,
 )
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
 
 SCHEDULERS = ("moasha", "random_search")  # standard_nas.SCHEDULERS, repeated so that launching needs no torch
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.12xlarge"  # 4 GPUs: one per worker

@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from errors import UsageArgumentParser, UsageError, exit_on_usage_error
-from sagemaker_jobs import (
+from nas_llm.cloud.sagemaker_jobs import (
     CHECKPOINT_DIR,
-    DISTILLING_STRATEGIES,
-    REORDER_UNITS,
-    SAMPLING_DISTRIBUTIONS,
     TEACHER_CHANNEL,
     TEACHER_CHANNEL_DIR,
     TENSORBOARD_DIR,
@@ -36,6 +32,8 @@ from sagemaker_jobs import (
     supernet_checkpoint_key,
     supernet_folder,
 )
+from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error
+from nas_llm.common.flags import DISTILLING_STRATEGIES, REORDER_UNITS, SAMPLING_DISTRIBUTIONS
 
 
 def add_training_flags(parser: argparse.ArgumentParser, grid: bool) -> None:

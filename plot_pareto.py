@@ -13,7 +13,6 @@ Hypervolume: of the (validation error, relative cost) points, both in [0, 1], wi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,10 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from pareto import hypervolume_2d, pareto_indices  # noqa: E402
-from report import results_points, write_report  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.search.report import results_points, write_report  # noqa: E402
+from nas_llm.search.results import load_results  # noqa: E402
 
 COST_LABELS = {
     "params": "parameters (relative to unpruned)",
@@ -33,15 +33,6 @@ COST_LABELS = {
     "memory": "weight memory (relative to unpruned)",
     "latency": "latency (relative to unpruned)",
 }
-
-
-def load_results(path: str) -> dict:
-    if not Path(path).is_file():
-        raise UsageError(f"results file '{path}' does not exist; pass the results_<task>.json of run_offline_search.py")
-    results = json.loads(Path(path).read_text())
-    if "evaluations" not in results:
-        raise UsageError(f"'{path}' is not a results file of run_offline_search.py (no 'evaluations')")
-    return results
 
 
 def front_of(results: dict, cost: str) -> tuple[np.ndarray, list[int]]:

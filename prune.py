@@ -29,8 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from budgets import BUDGET_MEASURES
-from errors import UsageArgumentParser, UsageError, exit_on_usage_error
+from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error
+from nas_llm.search.budgets import BUDGET_MEASURES
 
 REPORT_FILE, PARETO_PNG, SUMMARY_FILE = "report.html", "pareto.png", "summary.json"
 FINISHED_FILE = "finished_command.json"  # the arguments of the last run that finished every stage
@@ -51,7 +51,7 @@ def parse_budgets(text: str) -> list[float]:
 
 def parse(argv: list[str]) -> tuple:
     """(pipeline.PipelineSettings, whether to start afresh)."""
-    from pipeline import PipelineSettings, pass_through_flags
+    from nas_llm.pipeline.stages import PipelineSettings, pass_through_flags
 
     parser = UsageArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -96,8 +96,8 @@ def remove_earlier_run(output_dir: Path) -> None:
 
 def write_outputs(pipeline, summary: dict) -> None:
     """report.html and pareto.png from the search's and RFP's results."""
-    from pipeline import PROJECT_DIR
-    from report import results_points, write_report
+    from nas_llm.pipeline.stages import PROJECT_DIR
+    from nas_llm.search.report import results_points, write_report
 
     results = {"search": pipeline.search_results(), "retraining-free pruning": pipeline.rfp_results()}
     results = {label: path for label, path in results.items() if path.is_file()}
@@ -125,8 +125,8 @@ def finished_output_dir(argv: list[str]) -> Path | None:
 
 def run(argv: list[str]) -> Path:
     """Every stage that has not finished, then the report; returns the output directory."""
-    from io_utils import write_json_atomic
-    from pipeline import Pipeline  # torch and the stage scripts' argument classes: only for a run
+    from nas_llm.common.io_utils import write_json_atomic
+    from nas_llm.pipeline.stages import Pipeline  # torch and the stage scripts' argument classes: only for a run
 
     settings, overwrite = parse(argv)
     if overwrite:

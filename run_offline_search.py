@@ -14,47 +14,42 @@ test metric of each Pareto-optimal sub-network, and the Pareto sub-networks as J
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import set_seed
 
-from arguments import CostArguments, ModelArguments, NASArguments, check_choice, check_positive, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import (
-    LM_TASK,
-    DataArguments,
-    absolute_data_flags,
-    load_raw_splits,
-    make_dataloader,
-    task_info_for,
-    tokenize_splits,
+from nas_llm.common.arguments import (
+    CostArguments,
+    ModelArguments,
+    NASArguments,
+    check_choice,
+    check_positive,
+    parse_arguments,
 )
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from io_utils import EVALUATIONS_LOG, JsonLinesLog, tensorboard_writer, write_json_atomic
-from lm_data import LMArguments, absolute_lm_flags, load_blocks
-from memory import bound_kernel_cache, release_freed_memory
-from metrics import metric_task
-from models import load_supernet, resolve_model_name
-from pareto import pareto_indices
-from precision import default_device
-from search_spaces import make_search_space
-from searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
-from slicing import runner_for
-from sub_network import SubNetwork
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.flags import SEARCH_STRATEGIES
+from nas_llm.common.io_utils import tensorboard_writer
+from nas_llm.common.memory import bound_kernel_cache
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import DataArguments, absolute_data_flags, make_dataloader
+from nas_llm.data.lm_data import LMArguments, absolute_lm_flags, evaluation_splits
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.models import load_supernet, resolve_model_name
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.search.offline import OfflineSearch
+from nas_llm.search.results import finished_results, previous_evaluations, results_file_name, write_results
+from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, make_searcher
+from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 
 COST_OBJECTIVES = ("params", "flops", "latency", "memory")
-SETTINGS_FILE = "search_settings.json"
 
 
 @dataclass
@@ -151,32 +146,6 @@ def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_ar
     }
 
 
-def finished_results(output_dir: Path, results_path: Path, settings: dict, overwrite: bool) -> bool:
-    """Whether `output_dir` already holds this search's results and all its evaluations."""
-    if overwrite or not results_path.is_file():
-        return False
-    logged = len(JsonLinesLog(output_dir / EVALUATIONS_LOG).read())
-    return logged >= settings["num_samples"] and json.loads(results_path.read_text()).get("settings") == settings
-
-
-def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> tuple[JsonLinesLog, list[dict]]:
-    """The log of an earlier run with the same settings (to resume), or a fresh one."""
-    log = JsonLinesLog(output_dir / EVALUATIONS_LOG)
-    settings_path = output_dir / SETTINGS_FILE
-    records = [] if overwrite else log.read()
-    if records and settings_path.is_file():
-        previous = json.loads(settings_path.read_text())
-        for name, value in settings.items():
-            if previous.get(name) != value:
-                raise UsageError(
-                    f"--output_dir {output_dir} holds a run with --{name} {previous.get(name)} (this run: {value}); "
-                    "repeat its settings to resume it, or pass another --output_dir or --overwrite_output_dir True"
-                )
-    log.rewrite(records)
-    write_json_atomic(settings_path, settings)
-    return log, records
-
-
 def main(argv: list[str] | None = None) -> None:
     model_args, data_args, lm_args, nas_args, search_args, cost_args = parse_arguments(
         (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments), argv
@@ -202,13 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     model.to(device).eval()
     model_loading_time = time.time() - start_time
 
-    if data_args.task_name == LM_TASK:
-        tokenized = load_blocks(data_args, lm_args, tokenizer, model.config, ("validation", "test"))
-        metrics_key = LM_TASK
-    else:
-        splits = load_raw_splits(data_args)
-        tokenized = tokenize_splits(splits, tokenizer, data_args, ("validation", "test"))  # the search never trains
-        metrics_key = metric_task(data_args.task_name, task_info_for(splits).is_regression)
+    tokenized, metrics_key = evaluation_splits(data_args, lm_args, tokenizer, model.config, ("validation", "test"))
     loaders = {
         name: make_dataloader(tokenized[name], tokenizer, search_args.per_device_eval_batch_size, False, 0)
         for name in ("validation", "test")
@@ -217,88 +180,30 @@ def main(argv: list[str] | None = None) -> None:
 
     search_space = make_search_space(nas_args.search_space, model.config)
     run_as = runner_for(nas_args.sub_network_execution)
-    objectives = ["error", search_args.objective]
     searcher = make_searcher(
-        search_args.search_strategy,
-        search_space.config_space,
-        objectives,
-        search_args.seed,
-        points_to_evaluate=search_space.initial_design(),
-        population_size=search_args.population_size,
+        search_args.search_strategy, search_space.config_space, ["error", search_args.objective], search_args.seed,
+        points_to_evaluate=search_space.initial_design(), population_size=search_args.population_size,
     )
-    cost_meter = CostMeter(model, run_as, cost_args, search_space.largest())
-    with_latency = search_args.objective == "latency"
+    search = OfflineSearch(
+        searcher, search_space, search_args.objective,
+        lambda split, sub_network=None: evaluate(model, loaders[split], metrics_key, device, sub_network, run_as),
+        CostMeter(model, run_as, cost_args, search_space.largest()),
+    )
     log, records = previous_evaluations(
         output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args),
         search_args.overwrite_output_dir,
     )
     records = records[: search_args.num_samples]
-    writer = tensorboard_writer(nas_args.run_log_dir("search", search_args.output_dir))
-
-    def score(split: str, sub_network=None) -> dict[str, float]:
-        return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)
-
-    for record in records:  # replay a resumed run: the searcher proposes the same configs again
-        config = searcher.ask()
-        if search_space.to_sub_network(config) != SubNetwork.from_compact(record["sub_network_masks"]):
-            raise UsageError(
-                f"cannot resume {output_dir}: the searcher now proposes a different config at iteration "
-                f"{record['iteration']} (were the code or libraries changed?); pass --overwrite_output_dir True"
-            )
-        searcher.tell(config, {name: record[name] for name in objectives})
+    search.replay(records, output_dir)  # the searcher proposes the same configs again
     if records:
         logger.info("Resumed %d evaluations from %s", len(records), log.path)
         start_time -= records[-1]["runtime_s"]  # runtime_s counts the earlier sessions' time too
-
-    progress = tqdm(
-        range(len(records), search_args.num_samples),
-        initial=len(records), total=search_args.num_samples, desc=f"{search_args.search_strategy} search",
-    )
-    for iteration in progress:
-        config = searcher.ask()
-        sub_network = search_space.to_sub_network(config)
-        metrics = score("validation", sub_network)
-        costs = cost_meter.measure(sub_network, with_latency)
-        record = {
-            "iteration": iteration,
-            "error": metrics["error"],
-            "validation": metrics,
-            **cost_meter.relative(costs),
-            **costs,
-            "sub_network": sub_network.summary(),
-            "sub_network_masks": sub_network.to_compact(),
-            "runtime_s": time.time() - start_time,
-        }
-        if search_space.name != "large":  # one bit per neuron: the masks say the same, far shorter
-            record["config"] = config
-        searcher.tell(config, {name: record[name] for name in objectives})
-        log.append(record)
-        release_freed_memory()  # sliced shapes differ per sample: keep the heap from growing
-        records.append(record)
-        for name in ("error", search_args.objective, "runtime_s"):
-            writer.add_scalar(f"search/{name}", record[name], iteration)
-
-    costs = np.array([[record[name] for name in objectives] for record in records])
-    pareto = sorted(pareto_indices(costs), key=lambda index: records[index][search_args.objective])
-    pareto_set = []
-    for index in tqdm(pareto, desc="test metric of the Pareto set"):
-        sub_network = SubNetwork.from_compact(records[index]["sub_network_masks"])
-        # Every Pareto point gets a latency; one the search ranked by keeps the measurement it was ranked on.
-        costs = cost_meter.measure(sub_network, with_latency=not with_latency)
-        costs |= {name: records[index][name] for name in ("latency_ms", "latency_iqr_ms") if with_latency}
-        pareto_set.append(
-            {
-                "iteration": index,
-                "error": records[index]["error"],
-                **cost_meter.relative(costs),
-                **costs,
-                "test": score("test", sub_network),
-                "sub_network": sub_network.to_json_dict(),
-            }
-        )
-    unpruned = cost_meter.unpruned | {"validation": score("validation"), "test": score("test")}
-    evaluations = [{key: value for key, value in r.items() if key != "sub_network_masks"} for r in records]
-    results = {
+    writer = tensorboard_writer(nas_args.run_log_dir("search", search_args.output_dir))
+    records = search.run(records, search_args.num_samples, log, start_time, writer,
+                         f"{search_args.search_strategy} search")
+    pareto, pareto_set = search.pareto_set(records)
+    unpruned = search.cost_meter.unpruned | {"validation": search.score("validation"), "test": search.score("test")}
+    write_results(results_path, {
         "task_name": data_args.task_name,
         "model_name_or_path": nas_settings.get("model_name_or_path"),
         "checkpoint_dir_model": str(Path(search_args.checkpoint_dir_model).resolve()),  # usable from any directory
@@ -307,21 +212,20 @@ def main(argv: list[str] | None = None) -> None:
         "search_strategy": search_args.search_strategy,
         "seed": search_args.seed,
         "num_samples": search_args.num_samples,
-        "objectives": objectives,
+        "objectives": search.objectives,
         "cost_seq_len": cost_args.cost_seq_len,
         "latency_batch_size": cost_args.latency_batch_size,
         "latency_threads": torch.get_num_threads(),
         "device": str(device),
         "settings": settings,
         "unpruned": unpruned,
-        "evaluations": evaluations,
+        "evaluations": [{key: value for key, value in r.items() if key != "sub_network_masks"} for r in records],
         "pareto_indices": pareto,
         "pareto_set": pareto_set,
         "model_loading_time_s": model_loading_time,
         "data_loading_time_s": data_loading_time,
         "runtime_s": time.time() - start_time,
-    }
-    write_json_atomic(results_path, results)
+    })
     writer.close()
     logger.info("Unpruned: validation error %.4f, test %s", unpruned["validation"]["error"], unpruned["test"])
     for point in pareto_set:
@@ -330,10 +234,6 @@ def main(argv: list[str] | None = None) -> None:
             search_args.objective, point[search_args.objective], point["num_parameters"], point["error"],
             point["test"],
         )
-
-
-def results_file_name(task_name: str | None) -> str:
-    return f"results_{task_name or 'custom'}.json"
 
 
 if __name__ == "__main__":

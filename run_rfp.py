@@ -20,14 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from arguments import CostArguments, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import (
+from nas_llm.baselines.rfp import BudgetPruner, RFPArguments, UnitCosts
+from nas_llm.common.arguments import CostArguments, parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import (
     LM_TASK,
     DataArguments,
     absolute_data_flags,
@@ -36,21 +37,16 @@ from data import (
     task_info_for,
     tokenize_splits,
 )
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import extract_sub_network, save_extracted
-from importance import UnitImportance, mask_gradients
-from io_utils import write_json_atomic
-from label_scale import label_scale_of, standardised
-from lstsq import calibration_batches, tuned_extraction, unpruned_streams
-from metrics import metric_task
-from models import load_supernet
-from pareto import pareto_indices
-from precision import default_device
-from rfp import RFPArguments, UnitCosts, rearrange_masks, search_mask
-from run_offline_search import previous_evaluations, results_file_name
-from slicing import sliced
-from sub_network import SubNetwork
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.lstsq import calibration_batches
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.label_scale import label_scale_of, standardised
+from nas_llm.model.models import load_supernet
+from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.results import pareto_front, previous_evaluations, results_file_name, write_results
+from nas_llm.training.evaluation import evaluate
+from nas_llm.training.importance import UnitImportance, mask_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -115,43 +111,15 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("Resumed budgets %s from %s", ", ".join(f"{budget:g}" for budget in finished), log.path)
         start_time -= max(record["elapsed_s"] for record in logged)  # runtime_s counts the earlier sessions too
 
-    targets = None  # the unpruned model's streams that every budget's tuning matches, computed once when needed
+    pruner = BudgetPruner(rfp_args, model, tokenizer, batches, gradients, importance, unit_costs, cost_meter,
+                          score, output_dir)
 
     def prune(budget: float) -> dict:
-        """One budget's mask search, rearrangement and tuning; its checkpoint is written before it is logged."""
-        budget_start = time.time()
-        sub_network = search_mask(importance, unit_costs, budget)
-        if rfp_args.rearrange_masks:
-            sub_network = rearrange_masks(sub_network, gradients)
-        error_before_tuning = score(model, "validation", sub_network)["error"]
-        if rfp_args.tune_masks:
-            nonlocal targets
-            targets = unpruned_streams(model, batches) if targets is None else targets
-            pruned, _ = tuned_extraction(model, sub_network, batches, targets)
-        else:
-            pruned = extract_sub_network(model, sub_network)
-        costs = cost_meter.measure(sub_network, with_latency=True)
-        validation = score(pruned, "validation")
-        checkpoint_dir = (output_dir / f"budget-{budget:g}").resolve()
-        save_extracted(pruned, tokenizer, sub_network, checkpoint_dir)
-        record = {
-            "budget": budget,
-            "constraint": rfp_args.constraint,
-            "error": validation["error"],
-            "error_before_tuning": error_before_tuning,
-            "validation": validation,
-            **cost_meter.relative(costs),
-            "layer_params": costs["num_layer_parameters"] / cost_meter.unpruned["num_layer_parameters"],
-            **costs,
-            "test": score(pruned, "test"),
-            "sub_network": sub_network.to_json_dict(),
-            "trial_checkpoint_dir": str(checkpoint_dir),  # select_and_extract.py copies these tuned weights
-            "runtime_s": time.time() - budget_start,
-            "elapsed_s": time.time() - start_time,
-        }
+        """One budget's record, logged once its checkpoint is written."""
+        record = pruner.prune(budget, start_time)
         log.append(record)
-        logger.info("budget %g: validation error %.4f (%.4f before tuning), %s %.3f", budget, validation["error"],
-                    error_before_tuning, rfp_args.constraint, record[rfp_args.constraint])
+        logger.info("budget %g: validation error %.4f (%.4f before tuning), %s %.3f", budget, record["error"],
+                    record["error_before_tuning"], rfp_args.constraint, record[rfp_args.constraint])
         return record
 
     evaluations = [
@@ -159,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         for iteration, budget in enumerate(tqdm(rfp_args.budget_list, desc="budgets"))
     ]
 
-    objectives = np.array([[record["error"], record["params"]] for record in evaluations])
-    non_dominated = set(pareto_indices(objectives))
+    non_dominated = set(pareto_front(evaluations, ["error", "params"]))
     # Every budget's model is the method's answer for that budget; plot_pareto.py draws the front from evaluations.
     pareto_set = [record | {"dominated": index not in non_dominated} for index, record in enumerate(evaluations)]
     results = {
@@ -192,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         "pareto_set": pareto_set,
         "runtime_s": time.time() - start_time,
     }
-    write_json_atomic(output_dir / results_file_name(data_args.task_name), results)
+    write_results(output_dir / results_file_name(data_args.task_name), results)
     logger.info("Unpruned validation error %.4f; results in %s", results["unpruned"]["validation"]["error"],
                 output_dir / results_file_name(data_args.task_name))
 

@@ -18,44 +18,43 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import syne_tune.num_gpu
-import torch
-from syne_tune import StoppingCriterion, Tuner
-from syne_tune.backend import LocalBackend
 from transformers import set_seed
 
-from arguments import TrainingArguments, parse_arguments
-from cost import CostMeter, check_cost_seq_len
-from data import LM_TASK, absolute_data_flags, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import load_extracted
-from io_utils import write_json_atomic
-from metrics import metric_task
-from models import load_model, load_tokenizer, resolve_model_name
-from pareto import pareto_indices
-from precision import default_device
-from run_offline_search import results_file_name
-from search_spaces import make_search_space
-from searchers import plain_value
-from slicing import runner_for
-from standard_nas import (
+from nas_llm.baselines.standard_nas import (
     ARGUMENTS,
     EPOCH,
     SETTINGS_FILE,
     SETTINGS_KEY,
-    TRIALS_DIR,
-    TUNER_DIR,
-    TrialReports,
     check_training_flags,
     drop_epoch_checkpoints,
     epoch_checkpoint,
     make_scheduler,
     max_epochs,
     prepare_output_dir,
+    run_trials,
     trial_records,
 )
+from nas_llm.common.arguments import TrainingArguments, parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import (
+    LM_TASK,
+    absolute_data_flags,
+    load_raw_splits,
+    make_dataloader,
+    task_info_for,
+    tokenize_splits,
+)
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import load_extracted
+from nas_llm.model.cost import CostMeter, check_cost_seq_len
+from nas_llm.model.models import load_model, load_tokenizer, resolve_model_name
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.search.results import pareto_front, results_file_name, write_results
+from nas_llm.search.searchers import plain_value
+from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 TRIAL_SCRIPT = Path(__file__).resolve().parent / "standard_nas_trial.py"
@@ -102,20 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         search_space.to_config(search_space.largest()) | settings_entry, epochs, nas_run_args.reduction_factor,
         nas_run_args.num_samples, training_args.seed,
     )
-    # Syne Tune's GPU count is cached in this module global; filled in, its nvidia-smi probe (which leaves a
-    # std.out file in the user's working directory) never runs.
-    syne_tune.num_gpu._num_gpus = torch.cuda.device_count()
-    backend = LocalBackend(entry_point=str(TRIAL_SCRIPT), pass_args_as_json=True)
-    reports = TrialReports(backend.checkpoint_trial_path)
-    tuner = Tuner(
-        trial_backend=backend, scheduler=scheduler,
-        stop_criterion=StoppingCriterion(max_wallclock_time=nas_run_args.max_wallclock_time),
-        n_workers=nas_run_args.n_workers, sleep_time=0.5, tuner_name=TUNER_DIR, suffix_tuner_name=False,
-        trial_backend_path=str(output_dir / TRIALS_DIR), callbacks=[reports], save_tuner=False,
-    )
-    tuner.tuner_path = output_dir / TUNER_DIR  # next to the trials, not in ~/syne-tune
     tuner_start = time.time()
-    tuner.run()
+    backend, reports = run_trials(TRIAL_SCRIPT, scheduler, nas_run_args, output_dir)
     wallclock_s = time.time() - tuner_start
 
     trials = trial_records(reports.results, list(search_space.config_space), epochs)
@@ -155,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             record["config"] = {key: plain_value(value) for key, value in trial.config.items()}
         evaluations.append(record)
 
-    objectives = np.array([[record["error"], record["params"]] for record in evaluations])
-    pareto = sorted(pareto_indices(objectives), key=lambda index: evaluations[index]["params"])
+    pareto = pareto_front(evaluations, ["error", "params"], order_by="params")
     pareto_set = []
     for index in pareto:
         record = evaluations[index]
@@ -215,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         "device_hours": sum(record["runtime_s"] for record in evaluations) / 3600,
         "runtime_s": time.time() - start_time,
     }
-    write_json_atomic(results_path, results)
+    write_results(results_path, results)
     logger.info(
         "%d trials (%d stopped early by %s) in %.0f s, %.3f %s-hours; results in %s", len(evaluations),
         sum(record["stopped_early"] for record in evaluations), nas_run_args.scheduler, wallclock_s,

@@ -23,7 +23,6 @@ its README.md (model card) says which, with its size, scores and label names.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shutil
@@ -31,26 +30,27 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arguments import parse_arguments
-from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from io_utils import EVALUATIONS_LOG, JsonLinesLog, write_json_atomic
-from lm_data import LMArguments, load_blocks
-from metrics import metric_task
-from model_card import write_model_card
-from models import load_supernet, load_tokenizer, set_label_names
-from precision import default_device
-from pruned_structure import STRUCTURE_KEY
-from recovery import (
+from nas_llm.common.arguments import parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.common.precision import default_device
+from nas_llm.data.data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from nas_llm.data.lm_data import LMArguments, load_blocks
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from nas_llm.extraction.model_card import write_model_card
+from nas_llm.extraction.recovery import (
     RecoveryArguments,
     check_recovery_possible,
     choose_teacher,
     least_squares_recovery,
     recover,
 )
-from sub_network import SubNetwork
+from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
+from nas_llm.model.pruned_structure import STRUCTURE_KEY
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.results import evaluated_point, load_results
+from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,6 @@ def select_point(results: dict, args: SelectionArguments) -> int:
     return min(candidates, key=lambda index: pareto_set[index]["error"])
 
 
-def evaluated_point(results_path: str, iteration: int) -> dict:
-    """The search's record of `iteration` (its evaluations log keeps the masks), in a Pareto point's form."""
-    log = JsonLinesLog(Path(results_path).parent / EVALUATIONS_LOG)
-    records = [record for record in log.read() if record["iteration"] == iteration]
-    if not records:
-        raise UsageError(f"{log.path} holds no evaluation of --iteration {iteration} (is --results a search's?)")
-    record = records[0]
-    sub_network = SubNetwork.from_compact(record.pop("sub_network_masks"))
-    return record | {"sub_network": sub_network.to_json_dict()}
-
-
 def recorded_data_flags(argv: list[str]) -> dict:
     """The data flags of the search that wrote --results, as defaults (flags given here still win)."""
     results_flag = argparse.ArgumentParser(add_help=False)
@@ -143,7 +132,7 @@ def recorded_data_flags(argv: list[str]) -> dict:
     path = results_flag.parse_known_args(argv)[0].results
     if path is None or not Path(path).is_file():
         return {}
-    results = json.loads(Path(path).read_text())
+    results = load_results(path)
     return results.get("settings", {}).get("data") or {"task_name": results.get("task_name")}
 
 
@@ -153,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         (SelectionArguments, DataArguments, LMArguments, RecoveryArguments), argv, recorded_data_flags(argv)
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
-    if not Path(selection_args.results).is_file():
-        raise UsageError(f"results file '{selection_args.results}' does not exist")
-    results = json.loads(Path(selection_args.results).read_text())
+    results = load_results(selection_args.results)
     point = (evaluated_point(selection_args.results, selection_args.iteration) if selection_args.iteration is not None
              else results["pareto_set"][select_point(results, selection_args)])
     sub_network = SubNetwork.from_json_dict(point["sub_network"])

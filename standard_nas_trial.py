@@ -23,20 +23,20 @@ from syne_tune import Reporter
 from syne_tune.constants import ST_CHECKPOINT_DIR, ST_CONFIG_JSON_FNAME_ARG
 from transformers import set_seed
 
-from arguments import parse_arguments
-from cost import count_parameters
-from data import load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from distributed import make_runtime
-from errors import exit_on_usage_error
-from evaluation import evaluate
-from extract import extract_sub_network, save_extracted
-from label_scale import label_scale_for_training
-from metrics import metric_task
-from models import load_model, load_tokenizer, resolve_model_name
-from search_spaces import make_search_space
-from slicing import runner_for
-from standard_nas import ARGUMENTS, SETTINGS_KEY, check_training_flags, epoch_checkpoint, max_epochs
-from training_loop import FULL_NETWORK_ONLY, make_lr_schedule, make_optimizer, train_epoch
+from nas_llm.baselines.standard_nas import ARGUMENTS, SETTINGS_KEY, check_training_flags, epoch_checkpoint, max_epochs
+from nas_llm.common.arguments import parse_arguments
+from nas_llm.common.errors import exit_on_usage_error
+from nas_llm.data.data import load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from nas_llm.data.metrics import metric_task
+from nas_llm.extraction.extract import extract_sub_network, save_extracted
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.label_scale import label_scale_for_training
+from nas_llm.model.models import load_model, load_tokenizer, resolve_model_name
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.training.distributed import make_runtime
+from nas_llm.training.evaluation import evaluate
+from nas_llm.training.training_loop import FULL_NETWORK_ONLY, make_lr_schedule, make_optimizer, train_epoch
 
 logger = logging.getLogger(__name__)
 

@@ -31,27 +31,35 @@ import numpy as np
 from torch import nn
 from transformers import set_seed
 
-from arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
-from cost import count_parameters
-from data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from distributed import gathered_parameters, make_runtime, report_from_main_process_only
-from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
-from io_utils import tensorboard_writer, write_json_atomic
-from label_scale import label_scale_for_training, standardised
-from language_modeling import LANGUAGE_MODELING
-from lm_data import LMArguments, load_blocks
-from memory import bound_kernel_cache
-from metrics import metric_task
-from models import load_causal_lm, load_model, load_nas_settings, load_tokenizer, resolve_model_name, save_supernet
-from reorder import reorder_by_importance, report_importance
-from sampling import CLASSIFICATION, make_sampling_strategy
-from search_spaces import make_search_space
-from slicing import runner_for
-from sub_network_sampler import make_sub_network_sampler
-from teacher import Teacher, load_teacher
-from train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
-from training_loop import make_lr_schedule, make_optimizer, train_epoch
+from nas_llm.common.arguments import ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.common.io_utils import tensorboard_writer, write_json_atomic
+from nas_llm.common.memory import bound_kernel_cache
+from nas_llm.data.data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from nas_llm.data.lm_data import LMArguments, load_blocks
+from nas_llm.data.metrics import metric_task
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.label_scale import label_scale_for_training, standardised
+from nas_llm.model.models import (
+    load_causal_lm,
+    load_model,
+    load_nas_settings,
+    load_tokenizer,
+    resolve_model_name,
+    save_supernet,
+)
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.training.distributed import gathered_parameters, make_runtime, report_from_main_process_only
+from nas_llm.training.evaluation import evaluate
+from nas_llm.training.language_modeling import LANGUAGE_MODELING
+from nas_llm.training.objective import CLASSIFICATION
+from nas_llm.training.reorder import reorder_by_importance, report_importance
+from nas_llm.training.sampling import make_sampling_strategy
+from nas_llm.training.sub_network_sampler import make_sub_network_sampler
+from nas_llm.training.teacher import Teacher, load_teacher
+from nas_llm.training.train_state import TrainingState, resolve_resume_checkpoint, restore_state, save_checkpoint
+from nas_llm.training.training_loop import make_lr_schedule, make_optimizer, train_epoch
 
 if TYPE_CHECKING:  # for annotations only: importing these takes seconds that `--help` need not wait
     from torch.utils.tensorboard import SummaryWriter

@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_sub_networks import machine_info  # noqa: E402
 
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from models import load_supernet  # noqa: E402
-from search_spaces import make_search_space  # noqa: E402
-from slicing import runner_for  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from nas_llm.model.models import load_supernet  # noqa: E402
+from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.slicing import runner_for  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 
 SUB_NETWORKS = {"full": {"num_layers": 6, "num_heads": 12, "num_units": 1536},
                 "half": {"num_layers": 6, "num_heads": 6, "num_units": 768}}

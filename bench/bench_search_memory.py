@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_sub_networks import ARCHITECTURES, Batch, machine_info, random_batches, rss_mb  # noqa: E402
 
-from cost import count_parameters  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from memory import bound_kernel_cache, release_freed_memory  # noqa: E402
-from search_spaces import SearchSpace, make_search_space  # noqa: E402
-from searchers import make_searcher  # noqa: E402
-from slicing import SUB_NETWORK_RUNNERS, runner_for  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.memory import bound_kernel_cache, release_freed_memory  # noqa: E402
+from nas_llm.model.cost import count_parameters  # noqa: E402
+from nas_llm.model.search_spaces import SearchSpace, make_search_space  # noqa: E402
+from nas_llm.model.slicing import SUB_NETWORK_RUNNERS, runner_for  # noqa: E402
+from nas_llm.search.searchers import make_searcher  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 
 STEADY_AFTER = 50  # samples after which RSS should stop growing
 GROWTH_LIMIT_MB = 5.0  # more than this between the early and the late window of the run is a leak

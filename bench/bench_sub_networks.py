@@ -42,15 +42,16 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cost import count_macs, count_parameters  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from extract import extract_sub_network  # noqa: E402
-from mask import masked  # noqa: E402
-from memory import release_freed_memory  # noqa: E402
-from sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step  # noqa: E402
-from search_spaces import SearchSpace, make_search_space  # noqa: E402
-from slicing import sliced  # noqa: E402
-from sub_network import SubNetwork  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.memory import release_freed_memory  # noqa: E402
+from nas_llm.extraction.extract import extract_sub_network  # noqa: E402
+from nas_llm.model.cost import count_macs, count_parameters  # noqa: E402
+from nas_llm.model.mask import masked  # noqa: E402
+from nas_llm.model.search_spaces import SearchSpace, make_search_space  # noqa: E402
+from nas_llm.model.slicing import sliced  # noqa: E402
+from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.training.objective import SubNetworkRunner  # noqa: E402
+from nas_llm.training.sampling import PlannedPass, make_sampling_strategy, training_step  # noqa: E402
 
 Batch = dict[str, torch.Tensor]
 

@@ -25,11 +25,11 @@ from bench_eval_order import padded_tokens  # noqa: E402
 from bench_sub_networks import machine_info  # noqa: E402
 from study_glue import minilm_path, per_task_counts  # noqa: E402
 
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from models import load_model, load_tokenizer  # noqa: E402
-from sampling import classifier_logits, task_loss  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
+from nas_llm.model.models import load_model, load_tokenizer  # noqa: E402
+from nas_llm.training.objective import classifier_logits, task_loss  # noqa: E402
 
 ORDERS = {"shuffled": False, "length-grouped": True}
 

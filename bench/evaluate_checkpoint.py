@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arguments import parse_arguments  # noqa: E402
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
-from errors import UsageError, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from extract import load_extracted  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from metrics import metric_task  # noqa: E402
-from models import load_tokenizer  # noqa: E402
-from precision import default_device  # noqa: E402
+from nas_llm.common.arguments import parse_arguments  # noqa: E402
+from nas_llm.common.errors import UsageError, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.common.precision import default_device  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import metric_task  # noqa: E402
+from nas_llm.extraction.extract import load_extracted  # noqa: E402
+from nas_llm.model.models import load_tokenizer  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 
 
 @dataclass

@@ -69,17 +69,17 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from cost import count_macs, measure_latency  # noqa: E402
-from distributed import SingleProcess  # noqa: E402
-from errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from language_modeling import LANGUAGE_MODELING  # noqa: E402
-from memory import release_freed_memory  # noqa: E402
-from models import save_supernet  # noqa: E402
-from sampling import CLASSIFICATION, TrainingObjective, make_sampling_strategy  # noqa: E402
-from search_spaces import SearchSpace, make_search_space  # noqa: E402
-from slicing import sliced  # noqa: E402
-from training_loop import make_optimizer, train_epoch  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.common.memory import release_freed_memory  # noqa: E402
+from nas_llm.model.cost import count_macs, measure_latency  # noqa: E402
+from nas_llm.model.models import save_supernet  # noqa: E402
+from nas_llm.model.search_spaces import SearchSpace, make_search_space  # noqa: E402
+from nas_llm.model.slicing import sliced  # noqa: E402
+from nas_llm.training.distributed import SingleProcess  # noqa: E402
+from nas_llm.training.language_modeling import LANGUAGE_MODELING  # noqa: E402
+from nas_llm.training.sampling import CLASSIFICATION, TrainingObjective, make_sampling_strategy  # noqa: E402
+from nas_llm.training.training_loop import make_optimizer, train_epoch  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SEARCH_GOAL_SLICED_OVER_DENSE_TIME = 1.1  # BENCHMARKS §1's goal on the CPU

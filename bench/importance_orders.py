@@ -26,15 +26,15 @@ from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from importance import unit_importance  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from mask import masked  # noqa: E402
-from metrics import MAIN_METRIC  # noqa: E402
-from models import load_model, load_supernet  # noqa: E402
-from sub_network import SubNetwork  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC  # noqa: E402
+from nas_llm.model.mask import masked  # noqa: E402
+from nas_llm.model.models import load_model, load_supernet  # noqa: E402
+from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
+from nas_llm.training.importance import unit_importance  # noqa: E402
 
 KEPT = ((3, 384), (6, 768), (9, 1152))  # heads and neurons kept per layer (MiniLM-L6: 12 heads, 1536 neurons)
 

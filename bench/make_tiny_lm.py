@@ -29,7 +29,7 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 
 EOS = "<eos>"
 DETERMINERS = {"singular": ["a", "every", "the"], "plural": ["some", "all", "the"]}

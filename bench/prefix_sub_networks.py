@@ -19,15 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cost import count_parameters  # noqa: E402
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from io_utils import write_json_atomic  # noqa: E402
-from metrics import MAIN_METRIC  # noqa: E402
-from models import load_supernet  # noqa: E402
-from search_spaces import make_search_space  # noqa: E402
-from slicing import runner_for  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC  # noqa: E402
+from nas_llm.model.cost import count_parameters  # noqa: E402
+from nas_llm.model.models import load_supernet  # noqa: E402
+from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.slicing import runner_for  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 
 # smallest, a grid of mid sizes (layers x (heads, neurons)) of MiniLM-L6 (12 heads, 1536 neurons), the full network
 DEFAULT_CONFIGS = [

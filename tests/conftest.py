@@ -1,105 +1,18 @@
-"""Shared fixtures: tiny random models of every supported family, built offline from configs."""
+"""Shared fixtures; the helpers they build on are in support.py and tiny_runs.py."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import logging
+import socket
+import urllib.request
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    BertConfig,
-    ElectraConfig,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    Qwen2Config,
-    RobertaConfig,
-    XLMRobertaConfig,
-)
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-VOCAB_SIZE = 64
-PAD_ID = 0
+from support import BUCKET, FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, FAMILY_NAMES, REGION
+from tiny_runs import train
 
 torch.set_num_threads(1)  # tiny models: more threads only add synchronisation overhead
-
-
-ENCODER_CONFIGS = {
-    "bert": BertConfig,
-    "roberta": RobertaConfig,
-    "xlm-roberta": XLMRobertaConfig,
-    "electra": ElectraConfig,
-    "electra-projected": ElectraConfig,
-}
-DECODER_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
-
-
-def tiny_config(family: str, num_labels: int = 2):
-    """A 3-layer, 4-head, hidden-16 config of a model type; decoders use the pad id as eos, as the original did.
-
-    Everything but sizes and token ids keeps the library's defaults (Qwen2's `use_cache=True`, Mistral's
-    sliding window, ...), so the tests see what released checkpoints ship. `electra-projected` is ELECTRA with
-    embeddings narrower than the hidden size (its `embeddings_project`), as in the released ELECTRA checkpoints.
-    """
-    common = dict(num_labels=num_labels, pad_token_id=PAD_ID)
-    sizes = dict(
-        vocab_size=VOCAB_SIZE, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=20
-    )
-    if family in ENCODER_CONFIGS:
-        if family == "electra":
-            sizes["embedding_size"] = 16
-        if family == "electra-projected":
-            sizes["embedding_size"] = 8
-        # RoBERTa-style position ids start after the padding index.
-        max_positions = 70 if "roberta" in family else 64
-        return ENCODER_CONFIGS[family](**sizes, max_position_embeddings=max_positions, **common)
-    if family == "gpt2":
-        return GPT2Config(
-            vocab_size=VOCAB_SIZE, n_embd=16, n_layer=3, n_head=4, n_inner=20, n_positions=64,
-            eos_token_id=PAD_ID, bos_token_id=PAD_ID, **common,
-        )
-    decoder_ids = dict(eos_token_id=PAD_ID, bos_token_id=PAD_ID, max_position_embeddings=64)
-    if family == "gpt_neox":
-        return GPTNeoXConfig(**sizes, **decoder_ids, **common)
-    if family in DECODER_CONFIGS:
-        return DECODER_CONFIGS[family](**sizes, num_key_value_heads=2, **decoder_ids, **common)
-    raise ValueError(family)
-
-
-# Every family of families.py and every model type of the README's family table; ELECTRA in both embedding layouts.
-FAMILY_NAMES = (
-    "bert", "roberta", "xlm-roberta", "electra", "electra-projected", "gpt2", "gpt_neox", "llama", "mistral", "qwen2",
-)
-
-
-INIT_STD = 0.2  # ten times a released model's: every head and neuron changes the logits visibly
-
-
-def tiny_model(family: str, num_labels: int = 2, seed: int = 0):
-    """A random tiny model: weights drawn with std INIT_STD; its config keeps the library's initializer_range."""
-    torch.manual_seed(seed)
-    config = tiny_config(family, num_labels)
-    library_std, config.initializer_range = config.initializer_range, INIT_STD
-    model = AutoModelForSequenceClassification.from_config(config)
-    model.config.initializer_range = library_std
-    return model.eval()
-
-
-def tiny_batch(batch_size: int = 3, seq_len: int = 7, seed: int = 0, num_labels: int = 2) -> dict:
-    """Random token ids with right padding in the last row."""
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(3, VOCAB_SIZE, (batch_size, seq_len), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    input_ids[-1, -2:] = PAD_ID
-    attention_mask[-1, -2:] = 0
-    labels = torch.randint(0, max(num_labels, 2), (batch_size,), generator=generator)
-    if num_labels == 1:
-        labels = torch.rand(batch_size, generator=generator)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 @pytest.fixture(params=FAMILY_NAMES)
@@ -119,3 +32,87 @@ def tiny_bert_tokenizer(tmp_path_factory):
     special_tokens = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
     (folder / "vocab.txt").write_text("\n".join(special_tokens + TINY_BERT_WORDS) + "\n")
     return BertTokenizerFast.from_pretrained(str(folder), model_max_length=64)
+
+
+@pytest.fixture(scope="session")
+def trained_bert(tmp_path_factory):
+    """(model_dir, data_dir, checkpoint) of a tiny BERT super-network (one_shot, small space) trained once for the
+    session; tests read it and write elsewhere."""
+    return train(tmp_path_factory.mktemp("trained_bert"), "bert")
+
+
+# The SageMaker launchers' tests: a local moto server, fake credentials, and no network beyond it.
+@pytest.fixture
+def only_local_network(monkeypatch):
+    """Record and refuse every name lookup but the moto server's, so that nothing reaches the internet."""
+    refused = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            refused.append(host)
+            raise socket.gaierror(f"the tests are offline: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    assert refused == []
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto on 127.0.0.1 in this process; its tracebacks for calls it lacks (iam:SimulatePrincipalPolicy, which
+    the SDK makes and tolerates failing) stay out of the output."""
+    from moto.server import ThreadedMotoServer  # imported here: only the launchers' tests need moto
+
+    werkzeug_logger = logging.getLogger("werkzeug")
+    level = werkzeug_logger.level
+    werkzeug_logger.setLevel(logging.CRITICAL)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    werkzeug_logger.setLevel(level)
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch, tmp_path):
+    """Fake keys and region, no local AWS profile or SDK config, and the SDK's telemetry kept at home.
+
+    ModelTrainer.train reports to https://sm-pysdk-t-<region>.s3.<region>.amazonaws.com (only_local_network
+    catches it). The SDK's opt-out is a config file, but with any config file the SDK validates it against its
+    JSON schema on every lookup, about 3 s per job, so the sender is replaced instead.
+    """
+    from sagemaker.core.telemetry import telemetry_logging
+
+    from nas_llm.cloud import sagemaker_jobs
+
+    for name in (
+        "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "SAGEMAKER_USER_CONFIG_OVERRIDE",
+        "SAGEMAKER_ADMIN_CONFIG_OVERRIDE", sagemaker_jobs.ROLE_ENV_VAR,
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *args, **kwargs: None)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no_aws_config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no_aws_credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@pytest.fixture
+def aws(moto_url, fake_credentials, monkeypatch):
+    """A fresh moto state with one bucket; boto3 sends the launchers' and the SDK's calls to it.
+
+    AWS_ENDPOINT_URL reaches every client the SDK makes except STS (it pins the regional STS endpoint), and
+    with --bucket nothing asks STS; SAGEMAKER_VALIDATE_ROLE=false skips the SDK's IAM policy simulation.
+    """
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return SimpleNamespace(s3=s3, sagemaker=boto3.client("sagemaker"))

@@ -20,20 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
-from test_end_to_end import ToyRun, training_loss
+from support import tiny_batch, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_sentiment
+from tiny_runs import ToyRun, training_loss
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
 import train_supernet
-from distributed import AcceleratedProcesses, check_deepspeed_support, gathered_parameters
-from errors import UsageError
-from models import save_supernet
-from sampling import PlannedPass, SubNetworkRunner, make_sampling_strategy, training_step
-from search_spaces import SearchSpace, make_search_space
-from slicing import runner_for
+from nas_llm.common.errors import UsageError
+from nas_llm.model.models import save_supernet
+from nas_llm.model.search_spaces import SearchSpace, make_search_space
+from nas_llm.model.slicing import runner_for
+from nas_llm.training.distributed import AcceleratedProcesses, check_deepspeed_support, gathered_parameters
+from nas_llm.training.objective import SubNetworkRunner
+from nas_llm.training.sampling import PlannedPass, make_sampling_strategy, training_step
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

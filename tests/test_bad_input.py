@@ -9,8 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
-from test_scripts import train
+from support import tiny_config
 from tiny_assets import write_tiny_model_dir
 from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -24,7 +23,7 @@ import run_offline_search
 import run_standard_nas
 import select_and_extract
 import train_supernet
-from errors import exit_on_usage_error
+from nas_llm.common.errors import exit_on_usage_error
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "bench"))
@@ -39,10 +38,10 @@ import study_glue  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, trained_bert):
     """A trained tiny super-network (small space), its pre-trained model and data, and bad user files."""
     root = tmp_path_factory.mktemp("bad_input")
-    model_dir, data_dir, checkpoint = train(root, "bert")
+    model_dir, data_dir, checkpoint = trained_bert
     (root / "no_label.csv").write_text("sentence\nthe cat\na dog\n")
     (root / "no_text.csv").write_text("text,label\nthe cat,1\na dog,0\n")
     (root / "empty.csv").write_text("sentence,label\n")

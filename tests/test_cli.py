@@ -13,16 +13,23 @@ import run_offline_search
 import run_rfp
 import run_standard_nas
 import train_supernet
-from arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments, parse_arguments
-from data import HUB_DATASETS, TASKS, DataArguments
-from lm_data import LMArguments
-from metrics import MAIN_METRIC
-from models import resolve_model_name
-from recovery import RecoveryArguments
-from rfp import RFPArguments
+from nas_llm.baselines.rfp import RFPArguments
+from nas_llm.baselines.standard_nas import StandardNASArguments
+from nas_llm.common.arguments import (
+    CostArguments,
+    ModelArguments,
+    NASArguments,
+    SupernetArguments,
+    TrainingArguments,
+    parse_arguments,
+)
+from nas_llm.data.data import HUB_DATASETS, TASKS, DataArguments
+from nas_llm.data.lm_data import LMArguments
+from nas_llm.data.metrics import MAIN_METRIC
+from nas_llm.extraction.recovery import RecoveryArguments
+from nas_llm.model.models import resolve_model_name
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
-from standard_nas import StandardNASArguments
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()

@@ -4,16 +4,14 @@ import copy
 
 import numpy as np
 import torch
-from conftest import tiny_config, tiny_model
-from test_mask import full_sub_network
-from torch.utils.flop_counter import FlopCounterMode
+from support import assert_macs_equal_torch_flop_counter, full_sub_network, tiny_config, tiny_model
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_macs, count_parameters, measure_latency, parameter_bytes
-from extract import extract_sub_network
-from families import family_for, layers_of
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.extraction.extract import extract_sub_network
+from nas_llm.model.cost import count_parameters, measure_latency, parameter_bytes
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
 
 
 def num_params(model) -> int:
@@ -90,16 +88,6 @@ def test_gqa_heads_count_like_a_model_with_fewer_kv_groups():
     assert count_parameters(model, sub_network).total == num_params(smaller)
 
 
-def assert_macs_equal_torch_flop_counter(model, example_shape: tuple[int, ...]) -> None:
-    """An independent count: torch's FlopCounterMode on the extracted dense model (eager attention), run on one
-    example of `example_shape` token ids (tokens last)."""
-    space = make_search_space("medium", model.config)
-    for sub_network in (space.largest(), space.sample(np.random.default_rng(0)), space.smallest()):
-        extracted = extract_sub_network(model, sub_network)
-        extracted.config._attn_implementation = "eager"
-        with FlopCounterMode(display=False) as counter:
-            extracted(input_ids=torch.randint(3, 60, (1, *example_shape)))
-        assert counter.get_total_flops() == 2 * count_macs(model, sub_network, seq_len=example_shape[-1])
 
 
 def test_macs_equal_torch_flop_counter_on_the_extracted_model(family_name):
@@ -116,8 +104,8 @@ def test_latency_is_measured_and_weight_memory_shrinks_with_the_sub_network():
 
 def test_latency_objective_ranks_half_the_macs_below_the_full_network():
     """What --objective latency minimises: a model large enough that compute, not overhead, takes the time."""
-    from arguments import CostArguments
-    from cost import CostMeter
+    from nas_llm.common.arguments import CostArguments
+    from nas_llm.model.cost import CostMeter
 
     torch.manual_seed(0)
     config = BertConfig(

@@ -8,7 +8,9 @@ import datasets
 import pytest
 import torch
 
-from data import (
+from nas_llm.common.errors import UsageError
+from nas_llm.common.hub import OFFLINE_ENV_VARS
+from nas_llm.data.data import (
     GLUE_FILES,
     TASKS,
     DataArguments,
@@ -19,9 +21,7 @@ from data import (
     task_info_for,
     tokenize_splits,
 )
-from errors import UsageError
-from hub import OFFLINE_ENV_VARS
-from metrics import MAIN_METRIC
+from nas_llm.data.metrics import MAIN_METRIC
 
 PAIR_TEXTS = [
     ('He called him "the witness".', '"The witness", he said.'),

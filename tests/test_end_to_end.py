@@ -10,64 +10,29 @@ is trained (and searched) per session and shared by the tests.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from scipy.stats import spearmanr
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_assets import write_tiny_model_dir, write_tiny_sentiment
+from tiny_runs import EPOCHS, ToyRun, logits_on, main_metric, train_toy, training_loss
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 import run_offline_search
 import select_and_extract
-import train_supernet
-from data import DataArguments, load_raw_splits
-from extract import extract_sub_network, num_parameters
-from families import layers_of
-from sub_network import SubNetwork
+from nas_llm.extraction.extract import extract_sub_network, num_parameters
+from nas_llm.model.families import layers_of
+from nas_llm.model.sub_network import SubNetwork
 
-EPOCHS = 5
 NUM_SAMPLES = 30
 SEARCH_SEED = "8"  # its params and flops fronts differ, so the flops search is told from the params one
 COST_SEQ_LEN = 16
 
 
-@dataclass(frozen=True)
-class ToyRun:
-    """A tiny BERT super-network trained on write_tiny_sentiment's task, with its inputs and logs."""
-
-    model_dir: Path
-    train_file: Path
-    test_file: Path
-    supernet: Path
-    log_dir: Path
-    regression: bool
-
-    def data_flags(self) -> list[str]:
-        return ["--train_file", str(self.train_file), "--validation_file", str(self.test_file)]
-
-    def split(self, name: str) -> tuple[list[str], np.ndarray]:
-        """Sentences and labels of a split as the scripts split the files (data.py is tested on its own)."""
-        split = load_raw_splits(DataArguments(train_file=str(self.train_file), validation_file=str(self.test_file)))
-        return list(split[name]["sentence"]), np.array(split[name]["label"])
 
 
-def train_toy(root: Path, regression: bool, strategy: str = "one_shot") -> ToyRun:
-    model_dir = write_tiny_model_dir(root / "model", "bert")
-    train_file, test_file = write_tiny_sentiment(root / "data", regression=regression)
-    run = ToyRun(model_dir, train_file, test_file, root / "supernet", root / "tb_train", regression)
-    train_supernet.main([
-        "--model_name_or_path", str(model_dir), *run.data_flags(), "--output_dir", str(run.supernet),
-        "--log_dir", str(run.log_dir), "--sampling_strategy", strategy, "--search_space", "small",
-        "--num_train_epochs", str(EPOCHS), "--per_device_train_batch_size", "16", "--learning_rate", "3e-3",
-        "--logging_steps", "1", "--save_strategy", "no", "--seed", "0",
-    ])
-    return run
 
 
 @pytest.fixture(scope="session")
@@ -104,20 +69,8 @@ def load(directory: Path):
     return AutoModelForSequenceClassification.from_pretrained(directory).eval()
 
 
-@torch.no_grad()
-def logits_on(model, run: ToyRun, split: str) -> tuple[torch.Tensor, np.ndarray]:
-    """(logits, labels) of a plain model on a split: one padded batch, no code of the project involved."""
-    sentences, labels = run.split(split)
-    batch = AutoTokenizer.from_pretrained(run.model_dir)(sentences, padding=True, return_tensors="pt")
-    return model.eval()(**batch).logits, labels
 
 
-def main_metric(model, run: ToyRun, split: str) -> float:
-    """Accuracy, or Spearman's rank correlation for regression, computed by hand."""
-    logits, labels = logits_on(model, run, split)
-    if run.regression:
-        return float(spearmanr(logits[:, 0].numpy(), labels).statistic)
-    return float((logits.argmax(-1).numpy() == labels).mean())
 
 
 def prefix_sub_network(heads_per_layer: list[int], neurons_per_layer: list[int], num_heads=4, num_neurons=20):
@@ -153,13 +106,6 @@ def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
 # --- training --------------------------------------------------------------------------------------------------
 
 
-def training_loss(model, run: ToyRun) -> float:
-    """How badly a plain model fits the training split: cross-entropy, or 1 - Spearman for regression (a rank
-    loss, whatever scale the training gives its outputs)."""
-    if run.regression:
-        return 1 - main_metric(model, run, "train")
-    logits, labels = logits_on(model, run, "train")
-    return F.cross_entropy(logits, torch.from_numpy(labels)).item()
 
 
 def test_training_lowers_the_training_loss_and_changes_every_layer(classification):

@@ -2,24 +2,20 @@
 
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_NAMES, tiny_batch, tiny_config, tiny_model
-from test_search_spaces import SPACE_NAMES
+from support import FAMILY_NAMES, SPACE_NAMES, reload_in_fresh_process, tiny_batch, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 
-from cost import count_macs, count_parameters, measure_latency
-from extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from families import family_for, layers_of
-from mask import masked
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from nas_llm.model.cost import count_macs, count_parameters, measure_latency
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
 
 
 def logits_of(model, sub_network=None):
@@ -68,32 +64,8 @@ def test_fewer_bert_heads_need_custom_code(tmp_path):
     assert kind == "custom_code" and (tmp_path / "modeling_nas_pruned.py").is_file()
 
 
-RELOAD_SCRIPT = """
-import json, sys, torch
-from pathlib import Path
-from transformers import AutoModelForSequenceClassification
-batch = torch.load(sys.argv[2], weights_only=True)
-reloaded = {}
-for directory in sorted(Path(sys.argv[1]).iterdir()):
-    standard = "auto_map" not in json.loads((directory / "config.json").read_text())
-    model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=not standard).eval()
-    with torch.no_grad():
-        logits = model(**batch).logits
-    params = sum(p.numel() for p in model.parameters())
-    reloaded[directory.name] = {"logits": logits, "params": params, "module": type(model).__module__}
-torch.save(reloaded, sys.argv[2] + ".out")
-"""
 
 
-def reload_in_fresh_process(models: Path, batch_file: Path) -> dict:
-    """{folder name: logits on the saved batch, parameter count, module} of every checkpoint folder in `models`,
-    loaded by transformers alone in ONE fresh process outside this project (cwd elsewhere, no PYTHONPATH)."""
-    root = batch_file.parent
-    subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, str(models), str(batch_file)],
-        check=True, cwd=root, env={"PATH": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_HOME": str(root / "hf")},
-    )
-    return torch.load(f"{batch_file}.out", weights_only=True)
 
 
 def standard_sub_network(model):

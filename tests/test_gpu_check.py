@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import gpu_check  # noqa: E402
 
-from errors import UsageError  # noqa: E402
+from nas_llm.common.errors import UsageError  # noqa: E402
 
 TINY = gpu_check.TINY
 

@@ -13,12 +13,12 @@ import torch
 from tiny_assets import WORDS, tiny_tokenizer, write_tiny_model_dir
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-import data
 import run_offline_search
 import select_and_extract
 import train_supernet
-from data import TASKS, DataArguments, TaskInfo, load_raw_splits, task_info_for, tokenize_splits
-from errors import UsageError
+from nas_llm.common.errors import UsageError
+from nas_llm.data import data
+from nas_llm.data.data import TASKS, DataArguments, TaskInfo, load_raw_splits, task_info_for, tokenize_splits
 
 # Ten training and four test reviews, labels as the hub stores them: 0 = neg, 1 = pos.
 TRAIN_REVIEWS = [(f"review {i}: {'a fine' if i % 3 else 'a dull'} film, truly.", int(i % 3 > 0)) for i in range(10)]

@@ -7,13 +7,13 @@ import stat
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from support import tiny_model
 from tiny_assets import tiny_tokenizer
 
-from extract import extract_sub_network, save_extracted
-from io_utils import JsonLinesLog, write_json_atomic
-from search_spaces import make_search_space
-from train_state import TrainingState, save_checkpoint
+from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic
+from nas_llm.extraction.extract import extract_sub_network, save_extracted
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.training.train_state import TrainingState, save_checkpoint
 
 UMASK = 0o027  # not the usual 0o022, so a mode that ignores the umask cannot pass by chance
 

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 from tiny_assets import write_tiny_model_dir, write_tiny_stsb
 
 import train_supernet
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
-from evaluation import predict
-from extract import extract_sub_network, load_extracted, save_extracted
-from label_scale import LabelScale, fit_label_scale, label_scale_of, set_label_scale
-from metrics import compute_task_metrics
-from models import load_tokenizer
-from sampling import PlannedPass, training_step
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from nas_llm.data.metrics import compute_task_metrics
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, save_extracted
+from nas_llm.model.label_scale import LabelScale, fit_label_scale, label_scale_of, set_label_scale
+from nas_llm.model.models import load_tokenizer
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
+from nas_llm.training.evaluation import predict
+from nas_llm.training.sampling import PlannedPass, training_step
 
 SCALE = LabelScale(mean=2.75, std=1.5)
 
@@ -123,7 +123,7 @@ def test_one_shot_full_network_predictions_on_regression_are_not_constant(tmp_pa
 
 def test_a_standard_nas_trial_trains_regression_on_standardised_labels(tmp_path):
     import standard_nas_trial
-    from standard_nas import SETTINGS_KEY, epoch_checkpoint
+    from nas_llm.baselines.standard_nas import SETTINGS_KEY, epoch_checkpoint
 
     model_dir = write_tiny_model_dir(tmp_path / "model", "bert", num_labels=1)
     data_dir = write_tiny_stsb(tmp_path / "glue")

@@ -23,24 +23,24 @@ import run_offline_search  # noqa: E402
 import run_standard_nas  # noqa: E402
 import select_and_extract  # noqa: E402
 import train_supernet  # noqa: E402
-from cost import count_macs  # noqa: E402
-from data import DataArguments, make_dataloader  # noqa: E402
-from errors import exit_on_usage_error  # noqa: E402
-from extract import extract_sub_network  # noqa: E402
-from families import layers_of  # noqa: E402
-from language_modeling import (  # noqa: E402
+from nas_llm.common.errors import exit_on_usage_error  # noqa: E402
+from nas_llm.data.data import DataArguments, make_dataloader  # noqa: E402
+from nas_llm.data.lm_data import LMArguments, load_blocks  # noqa: E402
+from nas_llm.extraction.extract import extract_sub_network  # noqa: E402
+from nas_llm.model.cost import count_macs  # noqa: E402
+from nas_llm.model.families import layers_of  # noqa: E402
+from nas_llm.model.models import load_causal_lm, save_supernet  # noqa: E402
+from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.slicing import sliced  # noqa: E402
+from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.training.language_modeling import (  # noqa: E402
     LANGUAGE_MODELING,
     causal_lm_loss,
     evaluate_language_model,
     lm_error,
     token_distillation_loss,
 )
-from lm_data import LMArguments, load_blocks  # noqa: E402
-from models import load_causal_lm, save_supernet  # noqa: E402
-from sampling import PlannedPass, training_step  # noqa: E402
-from search_spaces import make_search_space  # noqa: E402
-from slicing import sliced  # noqa: E402
-from sub_network import SubNetwork  # noqa: E402
+from nas_llm.training.sampling import PlannedPass, training_step  # noqa: E402
 
 BLOCK_SIZE = 16
 PROMPT = "the big cat"

@@ -6,23 +6,13 @@ import json
 
 import botocore.client
 import pytest
-from test_launchers import (  # noqa: F401  (pytest fixtures)
-    AWS_FLAGS,
-    BUCKET,
-    assert_no_secret,
-    aws,
-    channel_uris,
-    dry_run,
-    fake_credentials,
-    moto_url,
-    only_local_network,
-    s3_text,
-    training_jobs,
-)
+from support import AWS_FLAGS, BUCKET, assert_no_secret, channel_uris, dry_run, s3_text, training_jobs
 
 import launch_standard_nas
-import sagemaker_jobs
-from errors import exit_on_usage_error
+from nas_llm.cloud import sagemaker_jobs
+from nas_llm.common.errors import exit_on_usage_error
+
+pytestmark = pytest.mark.usefixtures("only_local_network")  # nothing reaches the internet
 
 RUN = ["--task_name", "mrpc", "--seed", "2", "--search_space", "medium", "--max_epochs", "2", "--num_samples", "30"]
 RUN_FOLDER = "bert-base-cased/mrpc/moasha/medium/epochs_2/seed_2"
@@ -35,7 +25,7 @@ HYPERPARAMETERS = {
 
 
 def test_launcher_schedulers_are_the_entry_scripts_schedulers():
-    from standard_nas import SCHEDULERS
+    from nas_llm.baselines.standard_nas import SCHEDULERS
 
     assert launch_standard_nas.SCHEDULERS == SCHEDULERS
 

@@ -7,39 +7,40 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
-import boto3
 import botocore.client
 import pytest
 from moto.sagemaker.models import sagemaker_backends
-from moto.server import ThreadedMotoServer
-from sagemaker.core.telemetry import telemetry_logging
+from support import (
+    ACCOUNT,
+    AWS_FLAGS,
+    BUCKET,
+    REGION,
+    ROLE,
+    assert_no_secret,
+    channel_uris,
+    dry_run,
+    s3_text,
+    training_jobs,
+)
 
 import launch_all_offline_search
 import launch_all_supernet_training
 import launch_offline_search
 import launch_supernet_training
-import sagemaker_jobs
-from arguments import SupernetArguments
-from errors import exit_on_usage_error
+from nas_llm.cloud import sagemaker_jobs
+from nas_llm.common import flags
+from nas_llm.common.arguments import SupernetArguments
+from nas_llm.common.errors import exit_on_usage_error
+
+pytestmark = pytest.mark.usefixtures("only_local_network")  # nothing reaches the internet
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-FAKE_ACCESS_KEY_ID = "AKIAFAKEKEYFORTESTS7"
-FAKE_SECRET_ACCESS_KEY = "fake-secret-access-key-for-moto-tests"
-ACCOUNT = "123456789012"  # moto's account
-REGION = "us-east-1"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/NasLlmSageMaker"
-BUCKET = "nas-llm-tests"
-AWS_FLAGS = ["--role", ROLE, "--bucket", BUCKET, "--region", REGION]
 SUPERNET = [
     "--task_name", "mrpc", "--seed", "3", "--sampling_strategy", "sandwich", "--search_space", "medium",
     "--num_train_epochs", "2",
@@ -47,72 +48,12 @@ SUPERNET = [
 SUPERNET_FOLDER = "bert-base-cased/mrpc/sandwich/medium/epochs_2/seed_3"
 
 
-@pytest.fixture(autouse=True)
-def only_local_network(monkeypatch):
-    """Record and refuse every name lookup but the moto server's, so that nothing reaches the internet."""
-    refused = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost"):
-            refused.append(host)
-            raise socket.gaierror(f"the tests are offline: {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield
-    assert refused == []
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    """moto on 127.0.0.1 in this process; its tracebacks for calls it lacks (iam:SimulatePrincipalPolicy, which
-    the SDK makes and tolerates failing) stay out of the output."""
-    werkzeug_logger = logging.getLogger("werkzeug")
-    level = werkzeug_logger.level
-    werkzeug_logger.setLevel(logging.CRITICAL)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    werkzeug_logger.setLevel(level)
 
 
-@pytest.fixture
-def fake_credentials(monkeypatch, tmp_path):
-    """Fake keys and region, no local AWS profile or SDK config, and the SDK's telemetry kept at home.
-
-    ModelTrainer.train reports to https://sm-pysdk-t-<region>.s3.<region>.amazonaws.com (only_local_network
-    catches it). The SDK's opt-out is a config file, but with any config file the SDK validates it against its
-    JSON schema on every lookup, about 3 s per job, so the sender is replaced instead.
-    """
-    for name in (
-        "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "SAGEMAKER_USER_CONFIG_OVERRIDE",
-        "SAGEMAKER_ADMIN_CONFIG_OVERRIDE", sagemaker_jobs.ROLE_ENV_VAR,
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(telemetry_logging, "_send_telemetry_request", lambda *args, **kwargs: None)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no_aws_config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no_aws_credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
-@pytest.fixture
-def aws(moto_url, fake_credentials, monkeypatch):
-    """A fresh moto state with one bucket; boto3 sends the launchers' and the SDK's calls to it.
-
-    AWS_ENDPOINT_URL reaches every client the SDK makes except STS (it pins the regional STS endpoint), and
-    with --bucket nothing asks STS; SAGEMAKER_VALIDATE_ROLE=false skips the SDK's IAM policy simulation.
-    """
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    return SimpleNamespace(s3=s3, sagemaker=boto3.client("sagemaker"))
 
 
 @pytest.fixture
@@ -125,15 +66,8 @@ def small_source_dir(tmp_path) -> list[str]:
     return ["--source_dir", str(source_dir)]
 
 
-def dry_run(main, argv: list[str], capsys) -> list[dict]:
-    main([*argv, "--dry_run"])
-    return json.loads(capsys.readouterr().out)
 
 
-def training_jobs(aws) -> dict[str, dict]:
-    """Every training job in moto, described."""
-    names = [job["TrainingJobName"] for job in aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]]
-    return {name: aws.sagemaker.describe_training_job(TrainingJobName=name) for name in names}
 
 
 def base_names(jobs: dict[str, dict]) -> list[str]:
@@ -141,16 +75,8 @@ def base_names(jobs: dict[str, dict]) -> list[str]:
     return sorted(re.fullmatch(r"(.+)-\d{14}", name).group(1) for name in jobs)
 
 
-def channel_uris(description: dict) -> dict[str, str]:
-    return {
-        channel["ChannelName"]: channel["DataSource"]["S3DataSource"]["S3Uri"]
-        for channel in description["InputDataConfig"]
-    }
 
 
-def s3_text(aws, uri: str) -> str:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    return aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def finish_supernet(aws, folder: str) -> None:
@@ -158,27 +84,19 @@ def finish_supernet(aws, folder: str) -> None:
     aws.s3.put_object(Bucket=BUCKET, Key=f"nas_llm/supernet/{folder}/results.json", Body=b"{}")
 
 
-def assert_no_secret(*texts: str) -> None:
-    for text in texts:
-        assert FAKE_ACCESS_KEY_ID not in text and FAKE_SECRET_ACCESS_KEY not in text
 
 
 def test_launcher_choices_are_the_entry_scripts_choices():
-    from data import TASKS
-    from reorder import REORDER_UNITS
-    from sampling import SAMPLING_STRATEGIES
-    from search_spaces import SEARCH_SPACES
-    from searchers import SEARCH_STRATEGIES
-    from sub_network_sampler import SAMPLING_DISTRIBUTIONS
+    """The launchers offer the torch-free vocabulary (flags.py); each name in it has an implementation."""
+    from nas_llm.data.data import TASKS
+    from nas_llm.model.search_spaces import SEARCH_SPACES
+    from nas_llm.training.sampling import SAMPLING_STRATEGIES
 
-    assert sagemaker_jobs.TASKS == tuple(TASKS)
+    assert flags.TASKS == tuple(TASKS)
     distilling = tuple(name for name, strategy in SAMPLING_STRATEGIES.items() if strategy.distill)
-    assert sagemaker_jobs.DISTILLING_STRATEGIES == distilling
-    assert sagemaker_jobs.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
-    assert sagemaker_jobs.SEARCH_SPACES == tuple(SEARCH_SPACES)
-    assert sagemaker_jobs.SEARCH_STRATEGIES == tuple(SEARCH_STRATEGIES)
-    assert sagemaker_jobs.REORDER_UNITS == REORDER_UNITS
-    assert sagemaker_jobs.SAMPLING_DISTRIBUTIONS == SAMPLING_DISTRIBUTIONS
+    assert flags.DISTILLING_STRATEGIES == distilling
+    assert flags.SAMPLING_STRATEGIES == tuple(SAMPLING_STRATEGIES)
+    assert flags.SEARCH_SPACES == tuple(SEARCH_SPACES)
 
 
 def test_dry_run_prints_the_job_definitions_without_any_aws_call(fake_credentials, monkeypatch, capsys):
@@ -247,18 +165,18 @@ def test_label_and_teacher_flags_pass_through_to_the_training_job(capsys):
 
 def test_job_names_are_valid_unique_and_deterministic(capsys):
     every_value = [
-        "--task_names", ",".join(sagemaker_jobs.TASKS), "--seeds", "0,1",
-        "--sampling_strategies", ",".join(sagemaker_jobs.SAMPLING_STRATEGIES),
-        "--search_spaces", ",".join(sagemaker_jobs.SEARCH_SPACES),
+        "--task_names", ",".join(flags.TASKS), "--seeds", "0,1",
+        "--sampling_strategies", ",".join(flags.SAMPLING_STRATEGIES),
+        "--search_spaces", ",".join(flags.SEARCH_SPACES),
         "--model_name_or_path", "meta-llama/Llama-3.2-1B-Instruct", "--s3_prefix", "a/long/experiment/prefix",
     ]
     trainings = dry_run(launch_all_supernet_training.main, every_value, capsys)
     searches = dry_run(
         launch_all_offline_search.main,
-        [*every_value, "--search_strategies", ",".join(sagemaker_jobs.SEARCH_STRATEGIES)], capsys,
+        [*every_value, "--search_strategies", ",".join(flags.SEARCH_STRATEGIES)], capsys,
     )
-    strategies, spaces = sagemaker_jobs.SAMPLING_STRATEGIES, sagemaker_jobs.SEARCH_SPACES
-    grid_size = len(sagemaker_jobs.TASKS) * 2 * len(strategies) * len(spaces)
+    strategies, spaces = flags.SAMPLING_STRATEGIES, flags.SEARCH_SPACES
+    grid_size = len(flags.TASKS) * 2 * len(strategies) * len(spaces)
     assert len(trainings) == grid_size and len(searches) == len(trainings) * 5
     names = [job["base_job_name"] for job in trainings + searches]
     assert len(set(names)) == len(names)

@@ -5,13 +5,13 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 
-from cost import count_parameters
-from families import family_for, layers_of
-from lstsq import MAX_SCALE, solve_scales, tune_masks, unpruned_streams
-from mask import masked
-from sub_network import SubNetwork
+from nas_llm.extraction.lstsq import MAX_SCALE, solve_scales, tune_masks, unpruned_streams
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.sub_network import SubNetwork
 
 BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]  # the last row of each is padded
 # Where each family's residual stream is read right after a block: the input of the module that follows it

@@ -4,19 +4,10 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from support import full_sub_network, tiny_batch, tiny_model, zero_inputs_of
 
-from families import family_for, layers_of
-from mask import masked
-from sub_network import SubNetwork
-
-
-def full_sub_network(model) -> SubNetwork:
-    family = family_for(model)
-    config = model.config
-    return SubNetwork.full(
-        family.num_layers(config), family.num_head_units(config), family.intermediate_size(config)
-    )
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
 
 
 def logits(model, **overrides) -> torch.Tensor:
@@ -26,16 +17,8 @@ def logits(model, **overrides) -> torch.Tensor:
         return model(**batch, **overrides).logits
 
 
-def weight_of(layer, path):
-    module = layer.get_submodule(path)
-    # Conv1D (GPT-2) stores (in, out); nn.Linear stores (out, in): the input axis differs.
-    return module.weight, 0 if type(module).__name__ == "Conv1D" else 1
 
 
-def zero_inputs_of(layer, path: str, index: torch.Tensor) -> None:
-    weight, input_dim = weight_of(layer, path)
-    with torch.no_grad():
-        weight.index_fill_(input_dim, index, 0.0)
 
 
 def test_head_mask_equals_zeroing_the_heads_in_the_output_projection(family_name):

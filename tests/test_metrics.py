@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from errors import UsageError
-from metrics import MAIN_METRIC, compute_task_metrics, task_error, trivial_metric
+from nas_llm.common.errors import UsageError
+from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, task_error, trivial_metric
 
 
 def test_accuracy_and_f1_match_hand_computed_values():

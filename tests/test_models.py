@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import PAD_ID, tiny_config, tiny_model
+from support import PAD_ID, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 from transformers import AutoConfig, AutoModel
 
-from errors import UsageError
-from models import load_model, load_tokenizer
-from search_spaces import make_search_space
-from slicing import sliced
+from nas_llm.common.errors import UsageError
+from nas_llm.model.models import load_model, load_tokenizer
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
 
 DECODERS = ["gpt2", "gpt_neox", "llama", "qwen2"]
 PROJECT_DIR = Path(__file__).resolve().parents[1]

@@ -19,28 +19,33 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_NAMES, INIT_STD, tiny_config
-from test_cost import assert_macs_equal_torch_flop_counter
-from test_mask import full_sub_network, zero_inputs_of
+from support import (
+    FAMILY_NAMES,
+    INIT_STD,
+    assert_macs_equal_torch_flop_counter,
+    full_sub_network,
+    tiny_config,
+    zero_inputs_of,
+)
 from tiny_assets import SWAG_COLUMNS, tiny_tokenizer, write_tiny_model_dir, write_tiny_swag
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES
 
-import data
 import run_offline_search
 import run_rfp
 import run_standard_nas
 import select_and_extract
 import train_supernet
-from data import TASKS, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from errors import UsageError, exit_on_usage_error
-from families import family_for, layers_of
-from mask import masked
-from metrics import trivial_metric
-from reorder import reorder_by_importance
-from sampling import hidden_state_loss
-from slicing import sliced
-from teacher import check_same_architecture
+from nas_llm.common.errors import UsageError, exit_on_usage_error
+from nas_llm.data import data
+from nas_llm.data.data import TASKS, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
+from nas_llm.data.metrics import trivial_metric
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.slicing import sliced
+from nas_llm.training.reorder import reorder_by_importance
+from nas_llm.training.sampling import hidden_state_loss
+from nas_llm.training.teacher import check_same_architecture
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MULTIPLE_CHOICE_FAMILIES = [

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from search_spaces import make_search_space
+from nas_llm.model.search_spaces import make_search_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pareto import hypervolume_2d, pareto_indices
+from nas_llm.search.pareto import hypervolume_2d, pareto_indices
 
 
 def test_pareto_front_of_a_small_set():

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file
 from scipy.stats import pearsonr, spearmanr
 from tiny_assets import write_tiny_model_dir, write_tiny_rte, write_tiny_stsb
 
-from report import read_points
+from nas_llm.search.report import read_points
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "bench"))
@@ -103,8 +103,8 @@ RELOAD_LM = """
 import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 sys.path.insert(0, sys.argv[3])
-from data import DataArguments
-from lm_data import LMArguments, load_blocks
+from nas_llm.data.data import DataArguments
+from nas_llm.data.lm_data import LMArguments, load_blocks
 model_dir, test_file = sys.argv[1], sys.argv[2]
 model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -115,6 +115,12 @@ with torch.no_grad():
               for block in blocks["input_ids"]]
 print(json.dumps({"loss": sum(losses) / len(losses)}))
 """
+
+
+def correlation(statistic, predictions: np.ndarray, labels: np.ndarray) -> float:
+    """A correlation, 0 for constant predictions (a sub-network without layers predicts one value for all), as
+    the project's metrics define it (scipy gives nan)."""
+    return 0.0 if np.ptp(predictions) == 0 else float(statistic(predictions, labels)[0])
 
 
 def reloaded_test_metrics(task: Task, model_dir: Path) -> dict[str, float]:
@@ -129,7 +135,8 @@ def reloaded_test_metrics(task: Task, model_dir: Path) -> dict[str, float]:
     outputs = np.array(result["outputs"])
     if task.name == "stsb":
         labels = np.array([float(row["score"]) for row in rows])
-        return {"pearson": pearsonr(outputs[:, 0], labels)[0], "spearmanr": spearmanr(outputs[:, 0], labels)[0]}
+        return {"pearson": correlation(pearsonr, outputs[:, 0], labels),
+                "spearmanr": correlation(spearmanr, outputs[:, 0], labels)}
     labels = np.array([result["label2id"][row["label"]] for row in rows])
     return {"accuracy": float((outputs.argmax(1) == labels).mean())}
 

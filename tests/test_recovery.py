@@ -14,19 +14,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
-from test_end_to_end import logits_on, train_toy
-from test_extract import reload_in_fresh_process
-from test_scripts import record_tokenized_splits, scalar_tags
+from support import reload_in_fresh_process
+from tiny_runs import logits_on, record_tokenized_splits, scalar_tags, train_toy
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import run_offline_search
 import select_and_extract
-from cost import count_parameters
-from errors import UsageError
-from extract import extract_sub_network
-from recovery import RecoveryArguments, fine_tune
-from search_spaces import make_search_space
-from teacher import Teacher
+from nas_llm.common.errors import UsageError
+from nas_llm.extraction.extract import extract_sub_network
+from nas_llm.extraction.recovery import RecoveryArguments, fine_tune
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.training.teacher import Teacher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import evaluate_checkpoint  # noqa: E402

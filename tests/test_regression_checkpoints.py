@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILY_NAMES
-from test_extract import reload_in_fresh_process
+from support import FAMILY_NAMES, reload_in_fresh_process
 from tiny_assets import write_tiny_model_dir, write_tiny_stsb
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -23,9 +22,9 @@ import run_rfp
 import select_and_extract
 import standard_nas_trial
 import train_supernet
-from data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
-from search_spaces import make_search_space
-from standard_nas import SETTINGS_KEY, epoch_checkpoint
+from nas_llm.baselines.standard_nas import SETTINGS_KEY, epoch_checkpoint
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from nas_llm.model.search_spaces import make_search_space
 
 # Their transformers classes end the head in a linear layer with a bias, into which the labels' mean can go; the
 # GPT-2, GPT-NeoX and Llama-family heads have none, and their config says how to map the outputs.

@@ -6,19 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
 
 import train_supernet
-from errors import UsageError
-from families import family_for, layers_of
-from importance import mask_gradients, unit_importance
-from mask import masked
-from reorder import IMPORTANCE_FILE, reorder_by_importance
-from sampling import task_loss
-from slicing import sliced
-from sub_network import SubNetwork
+from nas_llm.common.errors import UsageError
+from nas_llm.model.families import family_for, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.importance import mask_gradients, unit_importance
+from nas_llm.training.objective import task_loss
+from nas_llm.training.reorder import IMPORTANCE_FILE, reorder_by_importance
 
 BATCHES = [tiny_batch(batch_size=4, seed=seed) for seed in range(3)]
 

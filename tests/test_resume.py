@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_scripts import train
+from tiny_runs import train
 
-from errors import UsageError
+from nas_llm.common.errors import UsageError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

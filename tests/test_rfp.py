@@ -7,19 +7,19 @@ import time
 
 import pytest
 import torch
-from test_scripts import train
+from tiny_runs import train
 
 import plot_pareto
 import run_rfp
 import select_and_extract
-from data import DataArguments, load_raw_splits, tokenize_splits
-from errors import UsageError
-from extract import extract_sub_network, load_extracted, num_parameters
-from importance import MaskGradients, UnitImportance, unit_importance
-from lstsq import calibration_batches
-from models import load_supernet
-from rfp import UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
-from sub_network import SubNetwork
+from nas_llm.baselines.rfp import UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
+from nas_llm.common.errors import UsageError
+from nas_llm.data.data import DataArguments, load_raw_splits, tokenize_splits
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters
+from nas_llm.extraction.lstsq import calibration_batches
+from nas_llm.model.models import load_supernet
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.importance import MaskGradients, UnitImportance, unit_importance
 
 BUDGETS = (0.4, 0.6, 0.8)
 # Mask gradients of 4 units on 2 batches: units 0 and 1 move the loss one way in batch 2, unit 2 the other way.

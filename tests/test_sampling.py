@@ -7,20 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
+from support import tiny_batch, tiny_model
 
-from errors import UsageError
-from label_scale import LabelScale, set_label_scale
-from mask import masked
-from sampling import (
-    SAMPLING_STRATEGIES,
-    distillation_loss,
-    make_sampling_strategy,
-    training_step,
-)
-from search_spaces import make_search_space
-from slicing import sliced
-from teacher import Teacher
+from nas_llm.common.errors import UsageError
+from nas_llm.model.label_scale import LabelScale, set_label_scale
+from nas_llm.model.mask import masked
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
+from nas_llm.training.objective import distillation_loss
+from nas_llm.training.sampling import SAMPLING_STRATEGIES, make_sampling_strategy, training_step
+from nas_llm.training.teacher import Teacher
 
 K = 2  # random sub-networks per step
 

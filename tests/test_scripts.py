@@ -5,51 +5,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAMILY_NAMES
+from support import FAMILY_NAMES
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_assets import write_tiny_model_dir, write_tiny_rte
+from tiny_runs import record_tokenized_splits, scalar_tags, search, train
 from transformers import AutoConfig
 
-import data
 import plot_pareto
 import run_offline_search
 import select_and_extract
 import train_supernet
-from errors import UsageError
-from search_spaces import SEARCH_SPACES
-from searchers import SEARCH_STRATEGIES
-from sub_network import SubNetwork
-
-
-def scalar_tags(log_dir) -> set[str]:
-    accumulator = EventAccumulator(str(log_dir))
-    accumulator.Reload()
-    return set(accumulator.Tags()["scalars"])
-
-
-def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small"):
-    model_dir = write_tiny_model_dir(tmp_path / "model", family)
-    data_dir = write_tiny_rte(tmp_path / "glue")
-    checkpoint = tmp_path / "supernet"
-    train_supernet.main([
-        "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
-        "--output_dir", str(checkpoint), "--log_dir", str(tmp_path / "tb_train"),
-        "--sampling_strategy", strategy, "--search_space", space, "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1",
-        "--save_strategy", "epoch", "--seed", "0", "--fp16", "True",
-    ])
-    return model_dir, data_dir, checkpoint
-
-
-def search(tmp_path, model_dir, data_dir, checkpoint, strategy: str, space: str = "small", seed: int = 0, extra=()):
-    output_dir = tmp_path / f"results_{strategy}_{seed}"
-    run_offline_search.main([
-        "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
-        "--checkpoint_dir_model", str(checkpoint), "--search_space", space, "--search_strategy", strategy,
-        "--num_samples", "10", "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb_search"),
-        "--seed", str(seed), "--cost_seq_len", "16", "--latency_repeats", "1", *extra,
-    ])
-    return json.loads((output_dir / "results_rte.json").read_text())
+from nas_llm.common.errors import UsageError
+from nas_llm.common.flags import SEARCH_STRATEGIES
+from nas_llm.data import lm_data
+from nas_llm.model.search_spaces import SEARCH_SPACES
+from nas_llm.model.sub_network import SubNetwork
 
 
 @pytest.fixture(scope="session", params=FAMILY_NAMES)
@@ -86,8 +56,8 @@ def test_search_reports_every_evaluation_and_the_pareto_set(tmp_path, trained_fa
     assert {"search/error", "search/params"} <= scalar_tags(run)
 
 
-def test_search_is_reproducible_for_a_seed(tmp_path):
-    model_dir, data_dir, checkpoint = train(tmp_path, "bert")
+def test_search_is_reproducible_for_a_seed(tmp_path, trained_bert):
+    model_dir, data_dir, checkpoint = trained_bert
     first = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", seed=3)
     again = search(
         tmp_path, model_dir, data_dir, checkpoint, "random_search", seed=3, extra=["--overwrite_output_dir", "True"]
@@ -96,22 +66,13 @@ def test_search_is_reproducible_for_a_seed(tmp_path):
     assert [e["error"] for e in first["evaluations"]] == [e["error"] for e in again["evaluations"]]
 
 
-def record_tokenized_splits(monkeypatch, script) -> list[list[str]]:
-    """The names of the splits each call of `script`'s tokenize_splits returns, in call order."""
-    calls = []
-
-    def tokenize_and_record(splits, *args):
-        tokenized = data.tokenize_splits(splits, *args)
-        calls.append(sorted(tokenized))
-        return tokenized
-
-    monkeypatch.setattr(script, "tokenize_splits", tokenize_and_record)
-    return calls
 
 
-def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchanged(tmp_path, monkeypatch):
-    model_dir, data_dir, checkpoint = train(tmp_path, "bert")
-    tokenized_splits = record_tokenized_splits(monkeypatch, run_offline_search)
+def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchanged(
+    tmp_path, monkeypatch, trained_bert
+):
+    model_dir, data_dir, checkpoint = trained_bert
+    tokenized_splits = record_tokenized_splits(monkeypatch, lm_data)  # run_offline_search's evaluation_splits
     start = time.perf_counter()
     results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     search_time = time.perf_counter() - start
@@ -126,7 +87,7 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
         raise AssertionError("a finished search must not load a model or data")
 
     monkeypatch.setattr(run_offline_search, "load_supernet", must_not_run)
-    monkeypatch.setattr(run_offline_search, "load_raw_splits", must_not_run)
+    monkeypatch.setattr(lm_data, "load_raw_splits", must_not_run)
     start = time.perf_counter()
     search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])
     assert time.perf_counter() - start < 0.1 * search_time
@@ -136,11 +97,6 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
             tmp_path, model_dir, data_dir, checkpoint, "random_search",
             extra=["--objective", "latency", "--max_test_samples", "5"],
         )
-
-
-@pytest.fixture(scope="module")
-def trained_bert(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("trained_bert"), "bert")
 
 
 @pytest.mark.parametrize("strategy", SEARCH_STRATEGIES)

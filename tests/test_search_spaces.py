@@ -3,16 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from support import SPACE_NAMES, tiny_config
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_parameters
-from errors import UsageError
-from search_spaces import SEARCH_SPACES, ModelShape, make_search_space
-from searchers import IntegerCodec
-from sub_network import SubNetwork
-
-SPACE_NAMES = tuple(SEARCH_SPACES)
+from nas_llm.common.errors import UsageError
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.search_spaces import ModelShape, make_search_space
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.searchers import IntegerCodec
 
 
 @pytest.fixture(params=SPACE_NAMES)

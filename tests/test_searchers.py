@@ -7,9 +7,10 @@ import pytest
 import torch
 from syne_tune.config_space import Categorical, Domain, choice, ordinal, randint, uniform
 
-from errors import UsageError
+from nas_llm.common.errors import UsageError
+from nas_llm.common.flags import SEARCH_STRATEGIES
+from nas_llm.search.searchers import EHVI_MAX_HYPERPARAMETERS, EHVISearcher, Searcher, make_searcher
 from run_offline_search import SearchArguments
-from searchers import EHVI_MAX_HYPERPARAMETERS, SEARCH_STRATEGIES, EHVISearcher, Searcher, make_searcher
 
 METRICS = ["error", "params"]
 NUM_STEPS = 10

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config, tiny_model
-from test_search_spaces import SPACE_NAMES
+from support import SPACE_NAMES, tiny_batch, tiny_config, tiny_model
 
-from mask import masked
-from sampling import task_loss
-from search_spaces import make_search_space
-from slicing import sliced
-from sub_network import SubNetwork
+from nas_llm.model.mask import masked
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.objective import task_loss
 
 
 def sub_networks(family: str, space_name: str, count: int = 4) -> list[SubNetwork]:

@@ -10,16 +10,22 @@ from syne_tune.backend.trial_status import Trial
 from syne_tune.config_space import randint
 from syne_tune.optimizer.scheduler import SchedulerDecision
 from syne_tune.report import retrieve
-from test_scripts import search, train
+from tiny_runs import search
 from transformers import AutoModelForSequenceClassification
 
 import plot_pareto
 import run_standard_nas
 import select_and_extract
-from errors import UsageError
-from extract import extract_sub_network, load_extracted, num_parameters
-from standard_nas import SETTINGS_FILE, TRIALS_DIR, NonDominatedRank, make_scheduler, prepare_output_dir
-from sub_network import SubNetwork
+from nas_llm.baselines.standard_nas import (
+    SETTINGS_FILE,
+    TRIALS_DIR,
+    NonDominatedRank,
+    make_scheduler,
+    prepare_output_dir,
+)
+from nas_llm.common.errors import UsageError
+from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters
+from nas_llm.model.sub_network import SubNetwork
 
 
 def test_non_dominated_rank_is_each_trials_place_in_the_sort():
@@ -102,9 +108,9 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path, extra, messa
 
 
 def test_standard_nas_runs_trials_with_syne_tune_and_plots_next_to_a_weight_sharing_search(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, trained_bert
 ):
-    model_dir, data_dir, checkpoint = train(tmp_path, "bert")
+    model_dir, data_dir, checkpoint = trained_bert
     working_dir = tmp_path / "cwd"
     working_dir.mkdir()
     monkeypatch.chdir(working_dir)

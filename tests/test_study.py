@@ -228,8 +228,8 @@ def test_standard_nas_runs_on_every_task_given_the_best_rows_training_plus_one_s
         for seed, runtime_s in ((0, search_s), (1, 9999)):
             results = runs.folder / f"search_{key}_seed{seed}" / f"results_{task}.json"
             results.parent.mkdir(parents=True)
-            results.write_text(json.dumps({"runtime_s": runtime_s,
-                                           "pareto_set": [{"error": error, "params": 0.5}]}))
+            point = {"error": error, "params": 0.5}
+            results.write_text(json.dumps({"runtime_s": runtime_s, "evaluations": [point], "pareto_set": [point]}))
     phase_paper_baselines(runs)
     assert runs.ran == [("recover", "e_params", 0.5, "lstsq"), ("rfp",), ("standard_nas", 1994)]
 

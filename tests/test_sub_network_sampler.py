@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from support import tiny_model
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from cost import count_parameters
-from sampling import make_sampling_strategy
-from search_spaces import make_search_space
-from sub_network_sampler import LayerParameterCounter, ParameterBinSampler, make_sub_network_sampler
+from nas_llm.model.cost import count_parameters
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.training.sampling import make_sampling_strategy
+from nas_llm.training.sub_network_sampler import LayerParameterCounter, ParameterBinSampler, make_sub_network_sampler
 
 SPACE_NAMES = ("small", "smallpower2", "medium", "layer", "layer_block", "large")
 

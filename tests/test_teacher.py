@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_model
 from safetensors.torch import load_file
+from support import tiny_batch, tiny_model
 from tiny_assets import tiny_tokenizer, write_tiny_model_dir, write_tiny_rte
 
 import train_supernet
-from errors import UsageError
-from label_scale import LabelScale, set_label_scale
-from mask import masked
-from sampling import PlannedPass, corresponding_hidden_states, make_sampling_strategy, training_step
-from search_spaces import make_search_space
-from slicing import sliced
-from sub_network import SubNetwork
-from teacher import Teacher
+from nas_llm.common.errors import UsageError
+from nas_llm.model.label_scale import LabelScale, set_label_scale
+from nas_llm.model.mask import masked
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.training.sampling import PlannedPass, corresponding_hidden_states, make_sampling_strategy, training_step
+from nas_llm.training.teacher import Teacher
 
 T = 2.0  # temperature
 

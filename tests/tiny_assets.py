@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from conftest import PAD_ID, VOCAB_SIZE, tiny_model
+from support import PAD_ID, VOCAB_SIZE, tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 

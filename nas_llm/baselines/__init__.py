@@ -1,0 +1,1 @@
+"""The methods the paper compares against: retraining-free pruning and standard NAS."""

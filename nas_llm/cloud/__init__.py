@@ -1,0 +1,1 @@
+"""Running the entry scripts as SageMaker jobs."""

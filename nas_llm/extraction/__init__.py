@@ -1,0 +1,1 @@
+"""From a chosen sub-network to a standalone model: extraction, least squares, recovery, model cards."""

@@ -1,0 +1,282 @@
+"""Layer-wise least-squares mask tuning (Kwon et al. 2022): rescale the kept units, no gradient steps.
+
+A block (attention or FFN) adds to the residual stream the sum of its units' contributions through its output
+projection: y = sum_u s_u X_u W_u^T (X_u: the unit's slice of the projection's input, W_u: the projection's
+columns for it, s_u = 1). Pruning drops units, and the blocks before have already moved the residual stream r
+the block adds to. As in Kwon et al., the kept units are rescaled so that the stream after the block best
+matches the unpruned model's, over the calibration tokens (padding excluded):
+
+    min_s || r_p + sum_{u kept} s_u Xp_u W_u^T - (r_f + sum_{v all} Xf_v W_v^T) ||^2
+
+(p: the pruned model, its earlier blocks already tuned; f: the unpruned model; the projection's bias is on both
+sides and cancels). So a block also compensates what earlier blocks lost, and blocks that keep every unit are
+tuned too. For d = s - 1 this is min_d || sum_u d_u A_u + E ||^2 with A_u = Xp_u W_u^T and E the drift at
+s = 1; its normal equations need only Xp^T Xp, Xp^T E and W, so no activations are stored. The least-norm d
+is taken where the system is singular (scales stay near 1), and a block whose scales would leave [-10, 10]
+keeps its scales at 1, as Kwon et al. guard against ill-conditioned blocks. Blocks are tuned in order, one
+calibration pass each. The scales are folded into the projection's columns (`fold_scales`): the tuned model
+keeps its shapes and parameter count, and extraction slices it like any other.
+
+Kwon et al. match only the [CLS] token at the last FFN of a classifier; here every token counts (the family
+table does not say which token a family's head reads). For GPT-NeoX's parallel residual the FFN's residual
+is taken as the layer's input.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import datasets
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from nas_llm.data.data import make_dataloader
+from nas_llm.extraction.extract import extract_sub_network
+from nas_llm.model.families import family_for, layer_parameters, layers_of
+from nas_llm.model.mask import masked
+from nas_llm.model.sub_network import SubNetwork, unit_index
+from nas_llm.training.objective import CLASSIFICATION, TrainingObjective
+
+
+@dataclass(frozen=True)
+class Block:
+    """One output projection: the attention block's or the FFN block's of a layer."""
+
+    layer: int
+    is_attention: bool
+
+    def kept_units(self, sub_network: SubNetwork) -> torch.Tensor:
+        unit_mask = sub_network.head_mask if self.is_attention else sub_network.ffn_mask
+        return unit_mask[self.layer].nonzero().flatten()
+
+
+def _projection(model: nn.Module, block: Block) -> tuple[nn.Module, torch.Tensor, int, int]:
+    """(module, weight, the weight's input dim, the width of one unit on it) of the block's output projection."""
+    family = family_for(model)
+    layer = layers_of(model)[block.layer]
+    path = family.attention_out_proj if block.is_attention else family.ffn_down_proj
+    for param, tensor in layer_parameters(model, layer):
+        if param.path == f"{path}.weight":
+            width = family.head_dim(model.config) * family.query_heads_per_unit(model.config)
+            return layer.get_submodule(path), tensor, param.dim, width if block.is_attention else 1
+    raise ValueError(f"{path}.weight is not a sliced parameter of the family table")
+
+
+def _unit_columns(model: nn.Module, block: Block, units: torch.Tensor) -> torch.Tensor:
+    family = family_for(model)
+    layer = layers_of(model)[block.layer]
+    path = family.attention_out_proj if block.is_attention else family.ffn_down_proj
+    axis = next(param.axis for param, _ in layer_parameters(model, layer) if param.path == f"{path}.weight")
+    return unit_index(family, model.config, units, axis)
+
+
+def _unit_sums(matrix: torch.Tensor, width: int) -> torch.Tensor:
+    """Sum a [W, W] matrix over `width` x `width` blocks: [W / width, W / width]."""
+    units = matrix.shape[0] // width
+    return matrix.reshape(units, width, units, width).sum(dim=(1, 3))
+
+
+MAX_SCALE = 10.0  # a block whose least-squares scales leave [-MAX_SCALE, MAX_SCALE] is left unscaled
+
+
+def _residual_site(model: nn.Module, block: Block) -> tuple[nn.Module, tuple[int, str]]:
+    """(module, its argument) that carries the residual stream the block adds to, read from the family table.
+
+    Post-LayerNorm blocks (BERT) take the residual as an argument; a pre-LayerNorm block's norm reads it.
+    """
+    family = family_for(model)
+    skip = family.attention_skip if block.is_attention else family.ffn_skip
+    layer = layers_of(model)[block.layer]
+    if skip.residual_arg is not None:
+        return layer.get_submodule(skip.module), skip.residual_arg
+    return layer.get_submodule(skip.norms[0]), (0, "hidden_states")
+
+
+class _Captured(Exception):
+    """Raised once a projection's input is captured: the rest of the forward pass is not needed."""
+
+
+def _residual_hook(model: nn.Module, block: Block, residuals: list[torch.Tensor]):
+    site, (position, name) = _residual_site(model, block)
+
+    def keep_residual(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        residuals.append(_rows(args[position] if len(args) > position else kwargs[name]))
+
+    return site.register_forward_pre_hook(keep_residual, with_kwargs=True)
+
+
+def _rows(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden.detach().double().reshape(-1, hidden.shape[-1]).cpu()
+
+
+def _real_tokens(batch: dict, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of real tokens (padding has no say in the fit); all rows when the batch has no padding mask."""
+    attention_mask = batch.get("attention_mask")
+    if attention_mask is None or attention_mask.numel() != len(rows):
+        return rows
+    return rows[attention_mask.reshape(-1).bool().cpu()]
+
+
+def _run_until_captured(model: nn.Module, batch: dict, objective: TrainingObjective) -> None:
+    try:
+        objective.logits(model, batch)
+    except _Captured:
+        pass
+
+
+def _on_device(batch: dict, model: nn.Module) -> dict:
+    return {key: value.to(model.device) for key, value in batch.items()}
+
+
+UnprunedStreams = list[dict[Block, torch.Tensor]]  # per calibration batch: each block's stream after it
+
+
+@torch.no_grad()
+def unpruned_streams(
+    full: nn.Module, batches: Sequence[dict], objective: TrainingObjective = CLASSIFICATION
+) -> UnprunedStreams:
+    """The unpruned model's residual stream right after every block (residual + projection output), real tokens
+    only, float32: the targets of every tuning, in one pass, shared by every sub-network tuned against `full`."""
+    blocks = [Block(layer, is_attention) for layer in range(len(layers_of(full))) for is_attention in (True, False)]
+    residuals: dict[Block, list[torch.Tensor]] = {block: [] for block in blocks}
+    outputs: dict[Block, list[torch.Tensor]] = {block: [] for block in blocks}
+    handles = []
+    for block in blocks:
+        handles.append(_residual_hook(full, block, residuals[block]))
+        handles.append(_projection(full, block)[0].register_forward_hook(
+            lambda module, args, output, kept=outputs[block]: kept.append(_rows(output))))
+    was_training = full.training
+    full.eval()
+    streams = []
+    try:
+        for batch in batches:
+            objective.logits(full, _on_device(batch, full))
+            streams.append({
+                block: _real_tokens(batch, residuals[block].pop() + outputs[block].pop()).float() for block in blocks
+            })
+    finally:
+        for handle in handles:
+            handle.remove()
+        full.train(was_training)
+    return streams
+
+
+@torch.no_grad()
+def block_gram(
+    pruned: nn.Module, sub_network: SubNetwork, block: Block, batches: Sequence[dict], targets: UnprunedStreams,
+    objective: TrainingObjective = CLASSIFICATION,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Xp^T Xp, Xp^T E) summed over the real tokens of `batches` at the block's output projection.
+
+    E is the drift of the residual stream after the block at unit scales: r_p + Xp_kept W_kept^T + b minus the
+    unpruned stream (`targets`). The capture runs before the masking hooks, so the removed units' columns are
+    zeroed here; the pass ends at the projection.
+    """
+    module, weight, input_dim, _ = _projection(pruned, block)
+    columns = weight.detach().double().movedim(input_dim, 1).cpu()  # [out, in]
+    bias = 0 if module.bias is None else module.bias.detach().double().cpu()
+    kept_columns = torch.zeros(columns.shape[1], dtype=torch.bool)
+    kept_columns[_unit_columns(pruned, block, block.kept_units(sub_network))] = True
+    residuals: list[torch.Tensor] = []
+    inputs: list[torch.Tensor] = []
+
+    def keep_input(module: nn.Module, args: tuple) -> None:
+        inputs.append(_rows(args[0]))
+        raise _Captured
+
+    handles = [_residual_hook(pruned, block, residuals), module.register_forward_pre_hook(keep_input)]
+    gram_pp = gram_pe = None
+    try:
+        for batch, target in zip(batches, targets, strict=True):
+            with masked(pruned, sub_network):
+                _run_until_captured(pruned, _on_device(batch, pruned), objective)
+            residual, x_pruned = (_real_tokens(batch, rows) for rows in (residuals.pop(), inputs.pop()))
+            x_pruned = x_pruned * kept_columns
+            drift = residual + x_pruned @ columns.T + bias - target[block].double()
+            gram_pp = x_pruned.T @ x_pruned + (0 if gram_pp is None else gram_pp)
+            gram_pe = x_pruned.T @ drift + (0 if gram_pe is None else gram_pe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return gram_pp, gram_pe
+
+
+def solve_scales(
+    gram_pp: torch.Tensor, gram_pe: torch.Tensor, weight: torch.Tensor, unit_width: int, kept: torch.Tensor
+) -> torch.Tensor:
+    """The least-squares scales of the kept units: 1 + d with G d = -c (least-norm d), or all 1 when a scale
+    would leave [-MAX_SCALE, MAX_SCALE].
+
+    weight: the projection's [out, in] matrix; G_uv = <Xp_u W_u^T, Xp_v W_v^T>, c_u = <Xp_u W_u^T, E>.
+    """
+    weight = weight.double()
+    system = _unit_sums(gram_pp * (weight.T @ weight), unit_width)[kept][:, kept]
+    per_column = (gram_pe * weight.T).sum(dim=1)  # <Xp_i W_i^T, E> for every input column i
+    target = per_column.reshape(-1, unit_width).sum(dim=1)[kept]
+    scales = 1 + torch.linalg.lstsq(system, -target[:, None], driver="gelsd").solution.flatten()
+    if not torch.isfinite(scales).all() or scales.abs().max() > MAX_SCALE:
+        return torch.ones(len(kept))
+    return scales.float()
+
+
+@torch.no_grad()
+def fold_scales(model: nn.Module, block: Block, units: torch.Tensor, scales: torch.Tensor) -> None:
+    """Multiply each unit's input columns of the block's output projection by its scale, in place."""
+    _, weight, input_dim, width = _projection(model, block)
+    columns = _unit_columns(model, block, units).to(weight.device)
+    shape = [1] * weight.dim()
+    shape[input_dim] = len(columns)
+    column_scales = scales.to(weight.device, weight.dtype).repeat_interleave(width).reshape(shape)
+    weight.index_copy_(input_dim, columns, weight.index_select(input_dim, columns) * column_scales)
+
+
+def tune_masks(
+    pruned: nn.Module, full: nn.Module, sub_network: SubNetwork, batches: Sequence[dict],
+    objective: TrainingObjective = CLASSIFICATION, targets: UnprunedStreams | None = None,
+) -> dict[str, list[list[float]]]:
+    """Rescale the kept units of `pruned` (a copy of `full`, changed in place) block by block; returns the scales.
+
+    Every block that keeps a unit is tuned (an empty block has nothing to rescale). `targets`: `full`'s
+    `unpruned_streams` on `batches`, when several sub-networks are tuned against the same model.
+    """
+    targets = unpruned_streams(full, batches, objective) if targets is None else targets
+    was_training = pruned.training
+    pruned.eval()
+    scales: dict[str, list[list[float]]] = {"heads": [], "neurons": []}
+    try:
+        for layer in range(sub_network.num_layers):
+            for block in (Block(layer, True), Block(layer, False)):
+                kept = block.kept_units(sub_network)
+                block_scales = torch.ones(len(kept))
+                if len(kept):
+                    _, weight, input_dim, width = _projection(pruned, block)
+                    gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective)
+                    block_scales = solve_scales(
+                        gram_pp, gram_pe, weight.detach().movedim(input_dim, 1).cpu(), width, kept
+                    )
+                    fold_scales(pruned, block, kept, block_scales)
+                scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
+    finally:
+        pruned.train(was_training)
+    return scales
+
+
+def calibration_batches(
+    train_set: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, num_samples: int, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """A seeded random subset of `num_samples` training examples (all if fewer), in batches, for the calibration."""
+    subset = train_set.shuffle(seed=seed).select(range(min(num_samples, len(train_set))))
+    return list(make_dataloader(subset, tokenizer, batch_size, False, 0))
+
+
+def tuned_extraction(
+    model: nn.Module, sub_network: SubNetwork, batches: Sequence[dict], targets: UnprunedStreams | None = None
+) -> tuple[nn.Module, dict[str, list[list[float]]]]:
+    """`sub_network` of `model`, extracted after least-squares tuning against `model`'s full network (on a copy);
+    `targets`: `unpruned_streams(model, batches)` when several sub-networks of `model` are tuned."""
+    tuned = copy.deepcopy(model)
+    scales = tune_masks(tuned, model, sub_network, batches, targets=targets)
+    return extract_sub_network(tuned, sub_network), scales

@@ -1,0 +1,1 @@
+"""Models and sub-networks: family tables, loading, masking, slicing, search spaces and costs."""

@@ -1,0 +1,1 @@
+"""Searching a trained super-network: the multi-objective searchers and the Pareto set."""

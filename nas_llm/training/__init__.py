@@ -1,0 +1,1 @@
+"""Training a super-network: sampling strategies, teachers, importance ordering, the loop, evaluation."""
