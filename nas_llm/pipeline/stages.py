@@ -218,7 +218,7 @@ class Pipeline:
             fixed = unpruned["num_parameters"] - unpruned["num_layer_parameters"]
             layer_budgets = [(budget * unpruned["num_parameters"] - fixed) / unpruned["num_layer_parameters"]
                              for budget in budgets]
-            return "params", [round(budget, 6) for budget in layer_budgets if budget > 0]
+            return "params", [float(f"{budget:g}") for budget in layer_budgets if budget > 0]  # as run_rfp reads them
         return ("params" if budget_on == "encoder" else "flops"), list(budgets)
 
     def rfp_stage(self) -> Stage:
@@ -243,8 +243,9 @@ class Pipeline:
         if method == "search" and not self.settings.language_modeling:
             flags = {**flags, **RECOVERY_DEFAULTS, **routed(self.settings.pass_through, "recover"),
                      "--teacher_model_name_or_path": str(self.teacher_dir)}
-        doing = (f"extracting and recovering the search's best sub-network within {budget:g}" if method == "search"
-                 else f"extracting RFP's model for {budget:g}")
+        doing = (f"extracting RFP's model for {budget:g}" if method == "rfp"
+                 else f"extracting the search's best sub-network within {budget:g}"
+                 + ("" if self.settings.language_modeling else " and recovering it"))
         return Stage(f"{method}-budget-{budget:g}", doing, "select_and_extract.py", flags, output_dir / EXTRACTION_FILE)
 
     # ------------------------------------------------------------------ running
