@@ -329,6 +329,8 @@ class Pipeline:
             stage = self.extract_stage(budget, "search", self.search_results(), {"--iteration": str(best["iteration"])})
             self.run(stage)
             candidates["search"] = candidate_scores(stage.result)
+            pareto_latency = {point["iteration"]: point.get("latency_ms") for point in search["pareto_set"]}
+            candidates["search"]["point"].setdefault("latency_ms", pareto_latency.get(best["iteration"]))
         else:
             self.stage_number += 1
         if rfp is not None:
