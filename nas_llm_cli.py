@@ -3,6 +3,7 @@
 `pip install -e .` installs it as `nas-llm` (as litgpt and whittle expose theirs); each subcommand takes
 exactly its script's flags, so `nas-llm train --help` lists those of `python train_supernet.py --help`:
 
+    nas-llm prune ...                 python prune.py ...   (the whole pipeline: train, search, select, recover)
     nas-llm train ...                 python train_supernet.py ...
     nas-llm search ...                python run_offline_search.py ...
     nas-llm select ...                python select_and_extract.py ...
@@ -22,6 +23,7 @@ from nas_llm.common.errors import UsageError, exit_on_usage_error
 
 # Subcommand -> entry script; imported only when chosen, so launching a job never imports torch.
 SUBCOMMANDS = {
+    "prune": "prune",
     "train": "train_supernet",
     "search": "run_offline_search",
     "select": "select_and_extract",

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
 from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
+from nas_llm.search.report import results_points, write_report  # noqa: E402
 from nas_llm.search.results import load_results  # noqa: E402
 
 COST_LABELS = {
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default="pareto.png", help="PNG file to write (default: pareto.png)")
     parser.add_argument("--labels", nargs="*", help="one legend label per results file")
     parser.add_argument("--table", action="store_true", help="also print each Pareto set as a markdown table")
+    parser.add_argument("--html", help="also write this self-contained interactive HTML report (every point with "
+                        "its architecture, costs, metrics and select_and_extract.py command)")
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.results):
         raise UsageError(f"--labels needs one label per results file ({len(args.results)}), got {len(args.labels)}")
@@ -109,6 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     hypervolumes = plot(args.results, args.cost, output, args.labels)
     write_json_atomic(output.with_suffix(".json"), {"cost": args.cost, "reference_point": [1.0, 1.0],
                                                     "hypervolume": hypervolumes})
+    if args.html:
+        labels = args.labels or [label_of(load_results(path), path) for path in args.results]
+        point_sets = {label: results_points(Path(path), label)
+                      for label, path in zip(labels, args.results, strict=True)}
+        write_report(Path(args.html), "Pareto fronts: " + ", ".join(labels), point_sets,
+                     load_results(args.results[0]).get("unpruned"))
+        print(f"wrote {args.html}")
     for path, value in hypervolumes.items():
         print(f"hypervolume {value:.4f}  {path}")
         if args.table:

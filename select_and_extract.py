@@ -49,7 +49,7 @@ from nas_llm.extraction.recovery import (
 from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
 from nas_llm.model.pruned_structure import STRUCTURE_KEY
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.search.results import load_results
+from nas_llm.search.results import evaluated_point, load_results
 from nas_llm.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ class SelectionArguments:
     )
     pareto_index: int | None = field(
         default=None, metadata={"help": "Take this entry of the results' pareto_set (0 = cheapest)."}
+    )
+    iteration: int | None = field(
+        default=None,
+        metadata={"help": "Take the search's evaluation of this iteration, Pareto-optimal or not (read from the "
+                  "evaluations.jsonl beside --results; its test metric is measured here)."},
     )
     max_params: float | None = field(
         default=None, metadata={"help": "Budget: at most this share of the unpruned parameters (e.g. 0.5)."}
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     results = load_results(selection_args.results)
-    point = results["pareto_set"][select_point(results, selection_args)]
+    point = (evaluated_point(selection_args.results, selection_args.iteration) if selection_args.iteration is not None
+             else results["pareto_set"][select_point(results, selection_args)])
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
     device = default_device()
@@ -187,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         "data": asdict(data_args) | asdict(lm_args),
         "num_parameters": num_parameters(extracted),
         "test_extracted": test,
-        "test_recorded_by_search": point["test"],
-        "matches_search": all(
+        "test_recorded_by_search": point.get("test"),  # None: a point off the Pareto set has no test metric
+        "matches_search": "test" not in point or all(
             math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
         ),
     }
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)
     logger.info(
         "Extracted %d parameters (%.1f%% of the unpruned network, %s checkpoint) to %s; test %s (search recorded %s)",
-        report["num_parameters"], 100 * point["params"], kind, selection_args.output_dir, test, point["test"],
+        report["num_parameters"], 100 * point["params"], kind, selection_args.output_dir, test, point.get("test"),
     )
     if not report["matches_search"]:
         logger.warning("the extracted model's test metrics differ from the search's record for this point")

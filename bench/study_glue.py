@@ -63,6 +63,7 @@ from nas_llm.model.models import load_supernet  # noqa: E402
 from nas_llm.model.search_spaces import make_search_space  # noqa: E402
 from nas_llm.model.slicing import runner_for  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.search.budgets import best_under_budget  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
 from nas_llm.search.results import load_results, results_file_name  # noqa: E402
 from nas_llm.training.evaluation import evaluate  # noqa: E402
@@ -473,12 +474,6 @@ def relative_performance(metric: float, unpruned: float, trivial: float) -> dict
     if unpruned <= trivial:  # the fine-tuned model itself is no better than the trivial predictor
         return {"raw": metric / unpruned if unpruned else float("nan"), "normalised": float("nan")}
     return {"raw": metric / unpruned, "normalised": (metric - trivial) / (unpruned - trivial)}
-
-
-def best_under_budget(points: list[dict], budget: float, unpruned_layer_params: int) -> dict | None:
-    """The point with the lowest validation error (then the fewest parameters) within the encoder budget."""
-    within = [p for p in points if p["num_layer_parameters"] <= budget * unpruned_layer_params]
-    return min(within, key=lambda p: (p["error"], p["num_layer_parameters"]), default=None)
 
 
 def validation_front(points: list[dict]) -> list[dict]:

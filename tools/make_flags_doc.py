@@ -24,7 +24,7 @@ LAUNCHERS = (  # SageMaker: their AWS flags are shared, and listed once
     "launch_supernet_training.py", "launch_offline_search.py", "launch_all_supernet_training.py",
     "launch_all_offline_search.py", "launch_standard_nas.py",
 )
-ARGPARSE_SCRIPTS = ("plot_pareto.py", *LAUNCHERS)
+ARGPARSE_SCRIPTS = ("prune.py", "plot_pareto.py", *LAUNCHERS)
 INTRO = """\
 # Flags
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from nas_llm.common.errors import UsageError
 from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic
+from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.pareto import pareto_indices
 
 LOG_FILE = "evaluations.jsonl"
@@ -83,3 +84,14 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
     log.rewrite(records)
     write_json_atomic(settings_path, settings)
     return log, records
+
+
+def evaluated_point(results_path: str | Path, iteration: int) -> dict[str, Any]:
+    """A search's record of `iteration` (its evaluations log keeps the masks), in a Pareto point's form."""
+    log = JsonLinesLog(Path(results_path).parent / LOG_FILE)
+    records = [record for record in log.read() if record["iteration"] == iteration]
+    if not records:
+        raise UsageError(f"{log.path} holds no evaluation of --iteration {iteration} (is --results a search's?)")
+    record = records[0]
+    sub_network = SubNetwork.from_compact(record.pop("sub_network_masks"))
+    return record | {"sub_network": sub_network.to_json_dict()}

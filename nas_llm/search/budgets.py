@@ -1,0 +1,35 @@
+"""Budgets on a sub-network's size, and the best point within one: what "30% of the model" means.
+
+A point is a search's (or run_rfp.py's) record of one sub-network: its validation `error` and its costs
+(`num_parameters`, `num_layer_parameters`, `macs`, `latency_ms`). MiniLM's embeddings are half of its
+parameters and every sub-network keeps them, so a budget on the whole model hides what pruning removes: the
+default measure is the transformer layers' parameters ("encoder"), as the GLUE study reports.
+"""
+
+from __future__ import annotations
+
+BUDGET_MEASURES = {  # --budget_on: the point's cost that the budget limits, as a share of the unpruned one
+    "encoder": "num_layer_parameters",
+    "params": "num_parameters",
+    "flops": "macs",
+    "latency": "latency_ms",
+}
+SEARCH_OBJECTIVE = {"encoder": "params", "params": "params", "flops": "flops", "latency": "latency"}
+
+
+def size_share(point: dict, budget_on: str, unpruned: dict) -> float:
+    """The share of the unpruned model's cost that `point` keeps, in the measure `budget_on` names."""
+    measure = BUDGET_MEASURES[budget_on]
+    return point[measure] / unpruned[measure]
+
+
+def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dict) -> dict | None:
+    """The point with the lowest validation error (then the smallest size) within `budget`; None if none is."""
+    measure = BUDGET_MEASURES[budget_on]
+    within = [point for point in points if measure in point and point[measure] <= budget * unpruned[measure]]
+    return min(within, key=lambda point: (point["error"], size_share(point, budget_on, unpruned)), default=None)
+
+
+def best_under_budget(points: list[dict], budget: float, unpruned_layer_params: int) -> dict | None:
+    """The point with the lowest validation error (then the fewest parameters) within the encoder budget."""
+    return best_within(points, budget, "encoder", {"num_layer_parameters": unpruned_layer_params})
