@@ -38,14 +38,15 @@ from data import (
     tokenize_splits,
 )
 from errors import UsageError, exit_on_usage_error
-from evaluation import evaluate
+from evaluation import evaluate, predict
 from io_utils import JsonLinesLog, tensorboard_writer, write_json_atomic
 from lm_data import LMArguments, absolute_lm_flags, load_blocks
 from memory import bound_kernel_cache, release_freed_memory
 from metrics import metric_task
 from models import load_supernet, resolve_model_name
+from multi_fidelity import MultiFidelityArguments, ValidationRace, check_task, is_full_fidelity
 from pareto import pareto_indices
-from precision import default_device
+from precision import autocast_for, default_device
 from search_spaces import make_search_space
 from searchers import DEFAULT_POPULATION_SIZE, SEARCH_STRATEGIES, make_searcher
 from slicing import runner_for
@@ -80,6 +81,11 @@ class SearchArguments:
         default="params",
         metadata={"help": f"Second objective next to the validation error, relative to the unpruned network: "
                   f"{', '.join(COST_OBJECTIVES)} (latency is measured for every sub-network, so it is slower)."},
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "Score sub-networks under bf16 autocast (CUDA, or CPUs with bf16 support; elsewhere it "
+                  "runs, slowly); the costs are still those of the fp32 network."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -116,9 +122,13 @@ def run_settings(
     nas_args: NASArguments,
     search_args: SearchArguments,
     cost_args: CostArguments,
+    fidelity_args: MultiFidelityArguments,
 ) -> dict:
-    """What must match for a run in --output_dir to be resumed (num_samples may grow)."""
-    return {
+    """What must match for a run in --output_dir to be resumed (num_samples may grow).
+
+    Options added since the results schema was fixed appear only when set, so default runs keep its settings.
+    """
+    return fidelity_args.settings() | ({"bf16": True} if search_args.bf16 else {}) | {
         "dataset_name": lm_args.dataset_name,
         "dataset_config_name": lm_args.dataset_config_name,
         "block_size": lm_args.block_size,
@@ -141,9 +151,10 @@ def run_settings(
 
 
 def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_args: LMArguments,
-                     nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments) -> dict:
+                     nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments,
+                     fidelity_args: MultiFidelityArguments) -> dict:
     """Everything the results file depends on; a rerun with the same settings has nothing left to do."""
-    return run_settings(data_args, lm_args, nas_args, search_args, cost_args) | {
+    return run_settings(data_args, lm_args, nas_args, search_args, cost_args, fidelity_args) | {
         "model_name_or_path": resolve_model_name(model_args.model_name_or_path),
         "num_samples": search_args.num_samples,
         "latency_repeats": cost_args.latency_repeats,
@@ -167,7 +178,8 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
     records = [] if overwrite else log.read()
     if records and settings_path.is_file():
         previous = json.loads(settings_path.read_text())
-        for name, value in settings.items():
+        for name in settings.keys() | previous.keys():  # an option set in one run only differs too
+            value = settings.get(name)
             if previous.get(name) != value:
                 raise UsageError(
                     f"--output_dir {output_dir} holds a run with --{name} {previous.get(name)} (this run: {value}); "
@@ -179,13 +191,16 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, lm_args, nas_args, search_args, cost_args = parse_arguments(
-        (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments), argv
+    model_args, data_args, lm_args, nas_args, search_args, cost_args, fidelity_args = parse_arguments(
+        (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments,
+         MultiFidelityArguments), argv
     )
+    if fidelity_args.multi_fidelity:
+        check_task(data_args.task_name)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)
-    settings = results_settings(model_args, data_args, lm_args, nas_args, search_args, cost_args)
+    settings = results_settings(model_args, data_args, lm_args, nas_args, search_args, cost_args, fidelity_args)
     if finished_results(output_dir, results_path, settings, search_args.overwrite_output_dir):
         logger.info(
             "%s already holds this search's %d evaluations and results; nothing to do "
@@ -230,14 +245,33 @@ def main(argv: list[str] | None = None) -> None:
     cost_meter = CostMeter(model, run_as, cost_args, search_space.largest())
     with_latency = search_args.objective == "latency"
     log, records = previous_evaluations(
-        output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args),
+        output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args, fidelity_args),
         search_args.overwrite_output_dir,
     )
     records = records[: search_args.num_samples]
     writer = tensorboard_writer(nas_args.run_log_dir("search", search_args.output_dir))
 
+    autocast = autocast_for(device, False, search_args.bf16)
+
     def score(split: str, sub_network=None) -> dict[str, float]:
-        return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)
+        with autocast():
+            return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)
+
+    racing = ValidationRace(
+        fidelity_args, tokenized["validation"], tokenizer, search_args.per_device_eval_batch_size, metrics_key,
+        search_args.objective, search_args.seed,
+    ) if fidelity_args.multi_fidelity else None
+
+    def score_validation(sub_network: SubNetwork, cost: float, iteration: int) -> tuple[dict[str, float], dict]:
+        """The validation metrics, and the record's fidelity fields (none without --multi_fidelity)."""
+        if racing is None:
+            return score("validation", sub_network), {}
+
+        def predict_on(loader) -> tuple[np.ndarray, np.ndarray]:
+            with autocast():
+                return predict(model, loader, device, sub_network, run_as)
+
+        return racing.score(predict_on, cost, records, iteration)
 
     for record in records:  # replay a resumed run: the searcher proposes the same configs again
         config = searcher.ask()
@@ -258,13 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     for iteration in progress:
         config = searcher.ask()
         sub_network = search_space.to_sub_network(config)
-        metrics = score("validation", sub_network)
         costs = cost_meter.measure(sub_network, with_latency)
+        relative_costs = cost_meter.relative(costs)
+        metrics, fidelity = score_validation(sub_network, relative_costs[search_args.objective], iteration)
         record = {
             "iteration": iteration,
             "error": metrics["error"],
             "validation": metrics,
-            **cost_meter.relative(costs),
+            **fidelity,
+            **relative_costs,
             **costs,
             "sub_network": sub_network.summary(),
             "sub_network_masks": sub_network.to_compact(),
@@ -279,8 +315,10 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("error", search_args.objective, "runtime_s"):
             writer.add_scalar(f"search/{name}", record[name], iteration)
 
-    costs = np.array([[record[name] for name in objectives] for record in records])
-    pareto = sorted(pareto_indices(costs), key=lambda index: records[index][search_args.objective])
+    full = [index for index, record in enumerate(records) if is_full_fidelity(record)]  # the front's candidates
+    costs = np.array([[records[index][name] for name in objectives] for index in full])
+    pareto = sorted((full[index] for index in pareto_indices(costs)),
+                    key=lambda index: records[index][search_args.objective])
     pareto_set = []
     for index in tqdm(pareto, desc="test metric of the Pareto set"):
         sub_network = SubNetwork.from_compact(records[index]["sub_network_masks"])
