@@ -112,10 +112,17 @@ def optimistic_error(task_name: str, predictions: np.ndarray, labels: np.ndarray
         spread = z * math.sqrt(wrong * (1 - wrong) / effective + z * z / (4 * effective * effective))
         return (centre - spread) / (1 + z * z / effective)
     error = task_error(task_name, compute_task_metrics(task_name, predictions, labels))
-    resampled = rng.integers(0, scored, size=(BOOTSTRAP_RESAMPLES, scored))
+    return error - z * bootstrap_standard_error(task_name, predictions, labels, rng) * math.sqrt(finite_population)
+
+
+def bootstrap_standard_error(task_name: str, predictions: np.ndarray, labels: np.ndarray,
+                             rng: np.random.Generator) -> float:
+    """The standard error of the task's error (equally: of its main metric) over these examples, from
+    BOOTSTRAP_RESAMPLES resamples with replacement; for metrics that are no mean over examples."""
+    resampled = rng.integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
     errors = [task_error(task_name, compute_task_metrics(task_name, predictions[rows], labels[rows]))
               for rows in resampled]
-    return error - z * float(np.std(errors, ddof=1)) * math.sqrt(finite_population)
+    return float(np.std(errors, ddof=1))
 
 
 def dominated(error: float, cost: float, front: np.ndarray) -> bool:
