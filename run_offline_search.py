@@ -178,7 +178,7 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
     records = [] if overwrite else log.read()
     if records and settings_path.is_file():
         previous = json.loads(settings_path.read_text())
-        for name in settings.keys() | previous.keys():  # an option set in one run only differs too
+        for name in [*settings, *(name for name in previous if name not in settings)]:  # set in one run only too
             value = settings.get(name)
             if previous.get(name) != value:
                 raise UsageError(

@@ -18,6 +18,7 @@ from data import HUB_DATASETS, TASKS, DataArguments
 from lm_data import LMArguments
 from metrics import MAIN_METRIC
 from models import resolve_model_name
+from multi_fidelity import MultiFidelityArguments
 from recovery import RecoveryArguments
 from rfp import RFPArguments
 from run_offline_search import SearchArguments
@@ -28,7 +29,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 README = (PROJECT_DIR / "README.md").read_text()
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
-    SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments,
+    SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments, MultiFidelityArguments,
 )
 
 
@@ -136,7 +137,7 @@ SCRIPT_ARGUMENTS = {
     "train_supernet.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments,
                           TrainingArguments),
     "run_offline_search.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments,
-                              CostArguments),
+                              CostArguments, MultiFidelityArguments),
     "select_and_extract.py": (SelectionArguments, DataArguments, LMArguments, RecoveryArguments),
 }
 
