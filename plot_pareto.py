@@ -25,7 +25,7 @@ from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage
 from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
 from nas_llm.search.report import results_points, write_report  # noqa: E402
-from nas_llm.search.results import load_results  # noqa: E402
+from nas_llm.search.results import is_full_fidelity, load_results  # noqa: E402
 
 COST_LABELS = {
     "params": "parameters (relative to unpruned)",
@@ -36,8 +36,9 @@ COST_LABELS = {
 
 
 def front_of(results: dict, cost: str) -> tuple[np.ndarray, list[int]]:
-    """(error, cost) of every evaluation and the indices of the non-dominated ones."""
-    points = [(e["error"], e[cost]) for e in results["evaluations"] if cost in e]
+    """(error, cost) of every evaluation scored on the whole validation split and the indices of the
+    non-dominated ones (a multi-fidelity search's stopped sub-networks have errors on a share only)."""
+    points = [(e["error"], e[cost]) for e in results["evaluations"] if cost in e and is_full_fidelity(e)]
     if not points:
         raise UsageError(f"the results hold no '{cost}' costs; choose one of: {', '.join(COST_LABELS)}")
     points = np.array(points)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import set_seed
 
@@ -35,17 +36,19 @@ from nas_llm.common.errors import UsageError, exit_on_usage_error
 from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.common.io_utils import tensorboard_writer
 from nas_llm.common.memory import bound_kernel_cache
-from nas_llm.common.precision import default_device
+from nas_llm.common.precision import autocast_for, default_device
 from nas_llm.data.data import DataArguments, absolute_data_flags, make_dataloader
 from nas_llm.data.lm_data import LMArguments, absolute_lm_flags, evaluation_splits
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import runner_for
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace, check_task
 from nas_llm.search.offline import OfflineSearch
 from nas_llm.search.results import finished_results, previous_evaluations, results_file_name, write_results
 from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, make_searcher
-from nas_llm.training.evaluation import evaluate
+from nas_llm.training.evaluation import evaluate, predict
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,11 @@ class SearchArguments:
         default="params",
         metadata={"help": f"Second objective next to the validation error, relative to the unpruned network: "
                   f"{', '.join(COST_OBJECTIVES)} (latency is measured for every sub-network, so it is slower)."},
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "Score sub-networks under bf16 autocast (CUDA, or CPUs with bf16 support; elsewhere it "
+                  "runs, slowly); the costs are still those of the fp32 network."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -110,9 +118,13 @@ def run_settings(
     nas_args: NASArguments,
     search_args: SearchArguments,
     cost_args: CostArguments,
+    fidelity_args: MultiFidelityArguments,
 ) -> dict:
-    """What must match for a run in --output_dir to be resumed (num_samples may grow)."""
-    return {
+    """What must match for a run in --output_dir to be resumed (num_samples may grow).
+
+    Options added since the results schema was fixed appear only when set, so default runs keep its settings.
+    """
+    return fidelity_args.settings() | ({"bf16": True} if search_args.bf16 else {}) | {
         "dataset_name": lm_args.dataset_name,
         "dataset_config_name": lm_args.dataset_config_name,
         "block_size": lm_args.block_size,
@@ -135,9 +147,10 @@ def run_settings(
 
 
 def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_args: LMArguments,
-                     nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments) -> dict:
+                     nas_args: NASArguments, search_args: SearchArguments, cost_args: CostArguments,
+                     fidelity_args: MultiFidelityArguments) -> dict:
     """Everything the results file depends on; a rerun with the same settings has nothing left to do."""
-    return run_settings(data_args, lm_args, nas_args, search_args, cost_args) | {
+    return run_settings(data_args, lm_args, nas_args, search_args, cost_args, fidelity_args) | {
         "model_name_or_path": resolve_model_name(model_args.model_name_or_path),
         "num_samples": search_args.num_samples,
         "latency_repeats": cost_args.latency_repeats,
@@ -147,13 +160,16 @@ def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_ar
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, lm_args, nas_args, search_args, cost_args = parse_arguments(
-        (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments), argv
+    model_args, data_args, lm_args, nas_args, search_args, cost_args, fidelity_args = parse_arguments(
+        (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments,
+         MultiFidelityArguments), argv
     )
+    if fidelity_args.multi_fidelity:
+        check_task(data_args.task_name)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)
-    settings = results_settings(model_args, data_args, lm_args, nas_args, search_args, cost_args)
+    settings = results_settings(model_args, data_args, lm_args, nas_args, search_args, cost_args, fidelity_args)
     if finished_results(output_dir, results_path, settings, search_args.overwrite_output_dir):
         logger.info(
             "%s already holds this search's %d evaluations and results; nothing to do "
@@ -184,13 +200,34 @@ def main(argv: list[str] | None = None) -> None:
         search_args.search_strategy, search_space.config_space, ["error", search_args.objective], search_args.seed,
         points_to_evaluate=search_space.initial_design(), population_size=search_args.population_size,
     )
+    autocast = autocast_for(device, False, search_args.bf16)
+
+    def score(split: str, sub_network: SubNetwork | None = None) -> dict[str, float]:
+        with autocast():
+            return evaluate(model, loaders[split], metrics_key, device, sub_network, run_as)
+
+    racing = ValidationRace(
+        fidelity_args, tokenized["validation"], tokenizer, search_args.per_device_eval_batch_size, metrics_key,
+        search_args.objective, search_args.seed,
+    ) if fidelity_args.multi_fidelity else None
+
+    def race_on_validation(sub_network: SubNetwork, cost: float, records: list[dict],
+                           iteration: int) -> tuple[dict[str, float], dict]:
+        """--multi_fidelity True: the validation metrics on the shares scored, and the record's fidelity fields."""
+
+        def predict_on(loader) -> tuple[np.ndarray, np.ndarray]:
+            with autocast():
+                return predict(model, loader, device, sub_network, run_as)
+
+        return racing.score(predict_on, cost, records, iteration)
+
     search = OfflineSearch(
-        searcher, search_space, search_args.objective,
-        lambda split, sub_network=None: evaluate(model, loaders[split], metrics_key, device, sub_network, run_as),
+        searcher, search_space, search_args.objective, score,
         CostMeter(model, run_as, cost_args, search_space.largest()),
+        race_on_validation if racing is not None else None,
     )
     log, records = previous_evaluations(
-        output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args),
+        output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args, fidelity_args),
         search_args.overwrite_output_dir,
     )
     records = records[: search_args.num_samples]

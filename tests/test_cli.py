@@ -28,6 +28,7 @@ from nas_llm.data.lm_data import LMArguments
 from nas_llm.data.metrics import MAIN_METRIC
 from nas_llm.extraction.recovery import RecoveryArguments
 from nas_llm.model.models import resolve_model_name
+from nas_llm.search.multi_fidelity import MultiFidelityArguments
 from run_offline_search import SearchArguments
 from select_and_extract import SelectionArguments
 
@@ -36,7 +37,7 @@ README = (PROJECT_DIR / "README.md").read_text()
 DOCS = "\n".join([README, *(page.read_text() for page in sorted((PROJECT_DIR / "docs").glob("*.md")))])
 ALL_ARGUMENTS = (
     ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments, TrainingArguments, SearchArguments,
-    SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments,
+    SelectionArguments, CostArguments, StandardNASArguments, RecoveryArguments, RFPArguments, MultiFidelityArguments,
 )
 
 
@@ -144,7 +145,7 @@ SCRIPT_ARGUMENTS = {
     "train_supernet.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments,
                           TrainingArguments),
     "run_offline_search.py": (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments,
-                              CostArguments),
+                              CostArguments, MultiFidelityArguments),
     "select_and_extract.py": (SelectionArguments, DataArguments, LMArguments, RecoveryArguments),
 }
 

@@ -71,7 +71,9 @@ def script_call(words: list[str]) -> tuple[str, list[str]] | None:
             return None
     else:
         return None
-    flags = [match[1] for word in words[position + 1:] if (match := re.match(r"\[?(--[\w-]+)", word))]
+    own = words[position + 1:]
+    own = own[:own.index("--")] if "--" in own else own  # after `--`: another program's flags, passed through
+    flags = [match[1] for word in own if (match := re.match(r"\[?(--[\w-]+)", word))]
     return words[position], flags
 
 

@@ -29,9 +29,10 @@ def scalar_tags(log_dir) -> set[str]:
     return set(accumulator.Tags()["scalars"])
 
 
-def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small", token_ids: bool = True):
+def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small", token_ids: bool = True,
+          num_train: int = 40):
     model_dir = write_tiny_model_dir(tmp_path / "model", family, token_ids=token_ids)
-    data_dir = write_tiny_rte(tmp_path / "glue")
+    data_dir = write_tiny_rte(tmp_path / "glue", num_train=num_train)
     checkpoint = tmp_path / "supernet"
     train_supernet.main([
         "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),

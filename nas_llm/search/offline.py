@@ -25,6 +25,8 @@ from nas_llm.search.results import pareto_front
 from nas_llm.search.searchers import Searcher
 
 Scorer = Callable[[str, SubNetwork | None], dict[str, float]]  # (split, sub-network or None: unpruned) -> metrics
+# (sub-network, its relative cost, the records so far, iteration) -> validation metrics, the record's fidelity fields
+ValidationScorer = Callable[[SubNetwork, float, list[dict], int], tuple[dict[str, float], dict]]
 
 
 @dataclass
@@ -36,6 +38,9 @@ class OfflineSearch:
     objective: str  # the cost objective: params, flops, latency or memory
     score: Scorer
     cost_meter: CostMeter
+    # Scores a proposal on the validation split; None: `score` on the whole split (see multi_fidelity.py for the
+    # racing one, which needs the proposal's cost and the fully scored records to stop it early).
+    score_validation: ValidationScorer | None = None
 
     @property
     def objectives(self) -> list[str]:
@@ -56,17 +61,25 @@ class OfflineSearch:
                 )
             self.searcher.tell(config, {name: record[name] for name in self.objectives})
 
-    def evaluate(self, iteration: int, start_time: float) -> dict[str, Any]:
-        """Ask for one sub-network, score it, tell the searcher; the evaluation's record."""
+    def evaluate(self, iteration: int, start_time: float, records: list[dict]) -> dict[str, Any]:
+        """Ask for one sub-network, measure its costs, score it, tell the searcher; the evaluation's record.
+
+        The costs come first: a multi-fidelity score compares the proposal's cost with the earlier `records`.
+        """
         config = self.searcher.ask()
         sub_network = self.search_space.to_sub_network(config)
-        metrics = self.score("validation", sub_network)
         costs = self.cost_meter.measure(sub_network, self.with_latency)
+        relative_costs = self.cost_meter.relative(costs)
+        if self.score_validation is None:
+            metrics, fidelity = self.score("validation", sub_network), {}
+        else:
+            metrics, fidelity = self.score_validation(sub_network, relative_costs[self.objective], records, iteration)
         record = {
             "iteration": iteration,
             "error": metrics["error"],
             "validation": metrics,
-            **self.cost_meter.relative(costs),
+            **fidelity,
+            **relative_costs,
             **costs,
             "sub_network": sub_network.summary(),
             "sub_network_masks": sub_network.to_compact(),
@@ -83,7 +96,7 @@ class OfflineSearch:
         records = list(records)
         progress = tqdm(range(len(records), num_samples), initial=len(records), total=num_samples, desc=desc)
         for iteration in progress:
-            record = self.evaluate(iteration, start_time)
+            record = self.evaluate(iteration, start_time, records)
             log.append(record)
             release_freed_memory()  # sliced shapes differ per sample: keep the heap from growing
             records.append(record)
@@ -92,7 +105,8 @@ class OfflineSearch:
         return records
 
     def pareto_set(self, records: list[dict]) -> tuple[list[int], list[dict]]:
-        """The Pareto-optimal records (cheapest first) and, for each, its costs and test metrics."""
+        """The Pareto-optimal records (cheapest first; fully scored ones only) and, for each, its costs and test
+        metrics."""
         pareto = pareto_front(records, self.objectives, order_by=self.objective)
         points = []
         for index in tqdm(pareto, desc="test metric of the Pareto set"):

@@ -35,10 +35,18 @@ def results_file_name(task_name: str | None) -> str:
     return f"results_{task_name or 'custom'}.json"
 
 
+def is_full_fidelity(record: dict) -> bool:
+    """Whether an evaluation scored the whole validation split: a multi-fidelity search's stopped sub-networks
+    have errors on a share only (`fidelity` < 1); records without the field scored all of it."""
+    return record.get("fidelity", 1.0) == 1.0
+
+
 def pareto_front(records: list[dict], objectives: list[str], order_by: str | None = None) -> list[int]:
-    """Indices of the records no other record beats on every objective (all minimised), by `order_by` (or index)."""
-    costs = np.array([[record[name] for name in objectives] for record in records])
-    front = pareto_indices(costs)
+    """Indices of the fully scored records no other fully scored record beats on every objective (all minimised),
+    by `order_by` (or index)."""
+    full = [index for index, record in enumerate(records) if is_full_fidelity(record)]
+    costs = np.array([[records[index][name] for name in objectives] for index in full])
+    front = [full[index] for index in pareto_indices(costs)]
     return sorted(front, key=lambda index: records[index][order_by]) if order_by else sorted(front)
 
 
@@ -75,7 +83,8 @@ def previous_evaluations(output_dir: Path, settings: dict, overwrite: bool) -> t
     records = [] if overwrite else log.read()
     if records and settings_path.is_file():
         previous = json.loads(settings_path.read_text())
-        for name, value in settings.items():
+        for name in [*settings, *(name for name in previous if name not in settings)]:  # set in one run only too
+            value = settings.get(name)
             if previous.get(name) != value:
                 raise UsageError(
                     f"--output_dir {output_dir} holds a run with --{name} {previous.get(name)} (this run: {value}); "

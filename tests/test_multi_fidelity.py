@@ -1,0 +1,247 @@
+"""Multi-fidelity search: the racing rule on hand-built errors, and the search it drives on a tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binomtest, norm, spearmanr
+from tiny_runs import train
+
+import run_offline_search
+from nas_llm.common.errors import UsageError
+from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from nas_llm.model.models import load_supernet
+from nas_llm.model.slicing import runner_for
+from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search.multi_fidelity import (
+    MultiFidelityArguments,
+    check_task,
+    dominated,
+    optimistic_error,
+    race,
+    share_increments,
+)
+from nas_llm.search.pareto import pareto_indices
+from nas_llm.training import evaluation
+
+NUM_EXAMPLES = 400
+SHARES = [0.1, 0.3]
+
+
+def hand_built_race(wrong_per_increment: list[float], cost: float, front: list[tuple[float, float]], seed: int = 0):
+    """Race an accuracy-scored sub-network that gets the given share of each increment's examples wrong."""
+    sizes = [len(indices) for indices in share_increments(NUM_EXAMPLES, SHARES, seed)]
+    asked = []
+
+    def predict_increment(increment: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(increment)
+        labels = np.random.default_rng([seed, increment]).integers(0, 2, sizes[increment])
+        wrong = np.arange(sizes[increment]) < round(wrong_per_increment[increment] * sizes[increment])
+        return np.where(wrong, 1 - labels, labels), labels
+
+    metrics, fidelity = race("sst2", predict_increment, len(sizes), NUM_EXAMPLES, cost, np.array(front), 2.0,
+                             np.random.default_rng(seed))
+    return metrics, fidelity, asked
+
+
+def test_shares_are_nested_seeded_and_cover_the_split_once():
+    increments = share_increments(NUM_EXAMPLES, SHARES, seed=3)
+    assert [len(indices) for indices in increments] == [40, 80, 280]
+    assert sorted(np.concatenate(increments).tolist()) == list(range(NUM_EXAMPLES))
+    assert all(np.array_equal(a, b) for a, b in zip(increments, share_increments(NUM_EXAMPLES, SHARES, 3), strict=True))
+    assert not np.array_equal(increments[0], share_increments(NUM_EXAMPLES, SHARES, seed=4)[0])
+
+
+@pytest.mark.parametrize("wrong", [0, 7, 20, 40])
+def test_accuracy_bound_is_wilsons_lower_bound(wrong):
+    """With a split far larger than the share, the finite-population factor is 1 and the bound is SciPy's Wilson
+    interval's lower end at the two-sided level of z = 2."""
+    predictions, labels = np.zeros(40, dtype=int), np.r_[np.ones(wrong, dtype=int), np.zeros(40 - wrong, dtype=int)]
+    bound = optimistic_error("sst2", predictions, labels, 10**12, 2.0, np.random.default_rng(0))
+    expected = binomtest(wrong, 40).proportion_ci(confidence_level=1 - 2 * norm.sf(2.0), method="wilson").low
+    assert bound == pytest.approx(expected, abs=1e-9)
+
+
+def test_correlation_bound_follows_the_bootstrap_standard_error_of_spearman():
+    """Spearman's standard error for a bivariate normal sample is about sqrt(1.06 / (n - 3)) * (1 - rho^2)
+    (Fieller et al. 1957); the bootstrap's must be close, and the rest of the split shrinks it by sqrt((N-n)/(N-1))."""
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=400)
+    predictions = 0.7 * labels + np.sqrt(1 - 0.7**2) * rng.normal(size=400)
+    rho = spearmanr(predictions, labels).statistic
+    fieller = np.sqrt(1.06 / 397) * (1 - rho**2)
+    bound = optimistic_error("stsb", predictions, labels, 10**12, 1.0, np.random.default_rng(1))
+    assert (1 - rho) - bound == pytest.approx(fieller, rel=0.2)
+    shrunk = optimistic_error("stsb", predictions, labels, 800, 1.0, np.random.default_rng(1))
+    assert (1 - rho) - shrunk == pytest.approx(((1 - rho) - bound) * np.sqrt(400 / 799), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_sub_network_clearly_worse_on_the_first_share_is_never_fully_scored(seed):
+    metrics, fidelity, asked = hand_built_race([0.5, 0.0, 0.0], cost=0.6, front=[(0.1, 0.5), (0.05, 1.0)], seed=seed)
+    assert asked == [0]  # even a perfect rest of the split was never scored
+    assert fidelity["fidelity"] == 0.1 and metrics["error"] == 0.5
+    assert fidelity["error_bounds"][0] > 0.1
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("wrong", [[0.05, 0.05, 0.05], [0.1, 0.0, 0.0], [0.0, 0.5, 0.5]])
+def test_a_sub_network_no_worse_than_the_front_on_the_first_share_is_scored_further(seed, wrong):
+    """At most the front's 0.1 error at its cost on the first share: it goes on, and if the second share does not
+    make it clearly worse, it ends scored on every example."""
+    metrics, fidelity, asked = hand_built_race(wrong, cost=0.6, front=[(0.1, 0.5)], seed=seed)
+    assert asked[:2] == [0, 1]
+    if wrong[1] < 0.5:
+        assert fidelity["fidelity"] == 1.0 and asked == [0, 1, 2]
+        expected_wrong = (round(wrong[0] * 40) + round(wrong[1] * 80) + round(wrong[2] * 280)) / NUM_EXAMPLES
+        assert metrics["error"] == pytest.approx(expected_wrong)
+    else:  # 40 of the first 120 examples wrong is clearly worse than 0.1: stopped after the second share
+        assert asked == [0, 1] and fidelity["fidelity"] == 0.3 and metrics["error"] == pytest.approx(40 / 120)
+
+
+def test_a_sub_network_cheaper_than_the_whole_front_is_always_fully_scored():
+    metrics, fidelity, asked = hand_built_race([1.0, 1.0, 1.0], cost=0.4, front=[(0.1, 0.5)])
+    assert asked == [0, 1, 2] and fidelity == {"fidelity": 1.0, "error_bounds": fidelity["error_bounds"]}
+    assert metrics["error"] == 1.0
+
+
+@pytest.mark.parametrize("shares", [[0.5, 0.3], [0.0, 0.5], [1.0], []])
+def test_bad_shares_are_refused(shares):
+    with pytest.raises(UsageError, match="--fidelity_shares must be increasing shares in"):
+        MultiFidelityArguments(multi_fidelity=True, fidelity_shares=shares)
+
+
+# ----------------------------------------------------------------------------- the search on a tiny model
+
+FIDELITY = ["--multi_fidelity", "True", "--fidelity_shares", "0.2", "0.5", "--fidelity_z", "1.0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny BERT super-network with 60 validation examples (30% of 200), enough for shares of 12 and 30."""
+    return train(tmp_path_factory.mktemp("multi_fidelity"), "bert", num_train=200)
+
+
+def search(output_dir, trained, *extra, num_samples=30) -> dict:
+    model_dir, data_dir, checkpoint = trained
+    run_offline_search.main([
+        "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+        "--checkpoint_dir_model", str(checkpoint), "--search_space", "small", "--search_strategy", "random_search",
+        "--num_samples", str(num_samples), "--output_dir", str(output_dir), "--log_dir", str(output_dir / "tb"),
+        "--seed", "1", "--cost_seq_len", "16", "--latency_repeats", "1", *extra,
+    ])
+    return json.loads((output_dir / "results_rte.json").read_text())
+
+
+def logged(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "evaluations.jsonl").read_text().splitlines()]
+
+
+def full_split_errors(trained, records: list[dict], bf16: bool = False) -> list[float]:
+    """Each sub-network's error by a plain evaluation of the whole validation split, outside the search."""
+    model_dir, data_dir, checkpoint = trained
+    model, tokenizer, _ = load_supernet(str(checkpoint))
+    data_args = DataArguments(task_name="rte", data_dir=str(data_dir))
+    validation = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args, ("validation",))["validation"]
+    loader = make_dataloader(validation, tokenizer, 8, False, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return [evaluation.evaluate(model.eval(), loader, "rte", torch.device("cpu"),
+                                    SubNetwork.from_compact(record["sub_network_masks"]), runner_for("slice"))["error"]
+                for record in records]
+
+
+def test_exact_search_scores_every_sub_network_on_the_whole_split(tmp_path, trained):
+    results = search(tmp_path / "exact", trained)
+    records = logged(tmp_path / "exact")
+    assert not any("fidelity" in record for record in records)
+    assert not {"multi_fidelity", "fidelity_shares", "fidelity_z", "bf16"} & results["settings"].keys()
+    assert [record["error"] for record in records] == full_split_errors(trained, records)
+    costs = np.array([[record["error"], record["params"]] for record in records])
+    assert sorted(results["pareto_indices"]) == pareto_indices(costs)
+
+
+@pytest.fixture(scope="module")
+def exact_and_raced(tmp_path_factory, trained):
+    folder = tmp_path_factory.mktemp("searches")
+    return (search(folder / "exact", trained), logged(folder / "exact"),
+            search(folder / "raced", trained, *FIDELITY), logged(folder / "raced"))
+
+
+def test_raced_search_stops_some_sub_networks_and_scores_the_rest_fully(trained, exact_and_raced):
+    exact, exact_records, raced, records = exact_and_raced
+    assert {record["fidelity"] for record in records} == {12 / 60, 30 / 60, 1.0}
+    full = [index for index, record in enumerate(records) if record["fidelity"] == 1.0]
+    # random search proposes the same sub-networks whatever it is told, so the exact run is the reference
+    assert [r["config"] for r in records] == [r["config"] for r in exact_records]
+    assert [records[index]["error"] for index in full] == [exact_records[index]["error"] for index in full]
+    assert [records[index]["error"] for index in full] == full_split_errors(trained, [records[i] for i in full])
+
+
+def test_raced_search_stops_only_sub_networks_dominated_by_a_fully_scored_one(exact_and_raced):
+    *_, records = exact_and_raced
+    for index, record in enumerate(records):
+        earlier_full = np.array([[r["error"], r["params"]] for r in records[:index] if r["fidelity"] == 1.0])
+        stopped_at = [dominated(bound, record["params"], earlier_full) for bound in record["error_bounds"]]
+        assert stopped_at == [False] * (len(stopped_at) - 1) + [record["fidelity"] < 1.0]
+        if record["fidelity"] < 1.0:
+            assert record["error"] >= record["error_bounds"][-1]
+
+
+def test_raced_pareto_set_holds_only_fully_scored_sub_networks(exact_and_raced):
+    *_, raced, records = exact_and_raced
+    full = [index for index, record in enumerate(records) if record["fidelity"] == 1.0]
+    front = [full[i] for i in pareto_indices(np.array([[records[i]["error"], records[i]["params"]] for i in full]))]
+    assert sorted(raced["pareto_indices"]) == sorted(front)
+    assert [point["iteration"] for point in raced["pareto_set"]] == raced["pareto_indices"]
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: nothing after it runs, and the log holds what was fsync'd before it."""
+
+
+def test_search_killed_in_the_middle_of_a_promotion_resumes_to_the_uninterrupted_results(
+        tmp_path, trained, exact_and_raced, monkeypatch):
+    *_, raced, records = exact_and_raced
+    promotions = []
+
+    def predict_until_the_third_promotion(model, loader, *args):
+        if len(loader.dataset) != 12:  # a sub-network that went on past the first share
+            promotions.append(loader)
+            if len(promotions) == 3:
+                raise Killed
+        return evaluation.predict(model, loader, *args)
+
+    monkeypatch.setattr(run_offline_search, "predict", predict_until_the_third_promotion)
+    with pytest.raises(Killed):
+        search(tmp_path / "resumed", trained, *FIDELITY)
+    monkeypatch.undo()
+    interrupted = logged(tmp_path / "resumed")
+    assert 0 < len(interrupted) < 30 and not (tmp_path / "resumed" / "results_rte.json").exists()
+    resumed = search(tmp_path / "resumed", trained, *FIDELITY)
+    keys = ("config", "error", "fidelity", "error_bounds", "validation", "params")
+    assert [[r[k] for k in keys] for r in logged(tmp_path / "resumed")] == [[r[k] for k in keys] for r in records]
+    assert resumed["pareto_indices"] == raced["pareto_indices"]
+    assert [p["test"] for p in resumed["pareto_set"]] == [p["test"] for p in raced["pareto_set"]]
+
+
+@pytest.mark.parametrize(("first", "second", "message"), [
+    ((), FIDELITY, "holds a run with --multi_fidelity None (this run: True)"),
+    (FIDELITY, (), "holds a run with --multi_fidelity True (this run: None)"),
+])
+def test_resuming_across_fidelity_settings_is_refused(tmp_path, trained, first, second, message):
+    search(tmp_path / "run", trained, *first, num_samples=2)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        search(tmp_path / "run", trained, *second, num_samples=3)
+
+
+def test_bf16_search_scores_under_bf16_autocast(tmp_path, trained):
+    results = search(tmp_path / "bf16", trained, "--bf16", "True", num_samples=6)
+    records = logged(tmp_path / "bf16")
+    assert results["settings"]["bf16"] is True
+    assert [record["error"] for record in records] == full_split_errors(trained, records, bf16=True)
+
+
+def test_multi_fidelity_refuses_language_modelling():
+    with pytest.raises(UsageError, match="--task_name lm is scored as one loss"):
+        check_task("lm")
