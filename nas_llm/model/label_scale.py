@@ -129,26 +129,28 @@ def predicting_label_scale(model: nn.Module) -> Iterator[None]:
         yield
         return
     config = model.config
+    if output.bias is None:
+        setattr(config, USAGE_KEY, USAGE)
+        try:
+            yield
+        finally:
+            delattr(config, USAGE_KEY)
+        return
     scale = label_scale_of(config)
-    weight, bias = output.weight.detach().clone(), None if output.bias is None else output.bias.detach().clone()
+    weight, bias = output.weight.detach().clone(), output.bias.detach().clone()
     try:
-        if bias is None:
-            setattr(config, USAGE_KEY, USAGE)
-        else:
-            with torch.no_grad():
-                output.weight.mul_(scale.std)
-                output.bias.mul_(scale.std).add_(scale.mean)
-            set_label_scale(config, None)
-            setattr(config, FOLDED_KEY, asdict(scale))
+        with torch.no_grad():
+            output.weight.mul_(scale.std)
+            output.bias.mul_(scale.std).add_(scale.mean)
+        set_label_scale(config, None)
+        setattr(config, FOLDED_KEY, asdict(scale))
         yield
     finally:
         with torch.no_grad():
             output.weight.copy_(weight)
-            if bias is not None:
-                output.bias.copy_(bias)
-        for key in (USAGE_KEY, FOLDED_KEY):
-            if hasattr(config, key):
-                delattr(config, key)
+            output.bias.copy_(bias)
+        if hasattr(config, FOLDED_KEY):
+            delattr(config, FOLDED_KEY)
         set_label_scale(config, scale)
 
 
