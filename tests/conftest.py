@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from support import BUCKET, FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, FAMILY_NAMES, REGION
-from tiny_runs import train
+from tiny_runs import ToyRun, train, train_toy
 
 torch.set_num_threads(1)  # tiny models: more threads only add synchronisation overhead
 
@@ -39,6 +39,18 @@ def trained_bert(tmp_path_factory):
     """(model_dir, data_dir, checkpoint) of a tiny BERT super-network (one_shot, small space) trained once for the
     session; tests read it and write elsewhere."""
     return train(tmp_path_factory.mktemp("trained_bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def toy_classification(tmp_path_factory) -> ToyRun:
+    """A tiny BERT super-network trained once for the session on a learnable toy sentiment task; read only."""
+    return train_toy(tmp_path_factory.mktemp("toy_classification"), regression=False)
+
+
+@pytest.fixture(scope="session")
+def toy_regression(tmp_path_factory) -> ToyRun:
+    """The same on the toy task's regression scores; read only."""
+    return train_toy(tmp_path_factory.mktemp("toy_regression"), regression=True)
 
 
 # The SageMaker launchers' tests: a local moto server, fake credentials, and no network beyond it.

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_runs import EPOCHS, ToyRun, logits_on, main_metric, train_toy, training_loss
+from tiny_runs import EPOCHS, logits_on, main_metric, training_loss
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForSequenceClassification
 
@@ -31,29 +31,15 @@ SEARCH_SEED = "8"  # its params and flops fronts differ, so the flops search is 
 COST_SEQ_LEN = 16
 
 
-
-
-
-
 @pytest.fixture(scope="session")
-def classification(tmp_path_factory) -> ToyRun:
-    return train_toy(tmp_path_factory.mktemp("classification"), regression=False)
-
-
-@pytest.fixture(scope="session")
-def regression(tmp_path_factory) -> ToyRun:
-    return train_toy(tmp_path_factory.mktemp("regression"), regression=True)
-
-
-@pytest.fixture(scope="session")
-def searches(classification, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+def searches(toy_classification, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     """objective -> (results JSON, TensorBoard folder) of a random search of the classification super-network."""
     searched = {}
     for objective in ("params", "flops"):
         output_dir = tmp_path_factory.mktemp(f"search_{objective}")
         run_offline_search.main([
-            "--model_name_or_path", str(classification.model_dir), *classification.data_flags(),
-            "--checkpoint_dir_model", str(classification.supernet), "--search_space", "small",
+            "--model_name_or_path", str(toy_classification.model_dir), *toy_classification.data_flags(),
+            "--checkpoint_dir_model", str(toy_classification.supernet), "--search_space", "small",
             "--search_strategy", "random_search", "--num_samples", str(NUM_SAMPLES), "--seed", SEARCH_SEED,
             "--objective", objective, "--output_dir", str(output_dir), "--log_dir", str(output_dir / "tb"),
             "--cost_seq_len", str(COST_SEQ_LEN), "--latency_repeats", "1",
@@ -108,51 +94,52 @@ def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
 
 
 
-def test_training_lowers_the_training_loss_and_changes_every_layer(classification):
-    initial, trained = load(classification.model_dir), load(classification.supernet)
-    assert training_loss(trained, classification) < 0.8 * training_loss(initial, classification)
+def test_training_lowers_the_training_loss_and_changes_every_layer(toy_classification):
+    initial, trained = load(toy_classification.model_dir), load(toy_classification.supernet)
+    assert training_loss(trained, toy_classification) < 0.8 * training_loss(initial, toy_classification)
     for before, after in zip(layers_of(initial), layers_of(trained), strict=True):
         changed = [not torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters(), strict=True)]
         assert all(changed), "a layer's weights were not trained"
     assert not torch.equal(initial.classifier.weight, trained.classifier.weight)
 
 
-def test_regression_trains_and_reports_its_own_spearman(regression):
-    initial, trained = load(regression.model_dir), load(regression.supernet)
-    logits, _ = logits_on(trained, regression, "validation")
+def test_regression_trains_and_reports_its_own_spearman(toy_regression):
+    initial, trained = load(toy_regression.model_dir), load(toy_regression.supernet)
+    logits, _ = logits_on(trained, toy_regression, "validation")
     assert logits.shape[-1] == 1 and logits.std() > 0.1, "regression predictions are (nearly) constant"
-    assert main_metric(trained, regression, "validation") > max(0.5, main_metric(initial, regression, "validation"))
-    assert training_loss(trained, regression) < 0.8 * training_loss(initial, regression)
+    initial_metric = main_metric(initial, toy_regression, "validation")
+    assert main_metric(trained, toy_regression, "validation") > max(0.5, initial_metric)
+    assert training_loss(trained, toy_regression) < 0.8 * training_loss(initial, toy_regression)
 
-    results = json.loads((regression.supernet / "results.json").read_text())
+    results = json.loads((toy_regression.supernet / "results.json").read_text())
     for split in ("validation", "test"):
-        assert results[split]["spearmanr"] == pytest.approx(main_metric(trained, regression, split), abs=1e-6)
+        assert results[split]["spearmanr"] == pytest.approx(main_metric(trained, toy_regression, split), abs=1e-6)
     smallest = extract_sub_network(trained, prefix_sub_network(*SMALLEST))
     assert results["smallest_sub_network"]["validation"]["spearmanr"] == pytest.approx(
-        main_metric(smallest, regression, "validation"), abs=1e-6
+        main_metric(smallest, toy_regression, "validation"), abs=1e-6
     )
 
-    losses = [value for _, value in tensorboard_scalars(regression.log_dir)["train/loss_largest"]]
+    losses = [value for _, value in tensorboard_scalars(toy_regression.log_dir)["train/loss_largest"]]
     steps_per_epoch = len(losses) // EPOCHS
     assert np.mean(losses[-steps_per_epoch:]) < 0.7 * np.mean(losses[:steps_per_epoch])
 
 
-def test_tensorboard_and_results_report_the_full_and_the_smallest_network(classification):
-    trained = load(classification.supernet)
+def test_tensorboard_and_results_report_the_full_and_the_smallest_network(toy_classification):
+    trained = load(toy_classification.supernet)
     smallest = extract_sub_network(trained, prefix_sub_network(*SMALLEST))
     expected = {
-        "largest": {split: main_metric(trained, classification, split) for split in ("validation", "test")},
-        "smallest": {split: main_metric(smallest, classification, split) for split in ("validation", "test")},
+        "largest": {split: main_metric(trained, toy_classification, split) for split in ("validation", "test")},
+        "smallest": {split: main_metric(smallest, toy_classification, split) for split in ("validation", "test")},
     }
     assert expected["largest"]["validation"] != expected["smallest"]["validation"], "the check could not fail"
 
-    scalars = tensorboard_scalars(classification.log_dir)
+    scalars = tensorboard_scalars(toy_classification.log_dir)
     for role in ("largest", "smallest"):
         steps, values = zip(*scalars[f"validation/{role}/accuracy"], strict=True)
         assert steps == tuple(range(1, EPOCHS + 1))
         assert values[-1] == pytest.approx(expected[role]["validation"], abs=1e-6), role
 
-    results = json.loads((classification.supernet / "results.json").read_text())
+    results = json.loads((toy_classification.supernet / "results.json").read_text())
     for split in ("validation", "test"):
         assert results[split]["accuracy"] == pytest.approx(expected["largest"][split])
         assert results["smallest_sub_network"][split]["accuracy"] == pytest.approx(expected["smallest"][split])
@@ -178,25 +165,25 @@ def flops_of(model) -> int:
 
 
 @pytest.mark.parametrize("objective", ["params", "flops"])
-def test_search_records_each_sub_network_s_own_error_and_costs(classification, searches, objective):
+def test_search_records_each_sub_network_s_own_error_and_costs(toy_classification, searches, objective):
     """Error, test metric, parameters and FLOPs of the Pareto points and the first evaluations, re-measured on
     the sub-network extracted from the checkpoint."""
     results, _ = searches[objective]
-    supernet = load(classification.supernet)
-    full_params, full_flops = num_parameters(supernet), flops_of(load(classification.supernet))
+    supernet = load(toy_classification.supernet)
+    full_params, full_flops = num_parameters(supernet), flops_of(load(toy_classification.supernet))
     assert results["unpruned"]["validation"]["error"] == pytest.approx(
-        1 - main_metric(supernet, classification, "validation"), abs=1e-9
+        1 - main_metric(supernet, toy_classification, "validation"), abs=1e-9
     )
     for record in results["evaluations"][:5] + results["pareto_set"]:
         extracted = extract_sub_network(supernet, recorded_sub_network(record))
-        assert record["error"] == pytest.approx(1 - main_metric(extracted, classification, "validation"), abs=1e-9)
+        assert record["error"] == pytest.approx(1 - main_metric(extracted, toy_classification, "validation"), abs=1e-9)
         assert record["num_parameters"] == num_parameters(extracted)
         assert record["params"] == pytest.approx(num_parameters(extracted) / full_params)
         flops = flops_of(extracted)
         assert 2 * record["macs"] == flops
         assert record["flops"] == pytest.approx(flops / full_flops)
         if "test" in record:
-            assert record["test"]["accuracy"] == pytest.approx(main_metric(extracted, classification, "test"))
+            assert record["test"]["accuracy"] == pytest.approx(main_metric(extracted, toy_classification, "test"))
 
 
 @pytest.mark.parametrize("objective", ["params", "flops"])
@@ -246,11 +233,11 @@ def budget_and_expected(results: dict, flag: str) -> tuple[float, int]:
 @pytest.mark.parametrize(
     "flag", ["--pareto_index", "--max_params", "--max_flops", "--max_latency_ms", "--max_relative_error_increase"]
 )
-def test_selection_extracts_the_point_its_budget_asks_for(classification, searches, tmp_path, flag):
+def test_selection_extracts_the_point_its_budget_asks_for(toy_classification, searches, tmp_path, flag):
     results, output_dir = searches["params"]
     value, expected_iteration = budget_and_expected(results, flag)
     select_and_extract.main([
-        "--results", str(output_dir / "results_custom.json"), flag, repr(value), *classification.data_flags(),
+        "--results", str(output_dir / "results_custom.json"), flag, repr(value), *toy_classification.data_flags(),
         "--output_dir", str(tmp_path / "pruned"),
     ])
     report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())

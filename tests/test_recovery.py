@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 from support import reload_in_fresh_process
-from tiny_runs import logits_on, record_tokenized_splits, scalar_tags, train_toy
+from tiny_runs import logits_on, record_tokenized_splits, scalar_tags
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import run_offline_search
@@ -57,10 +57,11 @@ def results_with_one_point(run, root: Path, sub_network_configs: dict[str, dict]
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """A trained tiny super-network, and a results file per checkpoint kind whose one Pareto point is that kind."""
+def toy(tmp_path_factory, toy_classification):
+    """The session's tiny classification super-network, and a results file per checkpoint kind whose one Pareto
+    point is that kind."""
     root = tmp_path_factory.mktemp("recovery")
-    run = train_toy(root, regression=False)
+    run = toy_classification
     supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
     space = make_search_space("small", supernet.config)
     return run, supernet, space, results_with_one_point(run, root, SUB_NETWORKS)
@@ -157,11 +158,11 @@ def test_bad_recovery_flags_are_refused_before_anything_is_written(toy, tmp_path
     assert not Path(tmp_path / "never").exists()
 
 
-def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp_path):
+def test_regression_recovery_learns_on_standardised_labels(tmp_path_factory, tmp_path, toy_regression):
     """Regression: the loss recovery lowers is the MSE to the teacher and to the labels, both standardised with
     the statistics the checkpoint carries (computed here from config.json); the recorded Spearman is the model's."""
     root = tmp_path_factory.mktemp("regression_recovery")
-    run = train_toy(root, regression=True)
+    run = toy_regression
     supernet = AutoModelForSequenceClassification.from_pretrained(run.supernet).eval()
     results_file = results_with_one_point(run, root, {"custom_code": SUB_NETWORKS["custom_code"]})["custom_code"]
     sub_network = make_search_space("small", supernet.config).to_sub_network(SUB_NETWORKS["custom_code"])

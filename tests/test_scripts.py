@@ -114,11 +114,11 @@ def test_every_search_starts_with_the_largest_smallest_and_mid_size_sub_network(
     assert len(log) == 4
 
 
-def test_plot_select_and_extract_after_a_search(tmp_path, capsys, monkeypatch):
-    model_dir, data_dir, checkpoint = train(tmp_path, "bert")
+def test_plot_select_and_extract_after_a_search(trained_bert, tmp_path, capsys, monkeypatch):
+    model_dir, data_dir, checkpoint = trained_bert
     flops_results = search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "flops"])
     assert all(point["latency_ms"] > 0 for point in flops_results["pareto_set"])  # measured for the Pareto set
-    monkeypatch.chdir(tmp_path)  # a relative checkpoint path, as typed on a command line
+    monkeypatch.chdir(checkpoint.parent)  # a relative checkpoint path, as typed on a command line
     search(tmp_path, model_dir, data_dir, Path(checkpoint.name), "nsga2")
     results_files = [str(tmp_path / f"results_{name}_0" / "results_rte.json") for name in ("random_search", "nsga2")]
 
