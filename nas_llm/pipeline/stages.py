@@ -62,7 +62,8 @@ SET_BY_PIPELINE = {  # flags prune.py sets itself for every stage: a user's valu
     "output_dir", "model_name_or_path", "checkpoint_dir_model", "log_dir", "results", "pareto_index", "iteration",
     "budgets", "constraint", "resume_from_checkpoint", "objective", "overwrite_output_dir", "save_strategy",
 }
-ETA = re.compile(rb"<((?:\d+:)?\d+:\d+)")  # tqdm's "[elapsed<remaining, rate]"
+# tqdm's bar: "[elapsed<remaining, rate]", after "epoch k/K" where a stage's bars run one epoch each
+BAR_TIMES = re.compile(rb"(?:epoch (\d+)/(\d+)\b[^\[\r\n]*)?\[((?:\d+:)?\d+:\d+)<((?:\d+:)?\d+:\d+)")
 
 
 def fields_of(*classes: type) -> set[str]:
@@ -137,17 +138,38 @@ def kill_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def seconds(clock: bytes) -> int:
+    """tqdm's "[h:]mm:ss" in seconds."""
+    total = 0
+    for part in clock.split(b":"):
+        total = 60 * total + int(part)
+    return total
+
+
+def stage_time_left(output: bytes) -> str | None:
+    """The stage's time left by the last progress bar in `output`: the bar's own estimate, plus as many whole bars
+    as epochs remain after it when the bar is one epoch of several ("epoch k/K"); None without a bar."""
+    bars = BAR_TIMES.findall(output)
+    if not bars:
+        return None
+    epoch, epochs, elapsed, remaining = bars[-1]
+    later_epochs = int(epochs) - int(epoch) if epoch else 0
+    left = seconds(remaining) + later_epochs * (seconds(elapsed) + seconds(remaining))
+    minutes, secs = divmod(left, 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes:02d}:{secs:02d}"
+
+
 def stream(process: subprocess.Popen, log_path: Path, remaining: list[str]) -> None:
-    """Copy the stage's output to its log and to this terminal (its progress bars as they are); keep the last
-    time left that a bar reported."""
+    """Copy the stage's output to its log and to this terminal (its progress bars as they are); keep the time
+    left that the last bar implies."""
     with log_path.open("ab") as log:
         while chunk := os.read(process.stdout.fileno(), 65536):
             log.write(chunk)
             log.flush()
             sys.stderr.buffer.write(chunk)
             sys.stderr.flush()
-            if found := ETA.findall(chunk):
-                remaining[0] = found[-1].decode()
+            if (left := stage_time_left(chunk)) is not None:
+                remaining[0] = left
 
 
 class Pipeline:
@@ -289,7 +311,7 @@ class Pipeline:
         while reader.is_alive():  # until the stage closes its output
             reader.join(self.heartbeat_s)
             if reader.is_alive():
-                print(f"\n[{stage.name}] {time.time() - start:.0f} s in; time left in the current step: {remaining[0]}",
+                print(f"\n[{stage.name}] {time.time() - start:.0f} s in; time left in this stage: {remaining[0]}",
                       file=sys.stderr, flush=True)
         process.wait()
         if process.returncode != 0:
