@@ -200,9 +200,9 @@ def test_ats_resumed_after_an_odd_number_of_steps_keeps_alternating(tmp_path):
 
 
 def test_a_checkpoint_from_before_group_by_length_resumes_as_ungrouped(tmp_path):
-    import train_supernet
+    from nas_llm.training.supernet import check_same_settings
 
     settings_before_the_flag = {"seed": 0, "sampling_strategy": "kd"}
-    train_supernet.check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": False}, tmp_path)
+    check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": False}, tmp_path)
     with pytest.raises(UsageError, match="--group_by_length False but this run asks for --group_by_length True"):
-        train_supernet.check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": True}, tmp_path)
+        check_same_settings(settings_before_the_flag, {"seed": 0, "group_by_length": True}, tmp_path)

@@ -645,6 +645,14 @@ def make_dataloader(
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator, generator=generator)
 
 
+def evaluation_loaders(
+    tokenized: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+    names: tuple[str, ...] = ("validation", "test"),
+) -> dict[str, DataLoader]:
+    """The unshuffled loaders of the splits `names` that a run scores its networks on."""
+    return {name: make_dataloader(tokenized[name], tokenizer, batch_size, False, 0) for name in names}
+
+
 def example_lengths(dataset: datasets.Dataset) -> list[int]:
     """Tokens of each example (multiple choice: of its longest choice): what its batch is padded to."""
     return [max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids) for ids in dataset["input_ids"]]

@@ -222,12 +222,36 @@ def load_blocks(
 
 
 
+def load_examples(data_args: DataArguments) -> datasets.DatasetDict | None:
+    """The examples of a classification, regression or multiple-choice task, loaded before the model (their labels
+    make its head); None for --task_name lm, whose text is cut into blocks once the model's positions are known."""
+    return None if data_args.task_name == LM_TASK else load_raw_splits(data_args)
+
+
+def task_splits(
+    data_args: DataArguments,
+    lm_args: LMArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    model_config,
+    examples: datasets.DatasetDict | None,
+    names: tuple[str, ...] = ("train", "validation", "test"),
+) -> datasets.DatasetDict:
+    """The tokenized splits `names` of the task: text packed into blocks for --task_name lm, else `examples`
+    (from `load_examples`) tokenized; the one place where the two kinds of task load their data differently."""
+    if data_args.task_name == LM_TASK:
+        return load_blocks(data_args, lm_args, tokenizer, model_config, names)
+    return tokenize_splits(examples, tokenizer, data_args, names)
+
+
+def task_metrics_key(task_name: str | None, examples: datasets.DatasetDict | None) -> str:
+    """The metrics' key of the task whose `examples` (None for --task_name lm) were loaded."""
+    return metric_task(task_name, examples is not None and task_info_for(examples).is_regression)
+
+
 def evaluation_splits(
     data_args: DataArguments, lm_args: LMArguments, tokenizer, model_config, split_names: tuple[str, ...]
 ) -> tuple[dict, str]:
     """The tokenized `split_names` of the task and its metrics key: text blocks for --task_name lm, else examples."""
-    if data_args.task_name == LM_TASK:
-        return load_blocks(data_args, lm_args, tokenizer, model_config, split_names), LM_TASK
-    splits = load_raw_splits(data_args)
-    tokenized = tokenize_splits(splits, tokenizer, data_args, split_names)
-    return tokenized, metric_task(data_args.task_name, task_info_for(splits).is_regression)
+    examples = load_examples(data_args)
+    tokenized = task_splits(data_args, lm_args, tokenizer, model_config, examples, split_names)
+    return tokenized, task_metrics_key(data_args.task_name, examples)
