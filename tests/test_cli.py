@@ -29,7 +29,7 @@ from nas_llm.data.metrics import MAIN_METRIC
 from nas_llm.extraction.recovery import RecoveryArguments
 from nas_llm.model.models import resolve_model_name
 from nas_llm.search.multi_fidelity import MultiFidelityArguments
-from run_offline_search import SearchArguments
+from nas_llm.search.offline import SearchArguments
 from select_and_extract import SelectionArguments
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, t
 from nas_llm.model.models import load_supernet
 from nas_llm.model.slicing import runner_for
 from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search import offline
 from nas_llm.search.multi_fidelity import (
     MultiFidelityArguments,
     check_task,
@@ -212,7 +213,7 @@ def test_search_killed_in_the_middle_of_a_promotion_resumes_to_the_uninterrupted
                 raise Killed
         return evaluation.predict(model, loader, *args)
 
-    monkeypatch.setattr(run_offline_search, "predict", predict_until_the_third_promotion)
+    monkeypatch.setattr(offline, "predict", predict_until_the_third_promotion)
     with pytest.raises(Killed):
         search(tmp_path / "resumed", trained, *FIDELITY)
     monkeypatch.undo()

@@ -22,6 +22,7 @@ from nas_llm.data import lm_data
 from nas_llm.model.models import load_tokenizer
 from nas_llm.model.search_spaces import SEARCH_SPACES
 from nas_llm.model.sub_network import SubNetwork
+from nas_llm.search import offline
 
 
 @pytest.fixture(scope="session", params=FAMILY_NAMES)
@@ -88,7 +89,7 @@ def test_rerunning_a_finished_search_loads_nothing_and_leaves_the_results_unchan
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished search must not load a model or data")
 
-    monkeypatch.setattr(run_offline_search, "load_supernet", must_not_run)
+    monkeypatch.setattr(offline, "load_supernet", must_not_run)
     monkeypatch.setattr(lm_data, "load_raw_splits", must_not_run)
     start = time.perf_counter()
     search(tmp_path, model_dir, data_dir, checkpoint, "random_search", extra=["--objective", "latency"])

@@ -9,8 +9,8 @@ from syne_tune.config_space import Categorical, Domain, choice, ordinal, randint
 
 from nas_llm.common.errors import UsageError
 from nas_llm.common.flags import SEARCH_STRATEGIES
+from nas_llm.search.offline import SearchArguments
 from nas_llm.search.searchers import EHVI_MAX_HYPERPARAMETERS, EHVISearcher, Searcher, make_searcher
-from run_offline_search import SearchArguments
 
 METRICS = ["error", "params"]
 NUM_STEPS = 10
