@@ -22,6 +22,7 @@ import run_rfp
 import select_and_extract
 import standard_nas_trial
 import train_supernet
+from nas_llm.baselines import rfp
 from nas_llm.baselines.standard_nas import SETTINGS_KEY, epoch_checkpoint
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
 from nas_llm.model.search_spaces import make_search_space
@@ -225,8 +226,8 @@ def test_rfp_fisher_scores_use_the_standardised_labels_the_model_was_trained_on(
         computed.append(real_mask_gradients(model, batches, *args))
         return computed[-1]
 
-    real_mask_gradients = run_rfp.mask_gradients
-    monkeypatch.setattr(run_rfp, "mask_gradients", recording)
+    real_mask_gradients = rfp.mask_gradients
+    monkeypatch.setattr(rfp, "mask_gradients", recording)
     run_rfp.main([
         "--checkpoint_dir_model", str(fine_tuned), "--task_name", "stsb", "--data_dir", str(data_dir),
         "--budgets", "0.8", "--num_calibration_samples", "1000", "--calibration_batch_size", "1000",

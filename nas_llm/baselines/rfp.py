@@ -6,6 +6,9 @@ the Fisher information of their masks (importance.py); (2) mask rearrangement: p
 of units, re-chosen with the layer's full Fisher block; (3) least-squares tuning of the kept units' masks
 (lstsq.py).
 
+Also what run_rfp.py runs around them: the calibration batches, the settings a resumed run must match, the
+budgets an interrupted run finished, and the results record.
+
 The mask search is their Algorithm 1 with the diagonal Fisher: for every number h of head units kept
 (over all layers), keep the h most important head units and fill what the constraint leaves with the most
 important neurons; of these candidates, keep the one that retains the most Fisher importance. The cost
@@ -15,23 +18,34 @@ block losing all its units also drops its biases and norms, so the true cost is 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from nas_llm.common.arguments import check_choice, check_positive
+from nas_llm.common.arguments import CostArguments, check_choice, check_positive
 from nas_llm.common.errors import UsageError
+from nas_llm.common.io_utils import JsonLinesLog
+from nas_llm.data.data import DataArguments, absolute_data_flags
 from nas_llm.extraction.extract import extract_sub_network, save_extracted
-from nas_llm.extraction.lstsq import tuned_extraction, unpruned_streams
+from nas_llm.extraction.lstsq import calibration_batches, tuned_extraction, unpruned_streams
 from nas_llm.model.cost import CostMeter, count_macs, count_parameters
 from nas_llm.model.families import family_for
+from nas_llm.model.label_scale import label_scale_of, standardised
+from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.training.importance import MaskGradients, UnitImportance
+from nas_llm.search.results import pareto_front, previous_evaluations
+from nas_llm.training.evaluation import evaluate
+from nas_llm.training.importance import MaskGradients, UnitImportance, mask_gradients
+
+logger = logging.getLogger(__name__)
 
 CONSTRAINTS = ("params", "flops")
 
@@ -249,3 +263,121 @@ class BudgetPruner:
             "runtime_s": time.time() - budget_start,
             "elapsed_s": time.time() - start_time,
         }
+
+    def prune_and_log(self, budget: float, start_time: float, log: JsonLinesLog) -> dict[str, Any]:
+        """One budget's record, logged once its checkpoint is written (a stopped run resumes after it)."""
+        record = self.prune(budget, start_time)
+        log.append(record)
+        logger.info("budget %g: validation error %.4f (%.4f before tuning), %s %.3f", budget, record["error"],
+                    record["error_before_tuning"], self.args.constraint, record[self.args.constraint])
+        return record
+
+
+@dataclass
+class ModelScorer:
+    """Scores a model, or a sub-network of one (sliced), on the validation or test split."""
+
+    loaders: dict[str, DataLoader]
+    metrics_key: str
+    device: torch.device
+
+    def score(self, scored: nn.Module, split: str, sub_network: SubNetwork | None = None) -> dict[str, float]:
+        return evaluate(scored.to(self.device), self.loaders[split], self.metrics_key, self.device, sub_network,
+                        sliced if sub_network else None)
+
+
+def run_settings(rfp_args: RFPArguments, data_args: DataArguments, cost_args: CostArguments) -> dict:
+    """What must match for the budgets logged in --output_dir to be kept (the budget list may change)."""
+    return {
+        "checkpoint_dir_model": str(Path(rfp_args.checkpoint_dir_model).resolve()),
+        "constraint": rfp_args.constraint,
+        "num_calibration_samples": rfp_args.num_calibration_samples,
+        "calibration_batch_size": rfp_args.calibration_batch_size,
+        "rearrange_masks": rfp_args.rearrange_masks,
+        "tune_masks": rfp_args.tune_masks,
+        "seed": rfp_args.seed,
+        "data": absolute_data_flags(data_args),
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
+    }
+
+
+def calibration_data(
+    model: nn.Module, train_split: datasets.Dataset, tokenizer, args: RFPArguments
+) -> list[dict[str, torch.Tensor]]:
+    """The --num_calibration_samples training examples the Fisher scores and the mask tuning use, in batches.
+
+    Regression: the fine-tuned model outputs standardised labels, so its loss (the Fisher scores) needs them too.
+    """
+    return [
+        standardised(batch, label_scale_of(model.config))
+        for batch in calibration_batches(train_split, tokenizer, args.num_calibration_samples,
+                                         args.calibration_batch_size, args.seed)
+    ]
+
+
+def make_pruner(
+    args: RFPArguments, cost_args: CostArguments, model: nn.Module, tokenizer, batches: list[dict[str, torch.Tensor]],
+    score: Callable[..., dict[str, float]],
+) -> BudgetPruner:
+    """The pruner of `model`: the Fisher scores of its masks on `batches` and the costs of its units, measured once."""
+    gradients = mask_gradients(model, batches)  # one row per calibration batch, for the Fisher blocks
+    importance = UnitImportance.from_gradients(gradients)
+    unit_costs = UnitCosts.measure(model, args.constraint, cost_args.cost_seq_len)
+    full = SubNetwork.full(*importance.heads.shape, importance.neurons.shape[1])
+    cost_meter = CostMeter(model, sliced, cost_args, full)
+    return BudgetPruner(args, model, tokenizer, batches, gradients, importance, unit_costs, cost_meter, score,
+                        Path(args.output_dir))
+
+
+def finished_budgets(
+    output_dir: Path, settings: dict, overwrite: bool
+) -> tuple[JsonLinesLog, dict[float, dict], float]:
+    """The evaluations log, the records of the budgets an earlier run with the same `settings` finished, by
+    budget, and the seconds that run had taken (0 for a fresh start)."""
+    log, logged = previous_evaluations(output_dir, settings, overwrite)
+    finished = {record["budget"]: record for record in logged}
+    if logged:
+        logger.info("Resumed budgets %s from %s", ", ".join(f"{budget:g}" for budget in finished), log.path)
+    return log, finished, max((record["elapsed_s"] for record in logged), default=0.0)
+
+
+def rfp_results(
+    args: RFPArguments, data_args: DataArguments, cost_args: CostArguments, nas_settings: dict,
+    evaluations: list[dict], pruner: BudgetPruner, device: torch.device, start_time: float,
+) -> dict[str, Any]:
+    """The results file (schema: results.py); every budget's model is a point of the set, marked if dominated."""
+    non_dominated = set(pareto_front(evaluations, ["error", "params"]))
+    # Every budget's model is the method's answer for that budget; plot_pareto.py draws the front from evaluations.
+    pareto_set = [record | {"dominated": index not in non_dominated} for index, record in enumerate(evaluations)]
+    return {
+        "task_name": data_args.task_name,
+        "model_name_or_path": nas_settings.get("model_name_or_path"),
+        "checkpoint_dir_model": None,  # every point carries its own tuned checkpoint
+        "method": "retraining_free_pruning",
+        "sampling_strategy": nas_settings.get("sampling_strategy"),
+        "fine_tuned_checkpoint": str(Path(args.checkpoint_dir_model).resolve()),
+        "search_space": "large",
+        "search_strategy": "fisher_mask_search" + ("+rearrangement" if args.rearrange_masks else "")
+        + ("+lstsq" if args.tune_masks else ""),
+        "rearrange_masks": args.rearrange_masks,
+        "tune_masks": args.tune_masks,
+        "seed": args.seed,
+        "num_samples": len(evaluations),
+        "num_calibration_samples": sum(len(batch["labels"]) for batch in pruner.batches),
+        "objectives": ["error", "params"],
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
+        "device": str(device),
+        "settings": {"data": absolute_data_flags(data_args)},  # select_and_extract.py's default data flags
+        "unpruned": pruner.cost_meter.unpruned | {
+            "validation": pruner.score(pruner.model, "validation"), "test": pruner.score(pruner.model, "test"),
+        },
+        "evaluations": [
+            record | {"sub_network": SubNetwork.from_json_dict(record["sub_network"]).summary()}
+            for record in evaluations
+        ],
+        "pareto_indices": sorted(non_dominated),
+        "pareto_set": pareto_set,
+        "runtime_s": time.time() - start_time,
+    }
