@@ -8,12 +8,16 @@ every trial to the end. The first trial is always the unpruned network, trained 
 reference of the results.
 
 This module holds what the entry script and the trial share: the flags, the files of an output
-directory, the scheduler, and turning Syne Tune's per-epoch reports into one record per trial.
+directory, the scheduler, and turning Syne Tune's per-epoch reports into one record per trial; and the steps of
+run_standard_nas.py: running the tuner, a record per trial with its costs, the Pareto set with each point's test
+metrics, the unpruned reference, which trial checkpoints are kept, and the results record.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +36,19 @@ from syne_tune.results_callback import StoreResultsCallback
 
 from nas_llm.common.arguments import CostArguments, ModelArguments, NASArguments, TrainingArguments, check_choice
 from nas_llm.common.errors import UsageError
-from nas_llm.data.data import DataArguments
+from nas_llm.common.io_utils import write_json_atomic
+from nas_llm.data.data import LM_TASK, DataArguments, absolute_data_flags
+from nas_llm.extraction.extract import load_extracted
+from nas_llm.model.cost import CostMeter
+from nas_llm.model.search_spaces import SearchSpace
+from nas_llm.search.results import pareto_front
+from nas_llm.search.searchers import plain_value
+from nas_llm.training.evaluation import evaluate
+
+logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("moasha", "random_search")
+VALIDATION_PREFIX = "validation_"  # the trials report their validation metrics under these names
 METRICS = ["error", "params"]  # both minimised; `params` relative to the unpruned network
 EPOCH = "epoch"  # MO-ASHA's time attribute: the trial's epochs so far
 SETTINGS_KEY = "standard_nas_settings"  # the config entry that points a trial at the run's settings file
@@ -96,6 +110,18 @@ def check_training_flags(training_args: TrainingArguments) -> None:
         raise UsageError("standard NAS trains each trial in one process; drop --use_accelerate (use --n_workers)")
     if training_args.resume_from_checkpoint is not None:
         raise UsageError("--resume_from_checkpoint is for train_supernet.py; standard NAS trials always start afresh")
+
+
+def check_run_flags(data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """Refuse what a standard-NAS run cannot do, before anything is loaded."""
+    check_training_flags(training_args)
+    if data_args.task_name == LM_TASK:
+        raise UsageError(
+            "run_standard_nas.py fine-tunes classifiers; for --task_name lm run train_supernet.py (with "
+            "--sampling_strategy none to search the pre-trained weights) and run_offline_search.py"
+        )
+    if training_args.output_dir == TrainingArguments.output_dir:
+        raise UsageError("pass --output_dir: the folder for the trials and results of this standard-NAS run")
 
 
 def max_epochs(nas_run_args: StandardNASArguments, training_args: TrainingArguments) -> int:
@@ -281,3 +307,156 @@ def run_trials(
     tuner.tuner_path = output_dir / TUNER_DIR  # next to the trials, not in ~/syne-tune
     tuner.run()
     return backend, reports
+
+
+def tune(
+    trial_script: Path, argv: list[str], search_space: SearchSpace, nas_run_args: StandardNASArguments, epochs: int,
+    seed: int, output_dir: Path,
+) -> tuple[LocalBackend, list[TrialRecord], float]:
+    """Run the trials of `trial_script` with the run's flags `argv`; the backend, one record per trial that
+    finished an epoch, and the tuner's wall-clock seconds."""
+    settings_path = output_dir / SETTINGS_FILE
+    write_json_atomic(settings_path, {"argv": argv})
+    settings_entry = {SETTINGS_KEY: str(settings_path)}
+    scheduler = make_scheduler(
+        nas_run_args.scheduler, search_space.config_space | settings_entry,
+        search_space.to_config(search_space.largest()) | settings_entry, epochs, nas_run_args.reduction_factor,
+        nas_run_args.num_samples, seed,
+    )
+    tuner_start = time.time()
+    backend, reports = run_trials(trial_script, scheduler, nas_run_args, output_dir)
+    wallclock_s = time.time() - tuner_start
+    trials = trial_records(reports.results, list(search_space.config_space), epochs)
+    if not trials:
+        raise UsageError("no trial finished an epoch within the budget; raise --max_wallclock_time")
+    return backend, trials, wallclock_s
+
+
+def trial_evaluations(
+    trials: list[TrialRecord], search_space: SearchSpace, cost_meter: CostMeter, backend: LocalBackend
+) -> list[dict[str, Any]]:
+    """One record per trial: its last report, its costs (no latency), its learning curve and its checkpoint."""
+    evaluations = []
+    for iteration, trial in enumerate(trials):
+        sub_network = search_space.to_sub_network(trial.config)
+        costs = cost_meter.measure(sub_network, with_latency=False)
+        record = {
+            "iteration": iteration,
+            "trial_id": trial.trial_id,
+            "error": trial.last["error"],
+            "validation": {
+                key.removeprefix(VALIDATION_PREFIX): value
+                for key, value in trial.last.items() if key.startswith(VALIDATION_PREFIX)
+            },
+            **cost_meter.relative(costs),
+            **costs,
+            "sub_network": sub_network.summary(),
+            "epochs": trial.last[EPOCH],
+            "stopped_early": trial.stopped_by_scheduler,
+            "learning_curve": [report["error"] for report in trial.reports],
+            "runtime_s": trial.last["elapsed_s"],
+            "trial_checkpoint_dir": str(epoch_checkpoint(backend.checkpoint_trial_path(trial.trial_id),
+                                                         trial.last[EPOCH])),
+        }
+        if search_space.name != "large":
+            record["config"] = {key: plain_value(value) for key, value in trial.config.items()}
+        evaluations.append(record)
+    return evaluations
+
+
+@dataclass
+class TrialTester:
+    """Scores a trial's own fine-tuned model (its checkpoint) on the test split."""
+
+    loader: Any  # the test split's DataLoader
+    metrics_key: str
+    device: torch.device
+
+    def test_metrics(self, checkpoint: str) -> dict[str, float]:
+        return evaluate(load_extracted(checkpoint).to(self.device), self.loader, self.metrics_key, self.device)
+
+
+def pareto_set_with_test(
+    evaluations: list[dict], trials: list[TrialRecord], search_space: SearchSpace, cost_meter: CostMeter,
+    tester: TrialTester,
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """The Pareto-optimal trials over (error, params), cheapest first, each with its latency and test metrics."""
+    pareto = pareto_front(evaluations, ["error", "params"], order_by="params")
+    pareto_set = []
+    for index in pareto:
+        record = evaluations[index]
+        sub_network = search_space.to_sub_network(trials[index].config)
+        costs = cost_meter.measure(sub_network, with_latency=True)
+        pareto_set.append({
+            "iteration": index,
+            "trial_id": record["trial_id"],
+            "error": record["error"],
+            **cost_meter.relative(costs),
+            **costs,
+            "test": tester.test_metrics(record["trial_checkpoint_dir"]),
+            "sub_network": sub_network.to_json_dict(),
+            "epochs": record["epochs"],
+            "trial_checkpoint_dir": record["trial_checkpoint_dir"],
+        })
+    return pareto, pareto_set
+
+
+def unpruned_reference(
+    evaluations: list[dict], trials: list[TrialRecord], cost_meter: CostMeter, tester: TrialTester, epochs: int
+) -> dict[str, Any]:
+    """The unpruned network's costs and, if the first trial fine-tuned it (UnprunedFirst), its scores."""
+    unpruned = dict(cost_meter.unpruned)
+    if trials[0].trial_id == 0:  # the first trial fine-tunes the unpruned network (UnprunedFirst)
+        first = evaluations[0]
+        unpruned |= {
+            "validation": first["validation"], "test": tester.test_metrics(first["trial_checkpoint_dir"]),
+            "epochs": first["epochs"], "trial_checkpoint_dir": first["trial_checkpoint_dir"],
+        }
+        if first["epochs"] < epochs:
+            logger.warning("the unpruned network trained %d of %d epochs only", first["epochs"], epochs)
+    return unpruned
+
+
+def keep_recorded_checkpoints(trials: list[TrialRecord], backend: LocalBackend, pareto_set: list[dict]) -> None:
+    """Only the weights worth extracting are kept: the recorded epoch of the Pareto trials and the unpruned one."""
+    kept_trials = {record["trial_id"] for record in pareto_set}
+    if trials[0].trial_id == 0:
+        kept_trials.add(0)
+    for trial in trials:
+        recorded = trial.last[EPOCH] if trial.trial_id in kept_trials else None
+        checkpoint_dir = backend.checkpoint_trial_path(trial.trial_id)
+        drop_epoch_checkpoints(checkpoint_dir, keep=lambda epoch, kept=recorded: epoch == kept)
+
+
+def standard_nas_results(
+    model_name: str, data_args: DataArguments, nas_args: NASArguments, training_args: TrainingArguments,
+    cost_args: CostArguments, nas_run_args: StandardNASArguments, epochs: int, device: torch.device,
+    unpruned: dict, evaluations: list[dict], pareto: list[int], pareto_set: list[dict], wallclock_s: float,
+    start_time: float,
+) -> dict[str, Any]:
+    """The results file (schema: results.py); every Pareto point carries its own trial's checkpoint."""
+    return {
+        "task_name": data_args.task_name,
+        "model_name_or_path": model_name,
+        "checkpoint_dir_model": None,  # every Pareto point carries its own trial_checkpoint_dir
+        "method": "standard_nas",
+        "sampling_strategy": "standard NAS",
+        "search_space": nas_args.search_space,
+        "search_strategy": nas_run_args.scheduler,
+        "seed": training_args.seed,
+        "num_samples": len(evaluations),
+        "max_epochs": epochs,
+        "n_workers": nas_run_args.n_workers,
+        "objectives": ["error", "params"],
+        "cost_seq_len": cost_args.cost_seq_len,
+        "latency_batch_size": cost_args.latency_batch_size,
+        "device": str(device),
+        "settings": {"data": absolute_data_flags(data_args)},  # select_and_extract.py's default data flags
+        "unpruned": unpruned,
+        "evaluations": evaluations,
+        "pareto_indices": pareto,
+        "pareto_set": pareto_set,
+        "wallclock_s": wallclock_s,
+        "device_hours": sum(record["runtime_s"] for record in evaluations) / 3600,
+        "runtime_s": time.time() - start_time,
+    }
