@@ -24,30 +24,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nas_llm.common.arguments import parse_arguments
 from nas_llm.common.errors import UsageError, exit_on_usage_error
 from nas_llm.common.io_utils import write_json_atomic
 from nas_llm.common.precision import default_device
-from nas_llm.data.data import LM_TASK, DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits
-from nas_llm.data.lm_data import LMArguments, load_blocks
-from nas_llm.data.metrics import metric_task
-from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
+from nas_llm.data.data import LM_TASK, DataArguments, make_dataloader
+from nas_llm.data.lm_data import LMArguments
 from nas_llm.extraction.model_card import write_model_card
-from nas_llm.extraction.recovery import (
-    RecoveryArguments,
-    check_recovery_possible,
-    choose_teacher,
-    least_squares_recovery,
-    recover,
+from nas_llm.extraction.recovery import RecoveryArguments, check_recovery_possible, recover_as_asked
+from nas_llm.extraction.selection import (
+    extraction_data,
+    extraction_report,
+    has_own_weights,
+    load_chosen,
+    log_extraction,
+    save_chosen,
 )
-from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
-from nas_llm.model.pruned_structure import STRUCTURE_KEY
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.results import evaluated_point, load_results
 from nas_llm.training.evaluation import evaluate
@@ -148,68 +144,26 @@ def main(argv: list[str] | None = None) -> None:
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
     device = default_device()
-    from_trial = "trial_checkpoint_dir" in point  # standard NAS: the point's own fine-tuned model
-    check_recovery_possible(recovery_args, data_args.task_name == LM_TASK, from_trial)
-    if from_trial:
-        checkpoint = point["trial_checkpoint_dir"]
-        extracted, tokenizer = load_extracted(checkpoint), load_tokenizer(checkpoint)
-    else:
-        checkpoint = selection_args.checkpoint_dir_model or results["checkpoint_dir_model"]
-        model, tokenizer, _ = load_supernet(checkpoint, lm_args.torch_dtype)
-        extracted = extract_sub_network(model, sub_network)
-    splits_needed = ("train", "validation", "test") if recovery_args.needs_training_split else ("test",)
-    if data_args.task_name == LM_TASK:
-        tokenized, metrics_key = load_blocks(data_args, lm_args, tokenizer, extracted.config, ("test",)), LM_TASK
-    else:
-        splits = load_raw_splits(data_args)
-        task = task_info_for(splits)
-        set_label_names(extracted.config, task.label_names)  # for super-networks trained before they recorded them
-        tokenized = tokenize_splits(splits, tokenizer, data_args, splits_needed)
-        metrics_key = metric_task(data_args.task_name, task.is_regression)
+    check_recovery_possible(recovery_args, data_args.task_name == LM_TASK, has_own_weights(point))
+    checkpoint, supernet, extracted, tokenizer = load_chosen(
+        point, sub_network, results, selection_args.checkpoint_dir_model, lm_args.torch_dtype
+    )
+    tokenized, metrics_key, task = extraction_data(
+        data_args, lm_args, tokenizer, extracted, recovery_args.needs_training_split
+    )
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     test = evaluate(extracted.to(device), loader, metrics_key, device)
-    lstsq_recovery = recovery = None
-    if recovery_args.recover_lstsq:
-        extracted, lstsq_recovery = least_squares_recovery(
-            model, sub_network, extracted, tokenized, tokenizer, metrics_key,
-            selection_args.per_device_eval_batch_size, recovery_args,
-        )
-    if recovery_args.recovering:  # the super-network teaches, unless --teacher_model_name_or_path names another
-        teacher = choose_teacher(recovery_args, model, checkpoint, data_args.task_name, task, tokenizer.pad_token_id)
-        recovery = recover(
-            extracted, teacher, tokenized, tokenizer, metrics_key, selection_args.per_device_eval_batch_size,
-            recovery_args, selection_args.output_dir,
-        )
-    if from_trial:  # already a smaller model: copied as the trial saved it
-        shutil.copytree(checkpoint, selection_args.output_dir, dirs_exist_ok=True)
-        kind = "custom_code" if getattr(extracted.config, STRUCTURE_KEY, None) is not None else "standard"
-    else:
-        kind = save_extracted(extracted, tokenizer, sub_network, selection_args.output_dir)
-    report = {
-        "results": selection_args.results,
-        "checkpoint_dir_model": checkpoint,
-        "pareto_point": {key: value for key, value in point.items() if key != "sub_network"},
-        "checkpoint_kind": kind,
-        "data": asdict(data_args) | asdict(lm_args),
-        "num_parameters": num_parameters(extracted),
-        "test_extracted": test,
-        "test_recorded_by_search": point.get("test"),  # None: a point off the Pareto set has no test metric
-        "matches_search": "test" not in point or all(
-            math.isclose(test[name], point["test"][name], rel_tol=1e-4, abs_tol=1e-6) for name in point["test"]
-        ),
-    }
-    if lstsq_recovery is not None:
-        report["lstsq_recovery"] = lstsq_recovery
-    if recovery is not None:
-        report["recovery"] = recovery
+    extracted, lstsq_recovery, recovery = recover_as_asked(
+        recovery_args, supernet, sub_network, extracted, checkpoint, data_args.task_name, task, tokenized, tokenizer,
+        metrics_key, selection_args.per_device_eval_batch_size, selection_args.output_dir,
+    )
+    kind = save_chosen(extracted, tokenizer, sub_network, point, selection_args.output_dir)
+    report = extraction_report(
+        selection_args.results, checkpoint, point, kind, data_args, lm_args, extracted, test, lstsq_recovery, recovery
+    )
     write_model_card(selection_args.output_dir, results, report, sub_network, extracted.config)
     write_json_atomic(Path(selection_args.output_dir) / "extraction.json", report)
-    logger.info(
-        "Extracted %d parameters (%.1f%% of the unpruned network, %s checkpoint) to %s; test %s (search recorded %s)",
-        report["num_parameters"], 100 * point["params"], kind, selection_args.output_dir, test, point.get("test"),
-    )
-    if not report["matches_search"]:
-        logger.warning("the extracted model's test metrics differ from the search's record for this point")
+    log_extraction(report, point, selection_args.output_dir)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 import run_offline_search
 import select_and_extract
 from nas_llm.common.errors import UsageError
+from nas_llm.data import lm_data
 from nas_llm.extraction.extract import extract_sub_network
 from nas_llm.extraction.recovery import RecoveryArguments, fine_tune
 from nas_llm.model.cost import count_parameters
@@ -122,7 +123,7 @@ def test_recover_epochs_0_writes_exactly_what_extraction_without_the_flag_writes
     command = ["--results", str(results_files["custom_code"]), "--pareto_index", "0", "--output_dir", str(tmp_path)]
     select_and_extract.main(command)
     without_flag = {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()}
-    tokenized_splits = record_tokenized_splits(monkeypatch, select_and_extract)
+    tokenized_splits = record_tokenized_splits(monkeypatch, lm_data)
     select_and_extract.main([*command, "--recover_epochs", "0"])
     assert {path: path.read_bytes() for path in sorted(tmp_path.rglob("*")) if path.is_file()} == without_flag
     assert tokenized_splits == [["test"]]  # no training split loaded without recovery

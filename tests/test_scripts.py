@@ -130,7 +130,7 @@ def test_plot_select_and_extract_after_a_search(trained_bert, tmp_path, capsys, 
     hypervolumes = json.loads((tmp_path / "pareto.json").read_text())["hypervolume"]
     assert all(0 < value <= 1 for value in hypervolumes.values())
 
-    tokenized_splits = record_tokenized_splits(monkeypatch, select_and_extract)
+    tokenized_splits = record_tokenized_splits(monkeypatch, lm_data)
     monkeypatch.chdir(tmp_path / "results_nsga2_0")  # the recorded data flags hold from any directory
     select_and_extract.main(["--results", results_files[1], "--max_params", "0.99", "--output_dir", "../pruned"])
     report = json.loads((tmp_path / "pruned" / "extraction.json").read_text())

@@ -299,6 +299,24 @@ def least_squares_recovery(
     }
 
 
+def recover_as_asked(
+    args: RecoveryArguments, supernet: nn.Module | None, sub_network: SubNetwork, extracted: nn.Module,
+    checkpoint: str, task_name: str | None, task: TaskInfo | None, tokenized: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase, metrics_key: str, eval_batch_size: int, output_dir: str,
+) -> tuple[nn.Module, dict | None, dict | None]:
+    """--recover_lstsq, then --recover_epochs, on the extracted model; the model and each step's record (None if
+    not asked). The super-network teaches, unless --teacher_model_name_or_path names another."""
+    lstsq_recovery = recovery = None
+    if args.recover_lstsq:
+        extracted, lstsq_recovery = least_squares_recovery(
+            supernet, sub_network, extracted, tokenized, tokenizer, metrics_key, eval_batch_size, args,
+        )
+    if args.recovering:
+        teacher = choose_teacher(args, supernet, checkpoint, task_name, task, tokenizer.pad_token_id)
+        recovery = recover(extracted, teacher, tokenized, tokenizer, metrics_key, eval_batch_size, args, output_dir)
+    return extracted, lstsq_recovery, recovery
+
+
 def check_recovery_possible(args: RecoveryArguments, language_modeling: bool, from_trial: bool) -> None:
     """Refuse recovery where it does not apply, before anything is loaded."""
     if not args.needs_training_split:
