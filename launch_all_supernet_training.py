@@ -11,30 +11,15 @@ launches only what is missing.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
-from launch_supernet_training import add_training_flags, supernet_job
-from nas_llm.cloud.sagemaker_jobs import (
-    SUPERNET_AXES,
-    add_config_flag,
-    grid_cells,
-    parse_launcher_args,
-    s3_layout,
-    sagemaker_settings,
-    submit,
-)
-from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
+from nas_llm.cloud.sagemaker_jobs import run_launcher
+from nas_llm.cloud.workflow_jobs import add_training_grid_flags, supernet_grid_jobs
+from nas_llm.common.errors import exit_on_usage_error
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_flags(parser, grid=True)
-    add_config_flag(parser)
-    args = parse_launcher_args(parser, argv)
-    layout = s3_layout(args)
-    settings = sagemaker_settings(args, layout)
-    submit([supernet_job(cell, layout, settings) for cell in grid_cells(args, SUPERNET_AXES)], layout, args)
+    run_launcher(__doc__, add_training_grid_flags, supernet_grid_jobs, argv)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,10 @@ from nas_llm.cloud.sagemaker_jobs import (
     add_sagemaker_flags,
     job_base_name,
     parse_bool,
-    parse_launcher_args,
-    s3_layout,
-    sagemaker_settings,
-    submit,
+    run_launcher,
+    single_job,
 )
-from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error
+from nas_llm.common.errors import UsageError, exit_on_usage_error
 
 SCHEDULERS = ("moasha", "random_search")  # standard_nas.SCHEDULERS, repeated so that launching needs no torch
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.12xlarge"  # 4 GPUs: one per worker
@@ -103,14 +101,14 @@ def standard_nas_job(args: argparse.Namespace, layout: S3Layout, settings: SageM
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_standard_nas_flags(parser)
-    args = parse_launcher_args(parser, argv)
+def check_budget(args: argparse.Namespace) -> None:
+    """Standard NAS runs until a budget is spent: at least one is needed."""
     if args.num_samples is None and args.max_wallclock_time is None:
-        parser.error("give the run a budget: --num_samples, --max_wallclock_time or both")
-    layout = s3_layout(args)
-    submit([standard_nas_job(args, layout, sagemaker_settings(args, layout))], layout, args)
+        raise UsageError("give the run a budget: --num_samples, --max_wallclock_time or both")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_launcher(__doc__, add_standard_nas_flags, single_job(standard_nas_job), argv, check_budget)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,27 @@ def test_the_top_level_holds_only_entry_scripts():
         assert runs_as_script, f"{name}.py is not an entry script (no __main__ block): move it into nas_llm/"
 
 
+def test_no_entry_script_imports_another():
+    for name in ENTRY_SCRIPTS:
+        scripts = imported_modules(PROJECT_DIR / f"{name}.py") & set(ENTRY_SCRIPTS)
+        assert not scripts, f"{name}.py imports the entry script(s) {sorted(scripts)}: move what it needs into nas_llm/"
+
+
+MAX_MAIN_LINES = 60  # an entry script's main() parses and orchestrates; the method logic lives in the package
+
+
+def test_every_entry_scripts_main_only_orchestrates():
+    for name in ENTRY_SCRIPTS:
+        tree = ast.parse((PROJECT_DIR / f"{name}.py").read_text())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == "main":
+                lines = node.end_lineno - node.lineno + 1
+                assert lines <= MAX_MAIN_LINES, (
+                    f"{name}.py's main() has {lines} lines (at most {MAX_MAIN_LINES}): move its method logic into "
+                    "nas_llm/"
+                )
+
+
 def test_no_test_file_imports_conftest_or_another_test_file():
     tests_dir = PROJECT_DIR / "tests"
     test_modules = {path.stem for path in tests_dir.glob("test_*.py")} | {"conftest"}

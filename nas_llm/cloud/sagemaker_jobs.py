@@ -31,7 +31,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,7 +52,7 @@ from sagemaker.core.training.configs import (
 )
 from sagemaker.train.model_trainer import ModelTrainer
 
-from nas_llm.common.errors import UsageError
+from nas_llm.common.errors import UsageArgumentParser, UsageError
 from nas_llm.common.flags import SAMPLING_STRATEGIES, SEARCH_SPACES, SEARCH_STRATEGIES, TASKS
 
 # Paths inside the training container.
@@ -384,6 +384,33 @@ def submit(jobs: Sequence[JobDefinition], layout: S3Layout, args: argparse.Names
         f"{outcomes.count('launched')} launched, {outcomes.count('skipped')} already there, "
         f"{outcomes.count('waiting')} waiting for a super-network"
     )
+
+
+JobFactory = Callable[[argparse.Namespace, S3Layout, SageMakerSettings], list[JobDefinition]]
+
+
+def single_job(make_job: Callable[[argparse.Namespace, S3Layout, SageMakerSettings], JobDefinition]) -> JobFactory:
+    """The jobs of a launcher of one job: the one `make_job` defines from the flags."""
+    return lambda args, layout, settings: [make_job(args, layout, settings)]
+
+
+def run_launcher(
+    description: str,
+    add_flags: Callable[[argparse.ArgumentParser], None],
+    make_jobs: JobFactory,
+    argv: Sequence[str] | None,
+    check_args: Callable[[argparse.Namespace], None] | None = None,
+) -> None:
+    """The main() of every launcher: its flags (`description`, the script's docstring, heads --help), then the
+    jobs `make_jobs` defines, printed on --dry_run or launched. `check_args` refuses bad flag combinations
+    before anything else is done."""
+    parser = UsageArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser)
+    args = parse_launcher_args(parser, argv)
+    if check_args is not None:
+        check_args(args)
+    layout = s3_layout(args)
+    submit(make_jobs(args, layout, sagemaker_settings(args, layout)), layout, args)
 
 
 def launch_unless_present(job: JobDefinition, session: Session, s3_client, relaunch_failed: bool) -> str:
