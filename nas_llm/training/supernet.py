@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -30,7 +31,7 @@ from nas_llm.model.cost import count_parameters
 from nas_llm.model.label_scale import label_scale_for_training, standardised
 from nas_llm.model.models import load_causal_lm, load_model, load_nas_settings, save_supernet
 from nas_llm.model.search_spaces import SearchSpace
-from nas_llm.training.distributed import gathered_parameters
+from nas_llm.training.distributed import AcceleratedProcesses, SingleProcess, gathered_parameters
 from nas_llm.training.evaluation import evaluate
 from nas_llm.training.importance import UnitImportance
 from nas_llm.training.language_modeling import LANGUAGE_MODELING
@@ -195,7 +196,9 @@ def log_scalars(writer: SummaryWriter | None, scalars: dict[str, float], step: i
             writer.add_scalar(tag, value, step)
 
 
-def save_from_main_process(runtime, unwrapped: nn.Module, save: Callable[[nn.Module], None]) -> None:
+def save_from_main_process(
+    runtime: SingleProcess | AcceleratedProcesses, unwrapped: nn.Module, save: Callable[[nn.Module], None]
+) -> None:
     """Write a checkpoint once all processes finished their steps: from the main one, with whole weights."""
     runtime.wait_for_everyone()
     with gathered_parameters(unwrapped):
@@ -211,10 +214,10 @@ class SupernetTraining:
     results record what the run has done so far.
     """
 
-    runtime: object
+    runtime: SingleProcess | AcceleratedProcesses
     model: nn.Module  # as the runtime prepared it (wrapped for DDP or DeepSpeed)
-    optimizer: object
-    scheduler: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     train_loader: DataLoader
     eval_loaders: dict[str, DataLoader]
     state: TrainingState
@@ -340,8 +343,8 @@ class SupernetTraining:
 
 
 def prepare_training(
-    runtime, model: nn.Module, train_loader: DataLoader, training_args: TrainingArguments,
-    supernet_args: SupernetArguments, log_dir: Path, **parts,
+    runtime: SingleProcess | AcceleratedProcesses, model: nn.Module, train_loader: DataLoader,
+    training_args: TrainingArguments, supernet_args: SupernetArguments, log_dir: Path, **parts,
 ) -> SupernetTraining:
     """Optimizer, learning-rate schedule and training state, prepared by the runtime (DDP, DeepSpeed or none),
     and the TensorBoard log in `log_dir` (main process only).
