@@ -40,9 +40,11 @@ from nas_llm.extraction.selection import (
     extraction_data,
     extraction_report,
     has_own_weights,
+    has_teacher,
     load_chosen,
     log_extraction,
     save_chosen,
+    unpruned_source,
 )
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.results import evaluated_point, load_results
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     sub_network = SubNetwork.from_json_dict(point["sub_network"])
 
     device = default_device()
-    check_recovery_possible(recovery_args, data_args.task_name == LM_TASK, has_own_weights(point))
+    check_recovery_possible(recovery_args, data_args.task_name == LM_TASK, has_own_weights(point),
+                            has_teacher(point, results))
     checkpoint, supernet, extracted, tokenizer = load_chosen(
         point, sub_network, results, selection_args.checkpoint_dir_model, lm_args.torch_dtype
     )
@@ -154,10 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     loader = make_dataloader(tokenized["test"], tokenizer, selection_args.per_device_eval_batch_size, False, 0)
     test = evaluate(extracted.to(device), loader, metrics_key, device)
     extracted, lstsq_recovery, recovery = recover_as_asked(
-        recovery_args, supernet, sub_network, extracted, checkpoint, data_args.task_name, task, tokenized, tokenizer,
-        metrics_key, selection_args.per_device_eval_batch_size, selection_args.output_dir,
+        recovery_args, supernet, sub_network, extracted, unpruned_source(point, results, checkpoint),
+        data_args.task_name, task, tokenized, tokenizer, metrics_key, selection_args.per_device_eval_batch_size,
+        selection_args.output_dir,
     )
-    kind = save_chosen(extracted, tokenizer, sub_network, point, selection_args.output_dir)
+    kind = save_chosen(extracted, tokenizer, sub_network, point, selection_args.output_dir, recovery is not None)
     report = extraction_report(
         selection_args.results, checkpoint, point, kind, data_args, lm_args, extracted, test, lstsq_recovery, recovery
     )

@@ -148,7 +148,7 @@ def fine_tuned_bert(tmp_path_factory) -> tuple[Path, Path, Path]:
     return train_regression(tmp_path_factory.mktemp("regression_fine_tuned"), "bert")
 
 
-def test_rfp_recovery_and_standard_nas_trials_ship_regression_models_on_the_labels_scale(
+def test_rfp_recovery_rfp_recovered_and_standard_nas_trials_ship_regression_models_on_the_labels_scale(
     fine_tuned_bert, tmp_path
 ):
     model_dir, data_dir, fine_tuned = fine_tuned_bert
@@ -166,6 +166,10 @@ def test_rfp_recovery_and_standard_nas_trials_ship_regression_models_on_the_labe
         "--results", str(results), "--pareto_index", "0", "--recover_epochs", "3", "--recover_learning_rate", "3e-3",
         "--recover_batch_size", "8", "--output_dir", str(tmp_path / "recovered"),
     ])
+    select_and_extract.main([  # RFP + recovery: the RFP point distilled from the model it pruned
+        "--results", str(tmp_path / "rfp" / "results_stsb.json"), "--pareto_index", "0", "--recover_epochs", "2",
+        "--recover_keep_best", "False", "--recover_batch_size", "8", "--output_dir", str(tmp_path / "rfp_recovered"),
+    ])
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"argv": [
         "--model_name_or_path", str(model_dir), *data_flags, "--output_dir", str(tmp_path / "nas"),
@@ -178,6 +182,7 @@ def test_rfp_recovery_and_standard_nas_trials_ship_regression_models_on_the_labe
     predictions, labels = plain_predictions({
         "rfp": tmp_path / "rfp" / "budget-0.8",
         "recovered": tmp_path / "recovered",
+        "rfp_recovered": tmp_path / "rfp_recovered",
         "trial": epoch_checkpoint(tmp_path, 20),
     }, data_dir, tmp_path)
     for name, (outputs, config, _) in predictions.items():

@@ -1,14 +1,16 @@
 """Retraining-free pruning: Fisher mask search under a budget, mask rearrangement, tuned checkpoints, results read
 like a search's."""
 
+import csv
 import itertools
 import json
 import time
 
 import pytest
 import torch
-from support import tiny_model
+from support import reload_in_fresh_process, tiny_model
 from tiny_runs import train
+from transformers import AutoTokenizer
 
 import plot_pareto
 import run_rfp
@@ -130,6 +132,50 @@ def test_rfp_writes_one_tuned_point_per_budget_within_it_and_extraction_takes_it
     assert report["matches_search"]  # the copied checkpoint scores what run_rfp.py recorded: the tuned weights
     assert report["num_parameters"] == results["pareto_set"][1]["num_parameters"]
     assert num_parameters(load_extracted(extracted_dir)) == report["num_parameters"]
+
+
+def test_an_rfp_point_is_recovered_from_the_model_rfp_pruned_and_reloads_with_its_recovered_metric(
+    tmp_path, fine_tuned
+):
+    """Row "RFP + recovery": select_and_extract.py --recover_epochs on a point of run_rfp.py distils it from the
+    fine-tuned model it was pruned from; the checkpoint keeps the point's size and RFP's code, holds the recovered
+    weights, and scores, loaded by transformers alone in a fresh process, the test accuracy the report records."""
+    _, data_dir, checkpoint = fine_tuned
+    results = run(fine_tuned, tmp_path / "rfp", budgets=(0.5,))
+    point = results["pareto_set"][0]
+    select_and_extract.main([
+        "--results", str(tmp_path / "rfp" / "results_rte.json"), "--pareto_index", "0", "--recover_epochs", "2",
+        "--recover_keep_best", "False", "--recover_batch_size", "8", "--output_dir", str(tmp_path / "models" / "rfp"),
+    ])
+    report = json.loads((tmp_path / "models" / "rfp" / "extraction.json").read_text())
+    assert report["recovery"]["settings"]["teacher"] == str(checkpoint.resolve())
+    assert report["num_parameters"] == point["num_parameters"]
+    recovered = load_extracted(tmp_path / "models" / "rfp").state_dict()
+    pruned = load_extracted(point["trial_checkpoint_dir"]).state_dict()
+    assert recovered.keys() == pruned.keys() and not all(torch.equal(recovered[k], pruned[k]) for k in recovered)
+
+    rows = list(csv.DictReader((data_dir / "RTE" / "dev.tsv").open(), delimiter="\t", quoting=csv.QUOTE_NONE))
+    batch = AutoTokenizer.from_pretrained(tmp_path / "models" / "rfp")(
+        [row["sentence1"] for row in rows], [row["sentence2"] for row in rows], padding=True, return_tensors="pt"
+    )
+    torch.save(dict(batch), tmp_path / "batch.pt")
+    logits = reload_in_fresh_process(tmp_path / "models", tmp_path / "batch.pt")["rfp"]["logits"]
+    label2id = json.loads((tmp_path / "models" / "rfp" / "config.json").read_text())["label2id"]
+    labels = torch.tensor([label2id[row["label"]] for row in rows])
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    assert report["recovery"]["test_after"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_standard_nas_point_needs_a_teacher_to_be_recovered_and_never_least_squares(tmp_path, fine_tuned):
+    results = run(fine_tuned, tmp_path / "rfp", budgets=(0.5,))
+    del results["fine_tuned_checkpoint"]  # as run_standard_nas.py writes them: no fine-tuned model to learn from
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    for flags, message in ((["--recover_epochs", "1"], "give --teacher_model_name_or_path"),
+                           (["--recover_lstsq", "True"], "--recover_lstsq applies to sub-networks")):
+        with pytest.raises(UsageError, match=message):
+            select_and_extract.main(["--results", str(tmp_path / "results.json"), "--pareto_index", "0", *flags,
+                                     "--output_dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
 
 
 def test_rearrangement_keeps_the_searched_counts_and_without_it_the_masks_are_the_searched_ones(tmp_path, fine_tuned):

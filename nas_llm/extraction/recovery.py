@@ -74,7 +74,7 @@ class RecoveryArguments:
         default=None,
         metadata={"help": "Recovery: the teacher, a fine-tuned full model of the super-network's architecture and "
                   "task (e.g. the output of --sampling_strategy standard); default: the super-network's full "
-                  "network."},
+                  "network (for a point of run_rfp.py: the fine-tuned model it pruned)."},
     )
     recover_lstsq: bool = field(
         default=False,
@@ -208,11 +208,12 @@ def choose_teacher(
     pad_token_id: int | None,
 ) -> tuple[nn.Module, str]:
     """(teacher model, where it comes from): --teacher_model_name_or_path, checked like training's, else the
-    super-network's full network."""
-    if args.teacher_model_name_or_path is None:
+    super-network's full network, else (a point with weights of its own: no super-network) the full model at
+    `checkpoint`."""
+    if args.teacher_model_name_or_path is None and supernet is not None:
         return supernet, checkpoint
-    teacher = load_teacher(args.teacher_model_name_or_path, checkpoint, task_name, task, pad_token_id)
-    return teacher, args.teacher_model_name_or_path
+    source = args.teacher_model_name_or_path or checkpoint
+    return load_teacher(source, checkpoint, task_name, task, pad_token_id), source
 
 
 def recover(
@@ -305,7 +306,8 @@ def recover_as_asked(
     tokenizer: PreTrainedTokenizerBase, metrics_key: str, eval_batch_size: int, output_dir: str,
 ) -> tuple[nn.Module, dict | None, dict | None]:
     """--recover_lstsq, then --recover_epochs, on the extracted model; the model and each step's record (None if
-    not asked). The super-network teaches, unless --teacher_model_name_or_path names another."""
+    not asked). The super-network teaches (for a point with weights of its own, `supernet` None, the full model at
+    `checkpoint`), unless --teacher_model_name_or_path names another."""
     lstsq_recovery = recovery = None
     if args.recover_lstsq:
         extracted, lstsq_recovery = least_squares_recovery(
@@ -317,8 +319,12 @@ def recover_as_asked(
     return extracted, lstsq_recovery, recovery
 
 
-def check_recovery_possible(args: RecoveryArguments, language_modeling: bool, from_trial: bool) -> None:
-    """Refuse recovery where it does not apply, before anything is loaded."""
+def check_recovery_possible(
+    args: RecoveryArguments, language_modeling: bool, from_trial: bool, trial_has_teacher: bool = False
+) -> None:
+    """Refuse recovery where it does not apply, before anything is loaded. A point with weights of its own (RFP,
+    standard NAS) can be recovered by epochs from a teacher: the model RFP pruned (`trial_has_teacher`) or
+    --teacher_model_name_or_path; least squares needs a super-network."""
     if not args.needs_training_split:
         return
     flag = "--recover_epochs" if args.recovering else "--recover_lstsq"
@@ -328,8 +334,13 @@ def check_recovery_possible(args: RecoveryArguments, language_modeling: bool, fr
             "train_supernet.py --sampling_strategy standard on the extracted checkpoint (README, 'Pruning a causal "
             "language model')"
         )
-    if from_trial:
+    if from_trial and args.recover_lstsq:
         raise UsageError(
-            f"{flag} applies to sub-networks of a super-network; a point of run_standard_nas.py or run_rfp.py is "
-            "already a model of its own"
+            "--recover_lstsq applies to sub-networks of a super-network; a point of run_standard_nas.py or "
+            "run_rfp.py is already a model of its own (run_rfp.py tunes its masks by least squares itself)"
+        )
+    if from_trial and not (trial_has_teacher or args.teacher_model_name_or_path):
+        raise UsageError(
+            "--recover_epochs applies to sub-networks of a super-network; a point of run_standard_nas.py is a model "
+            "of its own: give --teacher_model_name_or_path (a fine-tuned full model) to recover it from that"
         )

@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -19,7 +20,8 @@ from transformers import PreTrainedTokenizerBase
 from nas_llm.data.data import DataArguments, TaskInfo, task_info_for
 from nas_llm.data.lm_data import LMArguments, load_examples, task_metrics_key, task_splits
 from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
-from nas_llm.model.models import load_supernet, load_tokenizer, set_label_names
+from nas_llm.model.label_scale import predicting_label_scale
+from nas_llm.model.models import load_supernet, load_tokenizer, save_model, set_label_names
 from nas_llm.model.pruned_structure import STRUCTURE_KEY
 from nas_llm.model.sub_network import SubNetwork
 
@@ -29,6 +31,20 @@ logger = logging.getLogger(__name__)
 def has_own_weights(point: dict) -> bool:
     """A point of standard NAS or RFP: a model of its own, not a sub-network of a super-network."""
     return "trial_checkpoint_dir" in point
+
+
+def unpruned_source(point: dict, results: dict, checkpoint: str) -> str:
+    """The full model the point was cut from, which teaches its recovery by default: the super-network
+    (`checkpoint`); for a point of run_rfp.py the fine-tuned model it pruned; for a standard-NAS trial the
+    pre-trained model (which cannot teach: its recovery needs --teacher_model_name_or_path)."""
+    if not has_own_weights(point):
+        return checkpoint
+    return results.get("fine_tuned_checkpoint") or results["model_name_or_path"]
+
+
+def has_teacher(point: dict, results: dict) -> bool:
+    """Whether the point's unpruned source is a fine-tuned model that can teach its recovery."""
+    return not has_own_weights(point) or "fine_tuned_checkpoint" in results
 
 
 def load_chosen(
@@ -62,13 +78,18 @@ def extraction_data(
 
 def save_chosen(
     extracted: nn.Module, tokenizer: PreTrainedTokenizerBase, sub_network: SubNetwork, point: dict,
-    output_dir: str,
+    output_dir: str, recovered: bool,
 ) -> str:
     """Write the point's model to `output_dir`; the kind of checkpoint written (standard or custom_code)."""
-    if has_own_weights(point):  # already a smaller model: copied as the trial saved it
-        shutil.copytree(point["trial_checkpoint_dir"], output_dir, dirs_exist_ok=True)
-        return "custom_code" if getattr(extracted.config, STRUCTURE_KEY, None) is not None else "standard"
-    return save_extracted(extracted, tokenizer, sub_network, output_dir)
+    if not has_own_weights(point):
+        return save_extracted(extracted, tokenizer, sub_network, output_dir)
+    # already a smaller model: copied as the trial saved it (its code and tokenizer), with the recovered weights
+    shutil.copytree(point["trial_checkpoint_dir"], output_dir, dirs_exist_ok=True)
+    custom = getattr(extracted.config, STRUCTURE_KEY, None) is not None
+    if recovered:
+        with predicting_label_scale(extracted):
+            save_model(extracted, Path(output_dir), original_format=not custom)
+    return "custom_code" if custom else "standard"
 
 
 def extraction_report(
