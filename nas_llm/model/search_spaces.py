@@ -12,6 +12,9 @@ evaluates first) and `to_sub_network(config)` / `to_config(sub_network)`.
 - layer: per layer, keep or drop the whole layer (the original's `layer` space).
 - layer_block: per layer, keep or drop the attention block and the FFN block separately.
 - large (alias uniform): one bit per head unit and per neuron.
+- importance: depth plus one share for heads and one for neurons, applied as RFP does (unit_ranking.py): the most
+  important layers are kept, and within them the most important units of all kept layers together, so widths differ
+  per layer. Needs the super-network's unit importance (`--reorder_units importance`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from syne_tune.config_space import Categorical, Domain, Integer, choice, ordinal
 from nas_llm.common.errors import UsageError
 from nas_llm.model.families import family_for_config
 from nas_llm.model.sub_network import SubNetwork
+from nas_llm.model.unit_ranking import UnitScores, counts_within_global_share, most_important_layers
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,63 @@ class LargeSearchSpace(SearchSpace):
         return _prefix_masks(self.shape, [1] + zeros[1:], [1] + zeros[1:])
 
 
+IMPORTANCE_SHARES = tuple(round(step / 20, 2) for step in range(1, 21))  # 5% to 100% of the kept layers' units
+
+
+class ImportanceShapedSearchSpace(SearchSpace):
+    name = "importance"
+
+    def __init__(self, shape: ModelShape, scores: UnitScores):
+        if tuple(scores.heads.shape) != (shape.num_layers, shape.num_head_units) or tuple(scores.neurons.shape) != (
+            shape.num_layers, shape.intermediate_size
+        ):
+            raise ValueError("the unit importance scores do not have the super-network's dimensions")
+        self.scores = scores
+        self.layer_scores = scores.layer_scores()
+        super().__init__(shape)
+
+    def _define_config_space(self) -> dict[str, Any]:
+        return {
+            "num_layers": randint(0, self.shape.num_layers),
+            "head_share": ordinal(list(IMPORTANCE_SHARES), kind="nn"),
+            "neuron_share": ordinal(list(IMPORTANCE_SHARES), kind="nn"),
+        }
+
+    def to_sub_network(self, config: dict[str, Any]) -> SubNetwork:
+        layers = most_important_layers(self.layer_scores, config["num_layers"])
+        heads = counts_within_global_share(self.scores.heads, layers, config["head_share"])
+        neurons = counts_within_global_share(self.scores.neurons, layers, config["neuron_share"])
+        return _prefix_masks(self.shape, heads, neurons)
+
+    def to_config(self, sub_network: SubNetwork) -> dict[str, Any]:
+        """The config that gives `sub_network` (the smallest shares that do), found by trying each share."""
+        heads = sub_network.head_mask.sum(1).tolist()
+        neurons = sub_network.ffn_mask.sum(1).tolist()
+        for num_layers in range(self.shape.num_layers + 1):
+            layers = most_important_layers(self.layer_scores, num_layers)
+            head_share = self._share_giving(self.scores.heads, layers, heads)
+            neuron_share = self._share_giving(self.scores.neurons, layers, neurons)
+            config = {"num_layers": num_layers, "head_share": head_share, "neuron_share": neuron_share}
+            if head_share is not None and neuron_share is not None and self.to_sub_network(config) == sub_network:
+                return config
+        raise self._unrepresentable("its layers and widths are not those of one depth and two shares of the units "
+                                    "ranked by importance")
+
+    @staticmethod
+    def _share_giving(scores: torch.Tensor, layers: list[int], counts: list[int]) -> float | None:
+        return next((share for share in IMPORTANCE_SHARES
+                     if counts_within_global_share(scores, layers, share) == counts), None)
+
+    def smallest(self) -> SubNetwork:
+        """The most important layer at the smallest shares."""
+        return self.to_sub_network({"num_layers": 1, "head_share": IMPORTANCE_SHARES[0],
+                                    "neuron_share": IMPORTANCE_SHARES[0]})
+
+    def mid(self) -> SubNetwork:
+        """All layers, half of all heads and of all neurons (about half the layers' parameters)."""
+        return self.to_sub_network({"num_layers": self.shape.num_layers, "head_share": 0.5, "neuron_share": 0.5})
+
+
 SEARCH_SPACES: dict[str, type[SearchSpace]] = {
     "small": SmallSearchSpace,
     "smallpower2": SmallPower2SearchSpace,
@@ -349,11 +410,18 @@ SEARCH_SPACES: dict[str, type[SearchSpace]] = {
     "layer_block": LayerBlockSearchSpace,
     "large": LargeSearchSpace,
     "uniform": LargeSearchSpace,
+    "importance": ImportanceShapedSearchSpace,
 }
 
 
-def make_search_space(name: str, model_config) -> SearchSpace:
-    """The named search space over a model's dimensions."""
+def make_search_space(name: str, model_config, unit_scores: UnitScores | None = None) -> SearchSpace:
+    """The named search space over a model's dimensions; the `importance` space also needs the super-network's
+    unit importance."""
     if name not in SEARCH_SPACES:
         raise UsageError(f"unknown search space '{name}'; choose one of: {', '.join(SEARCH_SPACES)}")
+    if SEARCH_SPACES[name] is ImportanceShapedSearchSpace:
+        if unit_scores is None:
+            raise UsageError("the 'importance' search space needs the importance of the super-network's units: "
+                             "train it with --reorder_units importance (it writes unit_importance.json)")
+        return ImportanceShapedSearchSpace(ModelShape.of(model_config), unit_scores)
     return SEARCH_SPACES[name](ModelShape.of(model_config))

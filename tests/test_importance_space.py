@@ -1,0 +1,71 @@
+"""The importance-shaped space: layers and units kept by one importance ranking over all layers (hand-computed)."""
+
+import numpy as np
+import pytest
+import torch
+from support import tiny_config
+
+from nas_llm.common.errors import UsageError
+from nas_llm.model.search_spaces import make_search_space
+from nas_llm.model.unit_ranking import UnitScores, counts_within_global_share, most_important_layers
+
+# 3 layers, 4 head units, 20 neurons (tiny_config); every row most important first
+HEADS = torch.tensor([[9.0, 1.0, 0.5, 0.1], [8.0, 7.0, 6.0, 0.2], [3.0, 2.0, 0.3, 0.0]])
+NEURONS = torch.stack([torch.linspace(1.0, 0.05, 20), torch.linspace(4.0, 2.1, 20), torch.linspace(0.5, 0.0, 20)])
+
+
+def space():
+    return make_search_space("importance", tiny_config("bert"), UnitScores(HEADS, NEURONS))
+
+
+def test_units_of_the_kept_layers_are_ranked_together():
+    # heads of all layers: 9, 8, 7, 6, 3, 2, 1, ... -> the top 6 (half of 12) are 1 of layer 0, 3 of 1, 2 of 2
+    assert counts_within_global_share(HEADS, [0, 1, 2], 0.5) == [1, 3, 2]
+    # layers 0 and 2 only: 9, 3, 2, 1, ... -> the top 4 of 8
+    assert counts_within_global_share(HEADS, [0, 2], 0.5) == [2, 0, 2]
+    ties = torch.ones(2, 3)  # on a tie the earlier layer, then the earlier unit
+    assert counts_within_global_share(ties, [0, 1], 0.5) == [3, 0]
+
+
+def test_layers_are_kept_by_their_share_of_head_and_neuron_importance():
+    # head shares: 10.6, 21.2, 5.3 of 37.1; neuron shares: 10.5, 61, 5 of 76.5 -> layer 1, then 0, then 2
+    scores = UnitScores(HEADS, NEURONS)
+    assert most_important_layers(scores.layer_scores(), 1) == [1]
+    assert most_important_layers(scores.layer_scores(), 2) == [0, 1]
+    assert most_important_layers(torch.zeros(3), 2) == [0, 1]
+
+
+def test_a_config_keeps_prefixes_of_the_most_important_layers_whose_widths_differ():
+    sub_network = space().to_sub_network({"num_layers": 2, "head_share": 0.5, "neuron_share": 0.25})
+    # layers 0 and 1: heads 9, 8, 7, 6 | 1, ...: the top 4 of 8 are 1 of layer 0 and 3 of layer 1
+    assert sub_network.head_mask.sum(1).tolist() == [1, 3, 0]
+    # neurons: layer 1's smallest (2.1) beats layer 0's largest (1.0): the top 10 of 40 are all layer 1's
+    assert sub_network.ffn_mask.sum(1).tolist() == [0, 10, 0]
+    for mask in (sub_network.head_mask, sub_network.ffn_mask):  # kept units are a prefix of each layer
+        assert torch.equal(mask, torch.sort(mask.int(), dim=1, descending=True, stable=True).values.bool())
+
+
+def test_configs_round_trip_and_the_initial_design_spans_the_sizes():
+    importance_space, rng = space(), np.random.default_rng(0)
+    for _ in range(30):
+        sub_network = importance_space.to_sub_network(importance_space.sample_config(rng))
+        assert importance_space.to_sub_network(importance_space.to_config(sub_network)) == sub_network
+    largest, smallest, mid = (importance_space.to_sub_network(config) for config in importance_space.initial_design())
+    assert largest == importance_space.largest()
+    assert smallest.head_mask.sum() + smallest.ffn_mask.sum() == 1  # 5% of layer 1's 4 heads is 0, of 20 neurons 1
+    assert mid.head_mask.sum() == 6 and mid.ffn_mask.sum() == 30
+
+
+def test_a_sub_network_off_the_ranking_is_refused():
+    uniform = make_search_space("small", tiny_config("bert")).to_sub_network(
+        {"num_layers": 3, "num_heads": 2, "num_units": 10}
+    )  # two heads in every layer: layer 1's 7 outranks layer 0's 1
+    with pytest.raises(UsageError, match="cannot be expressed in the 'importance' search space"):
+        space().to_config(uniform)
+
+
+def test_the_space_needs_importance_stored_most_important_first():
+    with pytest.raises(UsageError, match="--reorder_units importance"):
+        make_search_space("importance", tiny_config("bert"))
+    with pytest.raises(ValueError, match="most important first"):
+        UnitScores(HEADS.flip(1), NEURONS)
