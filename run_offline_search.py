@@ -28,13 +28,13 @@ from nas_llm.common.precision import autocast_for, default_device
 from nas_llm.data.data import DataArguments, evaluation_loaders
 from nas_llm.data.lm_data import LMArguments, evaluation_splits
 from nas_llm.model.cost import CostMeter
-from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import runner_for
 from nas_llm.search.multi_fidelity import MultiFidelityArguments, check_task
 from nas_llm.search.offline import (
     OfflineSearch,
     SearchArguments,
     SupernetScorer,
+    checkpoint_search_space,
     load_checked_supernet,
     log_results,
     results_settings,
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     loaders = evaluation_loaders(tokenized, tokenizer, search_args.per_device_eval_batch_size)
     data_loading_time = time.time() - start_time - model_loading_time
 
-    search_space = make_search_space(nas_args.search_space, model.config)
+    search_space = checkpoint_search_space(nas_args.search_space, model, search_args.checkpoint_dir_model)
     run_as = runner_for(nas_args.sub_network_execution)
     searcher = make_searcher(
         search_args.search_strategy, search_space.config_space, ["error", search_args.objective], search_args.seed,

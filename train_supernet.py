@@ -34,6 +34,7 @@ from nas_llm.model.models import load_tokenizer, resolve_model_name
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import runner_for
 from nas_llm.training.distributed import make_runtime, report_from_main_process_only
+from nas_llm.training.reorder import unit_scores
 from nas_llm.training.supernet import (
     checkpoint_to_resume,
     load_student_and_teacher,
@@ -77,10 +78,6 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         model_args, lm_args, supernet_args, data_args.task_name, model_name, resume_from, examples, tokenizer,
         runtime.device,
     )
-    search_space = make_search_space(nas_args.search_space, model.config)
-    strategy = make_strategy(supernet_args, search_space, model)
-    num_parameters = parameters_of_largest_and_smallest(model, search_space)
-
     with runtime.main_process_first():
         tokenized = task_splits(data_args, lm_args, tokenizer, model.config, examples)
     train_loader, eval_loaders = make_loaders(tokenized, tokenizer, training_args)
@@ -89,6 +86,10 @@ def main(argv: list[str] | None = None) -> PreTrainedModel:
         model, tokenized["train"], tokenizer, supernet_args, training_args, resume_from is not None, label_scale,
         objective,
     )
+    scores = unit_scores(importance, training_args.output_dir)
+    search_space = make_search_space(nas_args.search_space, model.config, scores)
+    strategy = make_strategy(supernet_args, search_space, model)
+    num_parameters = parameters_of_largest_and_smallest(model, search_space)
 
     training = prepare_training(
         runtime, model, train_loader, training_args, supernet_args,

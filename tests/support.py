@@ -35,8 +35,9 @@ from nas_llm.common.flags import SEARCH_SPACES  # noqa: E402
 from nas_llm.extraction.extract import extract_sub_network  # noqa: E402
 from nas_llm.model.cost import count_macs  # noqa: E402
 from nas_llm.model.families import family_for  # noqa: E402
-from nas_llm.model.search_spaces import make_search_space  # noqa: E402
+from nas_llm.model.search_spaces import ModelShape, SearchSpace, make_search_space  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
+from nas_llm.model.unit_ranking import UnitScores  # noqa: E402
 
 VOCAB_SIZE = 64
 PAD_ID = 0
@@ -144,6 +145,20 @@ def reload_in_fresh_process(models: Path, batch_file: Path) -> dict:
 
 
 SPACE_NAMES = tuple(SEARCH_SPACES)
+
+
+def importance_scores(config, seed: int = 0) -> UnitScores:
+    """Made-up unit importance for a model's shape, most important first in each layer, as a reordered
+    super-network stores its units."""
+    shape, generator = ModelShape.of(config), torch.Generator().manual_seed(seed)
+    heads = torch.rand(shape.num_layers, shape.num_head_units, generator=generator)
+    neurons = torch.rand(shape.num_layers, shape.intermediate_size, generator=generator)
+    return UnitScores(heads.sort(1, descending=True).values, neurons.sort(1, descending=True).values)
+
+
+def make_space(name: str, config) -> SearchSpace:
+    """make_search_space for every space; the `importance` one on made-up scores (importance_scores)."""
+    return make_search_space(name, config, importance_scores(config) if name == "importance" else None)
 
 
 def full_sub_network(model) -> SubNetwork:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import FAMILY_NAMES, SPACE_NAMES, reload_in_fresh_process, tiny_batch, tiny_config, tiny_model
+from support import FAMILY_NAMES, SPACE_NAMES, make_space, reload_in_fresh_process, tiny_batch, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -29,7 +29,7 @@ def logits_of(model, sub_network=None):
 
 
 def sample_sub_networks(family, space_name):
-    space = make_search_space(space_name, tiny_config(family))
+    space = make_space(space_name, tiny_config(family))
     rng = np.random.default_rng(4)
     return [space.smallest(), space.largest(), space.sample(rng), space.sample(rng)]
 
@@ -91,7 +91,7 @@ def reloaded(tmp_path_factory):
     for family in FAMILY_NAMES:
         model = tiny_model(family)
         sub_networks = {
-            space_name: make_search_space(space_name, model.config).sample(np.random.default_rng(7))
+            space_name: make_space(space_name, model.config).sample(np.random.default_rng(7))
             for space_name in SPACE_NAMES
         }
         sub_networks["standard"] = standard_sub_network(model)

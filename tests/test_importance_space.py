@@ -4,10 +4,14 @@ import numpy as np
 import pytest
 import torch
 from support import tiny_config
+from tiny_assets import write_tiny_model_dir, write_tiny_rte
 
+import train_supernet
 from nas_llm.common.errors import UsageError
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.unit_ranking import UnitScores, counts_within_global_share, most_important_layers
+from nas_llm.training.importance import UnitImportance
+from nas_llm.training.reorder import report_importance, unit_scores
 
 # 3 layers, 4 head units, 20 neurons (tiny_config); every row most important first
 HEADS = torch.tensor([[9.0, 1.0, 0.5, 0.1], [8.0, 7.0, 6.0, 0.2], [3.0, 2.0, 0.3, 0.0]])
@@ -69,3 +73,22 @@ def test_the_space_needs_importance_stored_most_important_first():
         make_search_space("importance", tiny_config("bert"))
     with pytest.raises(ValueError, match="most important first"):
         UnitScores(HEADS.flip(1), NEURONS)
+
+
+def test_a_reordered_checkpoint_s_recorded_scores_come_back_in_the_stored_order(tmp_path):
+    # layer 0's head units score 1, 3, 2: stored as units 1, 2, 0 after reordering, so their scores read 3, 2, 1
+    importance = UnitImportance(torch.tensor([[1.0, 3.0, 2.0]]), torch.tensor([[0.5, 0.0, 2.0, 1.0]]), num_batches=4)
+    report_importance(importance, tmp_path, writer=None)
+    recorded = unit_scores(None, tmp_path)
+    assert recorded.heads.tolist() == [[3.0, 2.0, 1.0]] and recorded.neurons.tolist() == [[2.0, 1.0, 0.5, 0.0]]
+    assert unit_scores(None, tmp_path / "never_reordered") is None
+
+
+def test_training_refuses_the_importance_space_without_importance_ordering(tmp_path):
+    model_dir, data_dir = write_tiny_model_dir(tmp_path / "model", "bert"), write_tiny_rte(tmp_path / "glue")
+    with pytest.raises(UsageError, match="add --reorder_units importance"):
+        train_supernet.main([
+            "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
+            "--output_dir", str(tmp_path / "never"), "--search_space", "importance",
+        ])
+    assert not (tmp_path / "never").exists()

@@ -216,6 +216,7 @@ def test_released_decoder_configs_train_and_search_in_every_space(tmp_path, fami
             "--output_dir", str(checkpoint), "--log_dir", str(tmp_path / "tb"), "--search_space", space,
             "--sampling_strategy", "sandwich", "--num_random_sub_nets", "3", "--num_train_epochs", "1",
             "--per_device_train_batch_size", "4", "--save_strategy", "no", "--seed", "0",
+            *(["--reorder_units", "importance"] if space == "importance" else []),
         ])
         run_offline_search.main([
             "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),

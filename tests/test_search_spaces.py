@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from support import SPACE_NAMES, tiny_config
+from support import SPACE_NAMES, make_space, tiny_config
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from nas_llm.common.errors import UsageError
@@ -16,7 +16,7 @@ from nas_llm.search.searchers import IntegerCodec
 
 @pytest.fixture(params=SPACE_NAMES)
 def space(request, family_name):
-    return make_search_space(request.param, tiny_config(family_name))
+    return make_space(request.param, tiny_config(family_name))
 
 
 def test_model_shape_counts_kv_groups_as_head_units():
@@ -30,7 +30,9 @@ def test_config_round_trips_through_sub_network(space):
         config = space.sample_config(rng)
         sub_network = space.to_sub_network(config)
         assert space.to_sub_network(space.to_config(sub_network)) == sub_network
-        if any(sub_network.keeps_layer(layer) for layer in range(sub_network.num_layers)):
+        if space.name == "importance":  # shares round to whole units: the smallest depth and shares that give it
+            assert all(space.to_config(sub_network)[key] <= config[key] for key in config)
+        elif any(sub_network.keeps_layer(layer) for layer in range(sub_network.num_layers)):
             assert space.to_config(sub_network) == config  # without layers, heads and neurons say nothing
 
 
@@ -189,13 +191,13 @@ def test_initial_design_is_largest_smallest_mid_as_configs(space):
     assert [space.to_sub_network(config) for config in design] == [space.largest(), space.smallest(), space.mid()]
 
 
-@pytest.mark.parametrize("name", ["small", "smallpower2", "medium", "layer", "layer_block", "large"])
+@pytest.mark.parametrize("name", ["small", "smallpower2", "medium", "layer", "layer_block", "large", "importance"])
 def test_mid_holds_about_half_of_the_layer_parameters_of_minilm(name):
     """MiniLM-L6's shape (6 layers, 12 heads, 1536 neurons, hidden 384) on the meta device: no weights."""
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
-    space = make_search_space(name, config)
+    space = make_space(name, config)
     # attention holds 4 * 384^2 weights per layer, the FFN 2 * 384 * 1536: half of each is half of the layer,
     # up to biases and layer norms (layer, layer_block: 3 of the 6 layers, exactly half)
     fraction = count_parameters(model, space.mid()).layers / count_parameters(model, space.largest()).layers
@@ -206,7 +208,7 @@ def test_mid_holds_about_half_of_the_layer_parameters_of_minilm(name):
 def test_initial_design_of_minilm_is_in_every_config_space(name):
     """The searchers encode the initial design against the config space: each config must belong to it."""
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    space = make_search_space(name, config)
+    space = make_space(name, config)
     codec = IntegerCodec(space.config_space)
     for design_config in space.initial_design():
         codec.encode(design_config)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from support import SPACE_NAMES, tiny_batch, tiny_config, tiny_model
+from support import SPACE_NAMES, make_space, tiny_batch, tiny_config, tiny_model
 
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
@@ -13,7 +13,7 @@ from nas_llm.training.objective import task_loss
 
 
 def sub_networks(family: str, space_name: str, count: int = 4) -> list[SubNetwork]:
-    space = make_search_space(space_name, tiny_config(family))
+    space = make_space(space_name, tiny_config(family))
     rng = np.random.default_rng(0)
     return [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(count)]
 

@@ -34,13 +34,14 @@ from nas_llm.data.data import DataArguments, absolute_data_flags
 from nas_llm.data.lm_data import LMArguments, absolute_lm_flags
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
-from nas_llm.model.search_spaces import SearchSpace
+from nas_llm.model.search_spaces import SearchSpace, make_search_space
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace
 from nas_llm.search.results import pareto_front, previous_evaluations
 from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, Searcher
 from nas_llm.training.evaluation import evaluate, predict
 from nas_llm.training.objective import SubNetworkRunner
+from nas_llm.training.reorder import unit_scores
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -290,6 +291,12 @@ class SupernetScorer:
                            iteration: int) -> tuple[dict[str, float], dict]:
         """--multi_fidelity True: the validation metrics on the shares scored, and the record's fidelity fields."""
         return racing.score(lambda loader: self.predictions(sub_network, loader), cost, records, iteration)
+
+
+def checkpoint_search_space(name: str, model: PreTrainedModel, checkpoint_dir: str) -> SearchSpace:
+    """The space to search over the super-network's dimensions; the `importance` space also reads the unit
+    importance that the checkpoint recorded when it was reordered."""
+    return make_search_space(name, model.config, unit_scores(None, checkpoint_dir))
 
 
 def load_checked_supernet(

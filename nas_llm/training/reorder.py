@@ -6,11 +6,13 @@ after reordering those are the k most important ones (DynaBERT's network rewirin
 with all units in the new order, applied to every parameter on a head or neuron axis. Units
 compute independently of their position, so the full network's function is unchanged; the
 permutation lives in the weights and travels with every checkpoint. The `large` space keeps any
-subset and is unaffected, `layer` keeps whole blocks.
+subset and is unaffected, `layer` keeps whole blocks; the `importance` space ranks the stored units by their scores
+(`unit_scores`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -23,6 +25,7 @@ from torch import nn
 from nas_llm.common.io_utils import write_json_atomic
 from nas_llm.model.families import ParamAxis, family_for, layer_parameters, layers_of
 from nas_llm.model.sub_network import unit_index
+from nas_llm.model.unit_ranking import UnitScores
 from nas_llm.training.importance import UnitImportance, unit_importance
 from nas_llm.training.objective import CLASSIFICATION, TrainingObjective
 
@@ -68,3 +71,17 @@ def report_importance(importance: UnitImportance, output_dir: str | Path, writer
         for layer, (heads, neurons) in enumerate(zip(importance.heads, importance.neurons, strict=True)):
             writer.add_histogram(f"importance/heads/layer_{layer}", heads, 0)
             writer.add_histogram(f"importance/neurons/layer_{layer}", neurons, 0)
+
+
+def unit_scores(importance: UnitImportance | None, directory: str | Path) -> UnitScores | None:
+    """The units' scores in the order the reordered weights store them: this run's (`importance`), else those a
+    reordered checkpoint in `directory` recorded (a resumed run, a search); None for a model never reordered."""
+    if importance is None:
+        path = Path(directory) / IMPORTANCE_FILE
+        if not path.is_file():
+            return None
+        recorded = json.loads(path.read_text())
+        importance = UnitImportance(torch.tensor(recorded["head_importance"]),
+                                    torch.tensor(recorded["neuron_importance"]), recorded["num_batches"])
+    return UnitScores(importance.heads.gather(1, importance.head_order()),
+                      importance.neurons.gather(1, importance.neuron_order()))

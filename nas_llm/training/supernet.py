@@ -78,7 +78,10 @@ def supernet_settings(
     model_name: str, task_name: str | None, nas_args: NASArguments, supernet_args: SupernetArguments,
     training_args: TrainingArguments,
 ) -> dict:
-    """What the checkpoint records about its training: the search reads it, a resumed run must repeat it."""
+    """What the checkpoint records about its training: the search reads it, a resumed run must repeat it. The
+    `importance` space ranks units by the importance that --reorder_units importance scores: refused without it."""
+    if nas_args.search_space == "importance" and supernet_args.reorder_units != "importance":
+        raise UsageError("--search_space importance keeps units by their importance: add --reorder_units importance")
     settings = {
         "model_name_or_path": model_name,
         "task_name": task_name,
