@@ -7,9 +7,9 @@ Runs, each stage as its own entry script with a log in OUT/logs/: fine-tuning of
 (docs/benchmarks/09-glue-study-v2.md: one_shot, importance ordering, the teacher's logits and hidden states,
 budget-aware sampling; within 0.004 validation hypervolume of the best row on SST-2, STS-B and MRPC and the best pick
 at <= 50% of the encoder on STS-B and MRPC), the search, retraining-free pruning of the teacher (the cheap baseline),
-and per budget the extraction and recovery of the search's validation-best sub-network. Per budget the candidate
-with the lower validation error, searched or RFP, ships to OUT/models/budget-<b>/; OUT/summary.json, report.html
-and pareto.png say what each scored.
+and per budget the extraction and recovery of the search's validation-best sub-network and of RFP's model. Per budget
+the candidate with the lower validation error, searched or RFP, ships to OUT/models/budget-<b>/; OUT/summary.json,
+report.html and pareto.png say what each scored.
 
 Budgets are shares of --budget_on: encoder (default: the transformer layers' parameters, as the study reports),
 params (all parameters, embeddings included), flops (MACs) or latency. Any other flag of the stage scripts passes

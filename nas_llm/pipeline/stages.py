@@ -3,10 +3,11 @@
 The stages are the entry scripts, each run as a subprocess with its own log (so a stop kills the stage with its
 process, and a stage's output is readable on its own): teacher fine-tuning and super-network training
 (train_supernet.py), the search (run_offline_search.py), retraining-free pruning of the teacher (run_rfp.py), and
-per budget the extraction and recovery of the search's validation-best sub-network and the extraction of RFP's
-model (select_and_extract.py). A stage is finished when the file its script writes last exists; a rerun skips it,
+per budget the extraction and recovery of the search's validation-best sub-network and of RFP's model
+(select_and_extract.py). A stage is finished when the file its script writes last exists; a rerun skips it,
 and a stage whose flags changed since it finished is refused. Per budget the candidate with the lower validation
-error ships to models/budget-<b>/, so the pipeline is never worse, on validation, than the cheap baseline.
+error ships to models/budget-<b>/, so the pipeline is never worse, on validation, than the cheap baseline recovered
+alike.
 """
 
 from __future__ import annotations
@@ -262,12 +263,12 @@ class Pipeline:
         output_dir = self.candidate_dir(budget, method)
         flags = {"--results": str(results), **selection, **self.common("extract"), "--output_dir": str(output_dir),
                  "--log_dir": str(self.out / "tb")}
-        if method == "search" and not self.settings.language_modeling:
+        if not self.settings.language_modeling:  # both candidates recovered alike: RFP + recovery is the fair rival
             flags = {**flags, **RECOVERY_DEFAULTS, **routed(self.settings.pass_through, "recover"),
                      "--teacher_model_name_or_path": str(self.teacher_dir)}
         doing = (f"extracting RFP's model for {budget:g}" if method == "rfp"
-                 else f"extracting the search's best sub-network within {budget:g}"
-                 + ("" if self.settings.language_modeling else " and recovering it"))
+                 else f"extracting the search's best sub-network within {budget:g}")
+        doing += "" if self.settings.language_modeling else " and recovering it"
         return Stage(f"{method}-budget-{budget:g}", doing, "select_and_extract.py", flags, output_dir / EXTRACTION_FILE)
 
     # ------------------------------------------------------------------ running
@@ -446,7 +447,7 @@ def candidate_scores(extraction_path: Path) -> dict:
 
 
 METHOD_NAMES = {"search": f"the super-network search (recipe {RECIPE_ROW}) and recovery",
-                "rfp": "retraining-free pruning of the fine-tuned model (Kwon et al. 2022)"}
+                "rfp": "retraining-free pruning of the fine-tuned model (Kwon et al. 2022) and recovery"}
 
 
 def card_section(choice: dict, settings: PipelineSettings) -> str:
