@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binomtest, norm, spearmanr
+from scipy.stats import sem, spearmanr
 from tiny_runs import train
 
 import run_offline_search
@@ -18,8 +18,8 @@ from nas_llm.search import offline
 from nas_llm.search.multi_fidelity import (
     MultiFidelityArguments,
     check_task,
-    dominated,
-    optimistic_error,
+    excess_error_bound,
+    front_members,
     race,
     share_increments,
 )
@@ -30,18 +30,28 @@ NUM_EXAMPLES = 400
 SHARES = [0.1, 0.3]
 
 
+def wrong_on(labels: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    return np.where(wrong, 1 - labels, labels)
+
+
 def hand_built_race(wrong_per_increment: list[float], cost: float, front: list[tuple[float, float]], seed: int = 0):
-    """Race an accuracy-scored sub-network that gets the given share of each increment's examples wrong."""
+    """Race an accuracy-scored sub-network that gets the first given share of each increment's examples wrong
+    against fully scored records of (error, cost) that get that share of each increment wrong at random."""
     sizes = [len(indices) for indices in share_increments(NUM_EXAMPLES, SHARES, seed)]
+    labels = [np.random.default_rng([seed, increment]).integers(0, 2, size) for increment, size in enumerate(sizes)]
+    rng = np.random.default_rng([seed, 99])
+    records = [{"iteration": iteration, "error": error, "params": member_cost, "validation_predictions": np.concatenate(
+        [wrong_on(increment_labels, rng.permutation(len(increment_labels)) < round(error * len(increment_labels)))
+         for increment_labels in labels]).tolist()} for iteration, (error, member_cost) in enumerate(front)]
     asked = []
 
     def predict_increment(increment: int) -> tuple[np.ndarray, np.ndarray]:
         asked.append(increment)
-        labels = np.random.default_rng([seed, increment]).integers(0, 2, sizes[increment])
         wrong = np.arange(sizes[increment]) < round(wrong_per_increment[increment] * sizes[increment])
-        return np.where(wrong, 1 - labels, labels), labels
+        return wrong_on(labels[increment], wrong), labels[increment]
 
-    metrics, fidelity = race("sst2", predict_increment, len(sizes), NUM_EXAMPLES, cost, np.array(front), 2.0,
+    members = front_members(records, "params", cost)
+    metrics, fidelity = race("sst2", predict_increment, len(sizes), NUM_EXAMPLES, members, 2.0,
                              np.random.default_rng(seed))
     return metrics, fidelity, asked
 
@@ -55,26 +65,45 @@ def test_shares_are_nested_seeded_and_cover_the_split_once():
 
 
 @pytest.mark.parametrize("wrong", [0, 7, 20, 40])
-def test_accuracy_bound_is_wilsons_lower_bound(wrong):
-    """With a split far larger than the share, the finite-population factor is 1 and the bound is SciPy's Wilson
-    interval's lower end at the two-sided level of z = 2."""
-    predictions, labels = np.zeros(40, dtype=int), np.r_[np.ones(wrong, dtype=int), np.zeros(40 - wrong, dtype=int)]
-    bound = optimistic_error("sst2", predictions, labels, 10**12, 2.0, np.random.default_rng(0))
-    expected = binomtest(wrong, 40).proportion_ci(confidence_level=1 - 2 * norm.sf(2.0), method="wilson").low
-    assert bound == pytest.approx(expected, abs=1e-9)
+def test_accuracy_bound_against_a_member_never_wrong_is_the_normal_bound_of_the_error(wrong):
+    """A member that is always right: the difference is the proposal's share of wrong examples p, whose standard
+    error is sqrt(p (1 - p) / (n - 1)) (with a split far larger than the share, the finite-population factor is 1)."""
+    labels = np.zeros(40, dtype=int)
+    predictions = np.r_[np.ones(wrong, dtype=int), np.zeros(40 - wrong, dtype=int)]
+    bound = excess_error_bound("sst2", predictions, labels, labels, 10**12, 2.0, np.random.default_rng(0))
+    share = wrong / 40
+    assert bound == pytest.approx(share - 2.0 * np.sqrt(share * (1 - share) / 39), abs=1e-9)
+
+
+def test_accuracy_bound_is_the_mean_paired_difference_minus_z_standard_errors_of_it():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    proposal, member = wrong_on(labels, rng.random(60) < 0.3), wrong_on(labels, rng.random(60) < 0.2)
+    differences = (proposal != labels).astype(float) - (member != labels)
+    bound = excess_error_bound("sst2", proposal, member, labels, 200, 1.5, rng)
+    assert bound == pytest.approx(differences.mean() - 1.5 * sem(differences) * np.sqrt(140 / 199), abs=1e-12)
+
+
+@pytest.mark.parametrize("task_name", ["sst2", "mrpc", "stsb"])
+def test_equal_predictions_differ_by_exactly_nothing(task_name):
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=50) if task_name == "stsb" else rng.integers(0, 2, 50)
+    predictions = labels + rng.normal(size=50) if task_name == "stsb" else wrong_on(labels, rng.random(50) < 0.3)
+    assert excess_error_bound(task_name, predictions, predictions.copy(), labels, 500, 2.0, rng) == 0.0
 
 
 def test_correlation_bound_follows_the_bootstrap_standard_error_of_spearman():
-    """Spearman's standard error for a bivariate normal sample is about sqrt(1.06 / (n - 3)) * (1 - rho^2)
+    """Against a member that predicts the labels (error 0 on every resample), the difference is the proposal's
+    error, whose standard error for a bivariate normal sample is about sqrt(1.06 / (n - 3)) * (1 - rho^2)
     (Fieller et al. 1957); the bootstrap's must be close, and the rest of the split shrinks it by sqrt((N-n)/(N-1))."""
     rng = np.random.default_rng(0)
     labels = rng.normal(size=400)
     predictions = 0.7 * labels + np.sqrt(1 - 0.7**2) * rng.normal(size=400)
     rho = spearmanr(predictions, labels).statistic
     fieller = np.sqrt(1.06 / 397) * (1 - rho**2)
-    bound = optimistic_error("stsb", predictions, labels, 10**12, 1.0, np.random.default_rng(1))
+    bound = excess_error_bound("stsb", predictions, labels, labels, 10**12, 1.0, np.random.default_rng(1))
     assert (1 - rho) - bound == pytest.approx(fieller, rel=0.2)
-    shrunk = optimistic_error("stsb", predictions, labels, 800, 1.0, np.random.default_rng(1))
+    shrunk = excess_error_bound("stsb", predictions, labels, labels, 800, 1.0, np.random.default_rng(1))
     assert (1 - rho) - shrunk == pytest.approx(((1 - rho) - bound) * np.sqrt(400 / 799), rel=1e-6)
 
 
@@ -83,27 +112,51 @@ def test_a_sub_network_clearly_worse_on_the_first_share_is_never_fully_scored(se
     metrics, fidelity, asked = hand_built_race([0.5, 0.0, 0.0], cost=0.6, front=[(0.1, 0.5), (0.05, 1.0)], seed=seed)
     assert asked == [0]  # even a perfect rest of the split was never scored
     assert fidelity["fidelity"] == 0.1 and metrics["error"] == 0.5
-    assert fidelity["error_bounds"][0] > 0.1
+    assert fidelity["excess_error_bounds"][0] >= 0 and fidelity["stopped_by"] == 0
+    # told the cheaper member's error plus their difference on the first share (its 4 of 40 wrong): 0.1 + 0.4
+    assert fidelity["error"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("wrong", [[0.05, 0.05, 0.05], [0.1, 0.0, 0.0], [0.0, 0.5, 0.5]])
 def test_a_sub_network_no_worse_than_the_front_on_the_first_share_is_scored_further(seed, wrong):
-    """At most the front's 0.1 error at its cost on the first share: it goes on, and if the second share does not
-    make it clearly worse, it ends scored on every example."""
+    """As many wrong as the front's member at its cost on the first share, but not the same ones, or fewer: it goes
+    on, and if the second share does not make it clearly worse, it ends scored on every example."""
     metrics, fidelity, asked = hand_built_race(wrong, cost=0.6, front=[(0.1, 0.5)], seed=seed)
     assert asked[:2] == [0, 1]
     if wrong[1] < 0.5:
-        assert fidelity["fidelity"] == 1.0 and asked == [0, 1, 2]
+        assert fidelity["fidelity"] == 1.0 and asked == [0, 1, 2] and "stopped_by" not in fidelity
         expected_wrong = (round(wrong[0] * 40) + round(wrong[1] * 80) + round(wrong[2] * 280)) / NUM_EXAMPLES
         assert metrics["error"] == pytest.approx(expected_wrong)
-    else:  # 40 of the first 120 examples wrong is clearly worse than 0.1: stopped after the second share
+        assert len(fidelity["validation_predictions"]) == NUM_EXAMPLES
+    else:  # 40 of the first 120 examples wrong against the member's 12: stopped after the second share
         assert asked == [0, 1] and fidelity["fidelity"] == 0.3 and metrics["error"] == pytest.approx(40 / 120)
+        assert fidelity["error"] == pytest.approx(0.1 + (40 - 12) / 120)
+
+
+def test_a_sub_network_that_predicts_as_a_cheaper_member_is_stopped_at_the_first_share():
+    """The case the paired rule is for: both predict the majority class, say; their errors are equal on every share,
+    so an unpaired bound would let it go on; paired, their difference is exactly 0, and a tie at a higher cost is
+    dominated."""
+    labels = np.random.default_rng(0).integers(0, 2, NUM_EXAMPLES)
+    member = wrong_on(labels, np.random.default_rng(1).random(NUM_EXAMPLES) < 0.4)
+    records = [{"iteration": 0, "error": float(np.mean(member != labels)), "params": 0.5,
+                "validation_predictions": member.tolist()}]
+    sizes = np.cumsum([0, *(len(i) for i in share_increments(NUM_EXAMPLES, SHARES, 0))])
+    asked = []
+
+    def predict_increment(increment: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(increment)
+        return member[sizes[increment]:sizes[increment + 1]], labels[sizes[increment]:sizes[increment + 1]]
+
+    _, fidelity = race("sst2", predict_increment, 3, NUM_EXAMPLES, front_members(records, "params", 0.7), 2.0,
+                       np.random.default_rng(0))
+    assert asked == [0] and fidelity["excess_error_bounds"] == [0.0] and fidelity["error"] == records[0]["error"]
 
 
 def test_a_sub_network_cheaper_than_the_whole_front_is_always_fully_scored():
     metrics, fidelity, asked = hand_built_race([1.0, 1.0, 1.0], cost=0.4, front=[(0.1, 0.5)])
-    assert asked == [0, 1, 2] and fidelity == {"fidelity": 1.0, "error_bounds": fidelity["error_bounds"]}
+    assert asked == [0, 1, 2] and fidelity["fidelity"] == 1.0 and fidelity["excess_error_bounds"] == [None, None]
     assert metrics["error"] == 1.0
 
 
@@ -139,24 +192,46 @@ def logged(output_dir) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "evaluations.jsonl").read_text().splitlines()]
 
 
-def full_split_errors(trained, records: list[dict], bf16: bool = False) -> list[float]:
-    """Each sub-network's error by a plain evaluation of the whole validation split, outside the search."""
+def validation_split(trained):
+    """The super-network, its tokenizer and the tokenized validation split, loaded outside the search."""
     model_dir, data_dir, checkpoint = trained
     model, tokenizer, _ = load_supernet(str(checkpoint))
     data_args = DataArguments(task_name="rte", data_dir=str(data_dir))
-    validation = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args, ("validation",))["validation"]
+    return model.eval(), tokenizer, tokenize_splits(load_raw_splits(data_args), tokenizer, data_args,
+                                                    ("validation",))["validation"]
+
+
+def plain_predictions(model, loader, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    return evaluation.predict(model, loader, torch.device("cpu"), SubNetwork.from_compact(record["sub_network_masks"]),
+                              runner_for("slice"))
+
+
+def full_split_errors(trained, records: list[dict], bf16: bool = False) -> list[float]:
+    """Each sub-network's error by a plain evaluation of the whole validation split, outside the search."""
+    model, tokenizer, validation = validation_split(trained)
     loader = make_dataloader(validation, tokenizer, 8, False, 0)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        return [evaluation.evaluate(model.eval(), loader, "rte", torch.device("cpu"),
+        return [evaluation.evaluate(model, loader, "rte", torch.device("cpu"),
                                     SubNetwork.from_compact(record["sub_network_masks"]), runner_for("slice"))["error"]
                 for record in records]
+
+
+def predictions_share_by_share(trained, records: list[dict]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each sub-network's predictions on the whole validation split in the race's order of examples (the shares of
+    FIDELITY, seeded by the search's seed), and the labels: plain predictions outside the search."""
+    model, tokenizer, validation = validation_split(trained)
+    loaders = [make_dataloader(validation.select(indices), tokenizer, 8, False, 0)
+               for indices in share_increments(len(validation), [0.2, 0.5], seed=1)]
+    scored = [[plain_predictions(model, loader, record) for loader in loaders] for record in records]
+    labels = np.concatenate([increment_labels for _, increment_labels in scored[0]])
+    return [np.concatenate([increment for increment, _ in shares]) for shares in scored], labels
 
 
 def test_exact_search_scores_every_sub_network_on_the_whole_split(tmp_path, trained):
     results = search(tmp_path / "exact", trained)
     records = logged(tmp_path / "exact")
     assert not any("fidelity" in record for record in records)
-    assert not {"multi_fidelity", "fidelity_shares", "fidelity_z", "bf16"} & results["settings"].keys()
+    assert not {"multi_fidelity", "fidelity_shares", "fidelity_z", "fidelity_rule", "bf16"} & results["settings"].keys()
     assert [record["error"] for record in records] == full_split_errors(trained, records)
     costs = np.array([[record["error"], record["params"]] for record in records])
     assert sorted(results["pareto_indices"]) == pareto_indices(costs)
@@ -179,14 +254,25 @@ def test_raced_search_stops_some_sub_networks_and_scores_the_rest_fully(trained,
     assert [records[index]["error"] for index in full] == full_split_errors(trained, [records[i] for i in full])
 
 
-def test_raced_search_stops_only_sub_networks_dominated_by_a_fully_scored_one(exact_and_raced):
+def test_raced_search_stops_a_sub_network_exactly_when_a_front_member_costing_no_more_is_better_with_confidence(
+        trained, exact_and_raced):
+    """Each record's bounds, recomputed from plain predictions against the front of the earlier fully scored
+    records: it stopped at the first share whose bound reached 0, and not before."""
     *_, records = exact_and_raced
+    predictions, labels = predictions_share_by_share(trained, records)
     for index, record in enumerate(records):
-        earlier_full = np.array([[r["error"], r["params"]] for r in records[:index] if r["fidelity"] == 1.0])
-        stopped_at = [dominated(bound, record["params"], earlier_full) for bound in record["error_bounds"]]
+        members = front_members(records[:index], "params", record["params"])
+        bounds = [max((excess_error_bound("rte", predictions[index][:scored], member.predictions[:scored],
+                                          labels[:scored], 60, 1.0, np.random.default_rng(0)) for member in members),
+                      default=None) for scored in (12, 30)[:len(record["excess_error_bounds"])]]
+        assert record["excess_error_bounds"] == bounds
+        stopped_at = [bound is not None and bound >= 0 for bound in bounds]
         assert stopped_at == [False] * (len(stopped_at) - 1) + [record["fidelity"] < 1.0]
-        if record["fidelity"] < 1.0:
-            assert record["error"] >= record["error_bounds"][-1]
+        if record["fidelity"] == 1.0:
+            assert record["validation_predictions"] == predictions[index].tolist()
+        else:  # told an error that the member which stopped it dominates
+            assert record["stopped_by"] in [member.iteration for member in members]
+            assert record["error"] >= records[record["stopped_by"]]["error"]
 
 
 def test_raced_pareto_set_holds_only_fully_scored_sub_networks(exact_and_raced):
@@ -220,8 +306,10 @@ def test_search_killed_in_the_middle_of_a_promotion_resumes_to_the_uninterrupted
     interrupted = logged(tmp_path / "resumed")
     assert 0 < len(interrupted) < 30 and not (tmp_path / "resumed" / "results_rte.json").exists()
     resumed = search(tmp_path / "resumed", trained, *FIDELITY)
-    keys = ("config", "error", "fidelity", "error_bounds", "validation", "params")
-    assert [[r[k] for k in keys] for r in logged(tmp_path / "resumed")] == [[r[k] for k in keys] for r in records]
+    keys = ("config", "error", "fidelity", "excess_error_bounds", "stopped_by", "validation_predictions", "validation",
+            "params")
+    assert [[r.get(k) for k in keys] for r in logged(tmp_path / "resumed")] == [[r.get(k) for k in keys]
+                                                                                 for r in records]
     assert resumed["pareto_indices"] == raced["pareto_indices"]
     assert [p["test"] for p in resumed["pareto_set"]] == [p["test"] for p in raced["pareto_set"]]
 

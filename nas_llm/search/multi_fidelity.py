@@ -3,20 +3,28 @@ split, and stop as soon as it can no longer reach the Pareto front.
 
 The validation examples are shuffled once (seeded by the search's --seed) and cut into nested shares, e.g.
 the first 10%, the first 30%, all of them. Each sub-network is scored on the first share; after every share
-short of the whole split, its error's optimistic bound, error - z * standard error, is compared with the
-sub-networks already scored on the whole split: if one of them costs no more and has an error no higher than
-that bound, no rest of the split can plausibly put this sub-network on the front, and it stops there. The
-examples of a share are scored once: going on to the next share scores only the examples it adds.
+short of the whole split, it is compared, on the same examples, with each member of the front of the fully
+scored sub-networks that costs no more: if, for one of them, the lower confidence bound of (the proposal's
+error - the member's error) is at least 0, the proposal is worse with confidence than a sub-network that costs
+no more, no rest of the split can plausibly put it on the front, and it stops there. The examples of a share
+are scored once: going on to the next share scores only the examples it adds.
 
-The standard error is that of the share's error as an estimate of the whole split's (sampling without
-replacement, hence the finite-population factor): a Wilson bound for accuracy, whose error is a share of
-wrong examples, and a seeded bootstrap for every other metric (F1, Matthews correlation, Spearman).
-This is racing (Maron & Moore 1994, "Hoeffding races") over successive-halving's geometric budgets
-(Jamieson & Talwalkar 2016); the front, not a fixed quota per share, decides who goes on.
+The comparison is paired: the two sub-networks' errors on the same examples move together (both get the easy
+examples right), so their difference has a far smaller spread than either error; two sub-networks that make the
+same predictions differ by exactly 0. The bound is that of the difference on the whole split from the examples
+scored (sampling without replacement, hence the finite-population factor): the mean and standard error of the
+per-example differences of wrongness for accuracy, a paired bootstrap (the same resampled examples for both)
+for every other metric (F1, Matthews correlation, Spearman). This is racing (Maron & Moore 1994, "Hoeffding
+races") with paired comparisons (Moore & Lee 1994, "Efficient algorithms for minimizing cross validation
+error") over successive halving's geometric budgets (Jamieson & Talwalkar 2016); the front, not a fixed quota
+per share, decides who goes on.
 
-The searcher is told the error of the largest share a sub-network was scored on. For a stopped one that
-error is no lower than its optimistic bound, so the searcher, too, sees it dominated; the Pareto set and
-its test metrics are built from fully scored sub-networks only (`results.is_full_fidelity`).
+The front members' predictions on the whole split are kept in their records (`validation_predictions`), so a
+resumed search compares with exactly what the uninterrupted one did. The searcher is told the error of a fully
+scored sub-network; for a stopped one, the paired estimate of its error on the whole split: the error of the
+member that stopped it plus their difference on the examples scored, no lower than the member's error, so the
+searcher, too, sees it dominated. The Pareto set and its test metrics are built from fully scored sub-networks
+only (`results.is_full_fidelity`).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import LM_TASK, make_dataloader
 from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, task_error
+from nas_llm.search.pareto import pareto_indices
 from nas_llm.search.results import is_full_fidelity
 
 if TYPE_CHECKING:  # annotations only
@@ -39,6 +48,7 @@ if TYPE_CHECKING:  # annotations only
     from transformers import PreTrainedTokenizerBase
 
 BOOTSTRAP_RESAMPLES = 200
+RULE = "paired"  # in the settings: a run raced by the earlier, unpaired rule is not resumed with this one
 
 
 @dataclass
@@ -56,8 +66,9 @@ class MultiFidelityArguments:
     )
     fidelity_z: float = field(
         default=2.0,
-        metadata={"help": "With --multi_fidelity True: a sub-network goes on unless error - z * standard error "
-                  "is dominated by a fully scored one (z = 2: one true front member in ~40 is stopped by chance)."},
+        metadata={"help": "With --multi_fidelity True: a sub-network stops once its error minus a front member's, "
+                  "on the same examples, is at least 0 after subtracting z standard errors (z = 2: about one "
+                  "comparison in 40 with a member no better stops it by chance)."},
     )
 
     def __post_init__(self) -> None:
@@ -71,7 +82,8 @@ class MultiFidelityArguments:
         """What a resumed run must repeat; nothing when off, so exact runs keep today's settings."""
         if not self.multi_fidelity:
             return {}
-        return {"multi_fidelity": True, "fidelity_shares": list(self.fidelity_shares), "fidelity_z": self.fidelity_z}
+        return {"multi_fidelity": True, "fidelity_shares": list(self.fidelity_shares), "fidelity_z": self.fidelity_z,
+                "fidelity_rule": RULE}
 
 
 def check_task(task_name: str | None) -> None:
@@ -91,45 +103,50 @@ def share_increments(num_examples: int, shares: list[float], seed: int) -> list[
     return [np.sort(order[start:end]) for start, end in zip([0, *sizes[:-1]], sizes, strict=True)]
 
 
-def optimistic_error(task_name: str, predictions: np.ndarray, labels: np.ndarray, num_examples: int, z: float,
-                     rng: np.random.Generator) -> float:
-    """A lower bound on the error over all `num_examples`, from the `len(labels)` of them scored so far.
+@dataclass(frozen=True)
+class FrontMember:
+    """A fully scored sub-network on the front: its error and cost, and its predictions on the whole split in
+    the order the race scores the examples (share by share)."""
 
-    Accuracy: the Wilson score bound of the share of wrong examples (finite at 0% and 100% wrong, unlike the
-    normal one). Other metrics: error - z * the bootstrap standard error. Both with the finite-population
-    factor (N - n) / (N - 1) on the variance: the rest of the split, not an infinite population, is unknown.
+    iteration: int
+    error: float
+    cost: float
+    predictions: np.ndarray
+
+
+def error_on(task_name: str, predictions: np.ndarray, labels: np.ndarray) -> float:
+    return task_error(task_name, compute_task_metrics(task_name, predictions, labels))
+
+
+def excess_error_bound(task_name: str, predictions: np.ndarray, member_predictions: np.ndarray, labels: np.ndarray,
+                       num_examples: int, z: float, rng: np.random.Generator) -> float:
+    """A lower bound on how much higher the proposal's error over all `num_examples` is than a member's, from the
+    `len(labels)` examples both were scored on: their difference there minus z standard errors of it.
+
+    Accuracy: the standard error of the mean of the per-example differences of wrongness (each -1, 0 or 1).
+    Other metrics: the standard deviation of the difference over BOOTSTRAP_RESAMPLES paired resamples. Both with
+    the finite-population factor (N - n) / (N - 1) on the variance: the rest of the split, not an infinite
+    population, is unknown. Equal predictions give exactly 0.
     """
     scored = len(labels)
     finite_population = (num_examples - scored) / (num_examples - 1)
     if MAIN_METRIC[task_name] == "accuracy":
-        wrong = float(np.mean(predictions != labels))
-        effective = scored / finite_population
-        centre = wrong + z * z / (2 * effective)
-        spread = z * math.sqrt(wrong * (1 - wrong) / effective + z * z / (4 * effective * effective))
-        return (centre - spread) / (1 + z * z / effective)
-    error = task_error(task_name, compute_task_metrics(task_name, predictions, labels))
-    return error - z * bootstrap_standard_error(task_name, predictions, labels, rng) * math.sqrt(finite_population)
+        differences = (predictions != labels).astype(float) - (member_predictions != labels)
+        standard_error = float(np.std(differences, ddof=1)) / math.sqrt(scored)
+        difference = float(np.mean(differences))
+    else:
+        rows = rng.integers(0, scored, size=(BOOTSTRAP_RESAMPLES, scored))
+        standard_error = bootstrap_standard_error(
+            lambda resample: error_on(task_name, predictions[resample], labels[resample])
+            - error_on(task_name, member_predictions[resample], labels[resample]), rows)
+        difference = error_on(task_name, predictions, labels) - error_on(task_name, member_predictions, labels)
+    return difference - z * standard_error * math.sqrt(finite_population)
 
 
-def bootstrap_standard_error(task_name: str, predictions: np.ndarray, labels: np.ndarray,
-                             rng: np.random.Generator) -> float:
-    """The standard error of the task's error (equally: of its main metric) over these examples, from
-    BOOTSTRAP_RESAMPLES resamples with replacement; for metrics that are no mean over examples."""
-    resampled = rng.integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
-    errors = [task_error(task_name, compute_task_metrics(task_name, predictions[rows], labels[rows]))
-              for rows in resampled]
-    return float(np.std(errors, ddof=1))
-
-
-def dominated(error: float, cost: float, front: np.ndarray) -> bool:
-    """Whether a fully scored point of `front` [n, 2] (error, cost) is no worse than (error, cost) in both."""
-    front = np.asarray(front, dtype=float).reshape(-1, 2)
-    return bool(np.any((front[:, 0] <= error) & (front[:, 1] <= cost)))
-
-
-def full_fidelity_front(records: list[dict], cost_name: str) -> np.ndarray:
-    """(error, cost) of every fully scored evaluation so far: what a new sub-network has to beat."""
-    return np.array([[record["error"], record[cost_name]] for record in records if is_full_fidelity(record)])
+def bootstrap_standard_error(statistic: Callable[[np.ndarray], float], rows: np.ndarray) -> float:
+    """The standard deviation of `statistic` over the resampled example indices `rows` [resamples, n]; for
+    metrics that are no mean over examples."""
+    return float(np.std([statistic(resample) for resample in rows], ddof=1))
 
 
 def race(
@@ -137,16 +154,18 @@ def race(
     predict_increment: Callable[[int], tuple[np.ndarray, np.ndarray]],
     num_increments: int,
     num_examples: int,
-    cost: float,
-    front: np.ndarray,
+    front: list[FrontMember],
     z: float,
     rng: np.random.Generator,
 ) -> tuple[dict[str, float], dict]:
-    """Score one sub-network increment by increment until it is dominated or scored on everything.
+    """Score one sub-network increment by increment until one of `front` (the members that cost no more than it)
+    is better with confidence, or it is scored on everything.
 
-    `predict_increment(k)` gives (predictions, labels) on increment k. Returns the task's metrics plus
-    `error` on the examples scored, and the record's fidelity fields: `fidelity` (the share scored) and
-    `error_bounds` (the optimistic bound after each share short of the whole).
+    `predict_increment(k)` gives (predictions, labels) on increment k. Returns the task's metrics plus `error`
+    on the examples scored, and the record's fidelity fields: `fidelity` (the share scored), `excess_error_bounds`
+    (after each share short of the whole, the largest bound over `front`; None without members); fully scored:
+    `validation_predictions`; stopped: `stopped_by` (the member's iteration) and `error`, the paired estimate
+    of the error on the whole split that the searcher is told.
     """
     predictions, labels, bounds = [], [], []
     for increment in range(num_increments):
@@ -156,12 +175,29 @@ def race(
         scored_predictions, scored_labels = np.concatenate(predictions), np.concatenate(labels)
         if increment == num_increments - 1:
             break
-        bounds.append(optimistic_error(task_name, scored_predictions, scored_labels, num_examples, z, rng))
-        if dominated(bounds[-1], cost, front):
+        scored = len(scored_labels)
+        member_bounds = [excess_error_bound(task_name, scored_predictions, member.predictions[:scored], scored_labels,
+                                            num_examples, z, rng) for member in front]
+        bounds.append(max(member_bounds, default=None))
+        if member_bounds and bounds[-1] >= 0:
             break
     metrics = compute_task_metrics(task_name, scored_predictions, scored_labels)
-    fidelity = len(scored_labels) / num_examples
-    return metrics | {"error": task_error(task_name, metrics)}, {"fidelity": fidelity, "error_bounds": bounds}
+    metrics["error"] = task_error(task_name, metrics)
+    fields = {"fidelity": len(scored_labels) / num_examples, "excess_error_bounds": bounds}
+    if fields["fidelity"] == 1.0:
+        return metrics, fields | {"validation_predictions": scored_predictions.tolist()}
+    member = front[int(np.argmax(member_bounds))]
+    member_error = error_on(task_name, member.predictions[:len(scored_labels)], scored_labels)
+    return metrics, fields | {"stopped_by": member.iteration, "error": member.error + (metrics["error"] - member_error)}
+
+
+def front_members(records: list[dict], cost_name: str, cost: float) -> list[FrontMember]:
+    """The front of the fully scored `records` that costs no more than `cost`: what a proposal has to beat."""
+    full = [record for record in records if is_full_fidelity(record)]
+    front = [full[index] for index in pareto_indices(np.array([[r["error"], r[cost_name]] for r in full]))]
+    return [FrontMember(record["iteration"], record["error"], record[cost_name],
+                        np.asarray(record["validation_predictions"]))
+            for record in front if record[cost_name] <= cost]
 
 
 class ValidationRace:
@@ -178,10 +214,11 @@ class ValidationRace:
 
     def score(self, predict_on: Callable[[DataLoader], tuple[np.ndarray, np.ndarray]], cost: float,
               records: list[dict], iteration: int) -> tuple[dict[str, float], dict]:
-        """`race` against the fully scored `records`; the bootstrap is seeded by the iteration, so a resumed
-        search scores the sub-network it was interrupted in exactly as the uninterrupted one did."""
+        """`race` against the front of the fully scored `records` (whose predictions they keep, so a resumed
+        search compares with what the uninterrupted one did); the bootstrap is seeded by the iteration, so a
+        resumed search scores the sub-network it was interrupted in exactly as the uninterrupted one did."""
         return race(
             self.task_name, lambda increment: predict_on(self.loaders[increment]), len(self.loaders),
-            self.num_examples, cost, full_fidelity_front(records, self.cost_name), self.z,
+            self.num_examples, front_members(records, self.cost_name, cost), self.z,
             np.random.default_rng([self.seed, iteration]),
         )

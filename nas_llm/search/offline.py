@@ -37,7 +37,7 @@ from nas_llm.model.models import load_supernet, resolve_model_name
 from nas_llm.model.search_spaces import SearchSpace, make_search_space
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace
-from nas_llm.search.results import pareto_front, previous_evaluations
+from nas_llm.search.results import LOG_ONLY_KEYS, pareto_front, previous_evaluations
 from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, Searcher
 from nas_llm.training.evaluation import evaluate, predict
 from nas_llm.training.objective import SubNetworkRunner
@@ -155,7 +155,8 @@ def results_settings(model_args: ModelArguments, data_args: DataArguments, lm_ar
 
 
 Scorer = Callable[[str, SubNetwork | None], dict[str, float]]  # (split, sub-network or None: unpruned) -> metrics
-# (sub-network, its relative cost, the records so far, iteration) -> validation metrics, the record's fidelity fields
+# (sub-network, its relative cost, the records so far, iteration) -> validation metrics, the record's fidelity
+# fields (a stopped proposal's replace `error` with the estimate of its error on the whole split, see multi_fidelity.py)
 ValidationScorer = Callable[[SubNetwork, float, list[dict], int], tuple[dict[str, float], dict]]
 
 
@@ -351,7 +352,7 @@ def search_results(
         "device": str(device),
         "settings": settings,
         "unpruned": unpruned,
-        "evaluations": [{key: value for key, value in r.items() if key != "sub_network_masks"} for r in records],
+        "evaluations": [{key: value for key, value in r.items() if key not in LOG_ONLY_KEYS} for r in records],
         "pareto_indices": pareto,
         "pareto_set": pareto_set,
         "model_loading_time_s": loading_times_s[0],

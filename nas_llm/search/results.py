@@ -23,6 +23,9 @@ from nas_llm.search.pareto import pareto_indices
 
 LOG_FILE = "evaluations.jsonl"
 SETTINGS_FILE = "search_settings.json"
+# Kept in evaluations.jsonl for a resumed run, left out of the results file: the masks (the summary says what a
+# reader needs) and a multi-fidelity search's per-example predictions of fully scored sub-networks.
+LOG_ONLY_KEYS = ("sub_network_masks", "validation_predictions")
 # What every results file holds, whichever method wrote it; a method adds its own keys after these.
 REQUIRED_KEYS = (
     "task_name", "model_name_or_path", "checkpoint_dir_model", "sampling_strategy", "search_space",
