@@ -41,7 +41,7 @@ from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics  # noqa: E402
 from nas_llm.model.models import load_supernet  # noqa: E402
 from nas_llm.model.slicing import runner_for  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
-from nas_llm.search.multi_fidelity import bootstrap_standard_error  # noqa: E402
+from nas_llm.search.multi_fidelity import BOOTSTRAP_RESAMPLES, bootstrap_standard_error  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d  # noqa: E402
 from nas_llm.search.results import is_full_fidelity  # noqa: E402
 from nas_llm.training.evaluation import predict  # noqa: E402
@@ -93,8 +93,12 @@ class TestScorer:
     def metric_and_standard_error(self, point: dict) -> tuple[float, float]:
         sub_network = SubNetwork.from_json_dict(point["sub_network"])
         predictions, labels = predict(self.model, self.loader, self.device, sub_network, self.run_as)
-        metric = compute_task_metrics(self.task_name, predictions, labels)[MAIN_METRIC[self.task_name]]
-        return metric, bootstrap_standard_error(self.task_name, predictions, labels, np.random.default_rng(0))
+
+        def metric_of(rows: np.ndarray) -> float:
+            return compute_task_metrics(self.task_name, predictions[rows], labels[rows])[MAIN_METRIC[self.task_name]]
+
+        rows = np.random.default_rng(0).integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
+        return metric_of(np.arange(len(labels))), bootstrap_standard_error(metric_of, rows)
 
 
 def compare(results: dict, exact: dict, scorer: TestScorer, fp32: dict | None) -> dict:

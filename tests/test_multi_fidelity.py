@@ -17,6 +17,7 @@ from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search import offline
 from nas_llm.search.multi_fidelity import (
     MultiFidelityArguments,
+    ValidationRace,
     check_task,
     excess_error_bound,
     front_members,
@@ -112,7 +113,7 @@ def test_a_sub_network_clearly_worse_on_the_first_share_is_never_fully_scored(se
     metrics, fidelity, asked = hand_built_race([0.5, 0.0, 0.0], cost=0.6, front=[(0.1, 0.5), (0.05, 1.0)], seed=seed)
     assert asked == [0]  # even a perfect rest of the split was never scored
     assert fidelity["fidelity"] == 0.1 and metrics["error"] == 0.5
-    assert fidelity["excess_error_bounds"][0] >= 0 and fidelity["stopped_by"] == 0
+    assert fidelity["excess_error_bounds"][0] > 0 and fidelity["stopped_by"] == 0
     # told the cheaper member's error plus their difference on the first share (its 4 of 40 wrong): 0.1 + 0.4
     assert fidelity["error"] == pytest.approx(0.5)
 
@@ -134,10 +135,9 @@ def test_a_sub_network_no_worse_than_the_front_on_the_first_share_is_scored_furt
         assert fidelity["error"] == pytest.approx(0.1 + (40 - 12) / 120)
 
 
-def test_a_sub_network_that_predicts_as_a_cheaper_member_is_stopped_at_the_first_share():
-    """The case the paired rule is for: both predict the majority class, say; their errors are equal on every share,
-    so an unpaired bound would let it go on; paired, their difference is exactly 0, and a tie at a higher cost is
-    dominated."""
+def test_a_sub_network_that_agrees_with_a_cheaper_member_on_every_example_scored_is_not_stopped_by_it():
+    """Zero disagreements on a share do not exclude disagreements on the rest of the split, where it may be the
+    better one: a bound of exactly 0 does not stop it."""
     labels = np.random.default_rng(0).integers(0, 2, NUM_EXAMPLES)
     member = wrong_on(labels, np.random.default_rng(1).random(NUM_EXAMPLES) < 0.4)
     records = [{"iteration": 0, "error": float(np.mean(member != labels)), "params": 0.5,
@@ -151,7 +151,7 @@ def test_a_sub_network_that_predicts_as_a_cheaper_member_is_stopped_at_the_first
 
     _, fidelity = race("sst2", predict_increment, 3, NUM_EXAMPLES, front_members(records, "params", 0.7), 2.0,
                        np.random.default_rng(0))
-    assert asked == [0] and fidelity["excess_error_bounds"] == [0.0] and fidelity["error"] == records[0]["error"]
+    assert asked == [0, 1, 2] and fidelity["excess_error_bounds"] == [0.0, 0.0] and fidelity["fidelity"] == 1.0
 
 
 def test_a_sub_network_cheaper_than_the_whole_front_is_always_fully_scored():
@@ -261,18 +261,46 @@ def test_raced_search_stops_a_sub_network_exactly_when_a_front_member_costing_no
     *_, records = exact_and_raced
     predictions, labels = predictions_share_by_share(trained, records)
     for index, record in enumerate(records):
+        scored_before = [r["iteration"] for r in records[:index]
+                         if r["fidelity"] == 1.0 and r["sub_network_masks"] == record["sub_network_masks"]]
+        assert record.get("same_as") == (scored_before[0] if scored_before else None)
+        if scored_before:  # not scored again (tested on its own below)
+            continue
         members = front_members(records[:index], "params", record["params"])
         bounds = [max((excess_error_bound("rte", predictions[index][:scored], member.predictions[:scored],
                                           labels[:scored], 60, 1.0, np.random.default_rng(0)) for member in members),
                       default=None) for scored in (12, 30)[:len(record["excess_error_bounds"])]]
         assert record["excess_error_bounds"] == bounds
-        stopped_at = [bound is not None and bound >= 0 for bound in bounds]
+        stopped_at = [bound is not None and bound > 0 for bound in bounds]
         assert stopped_at == [False] * (len(stopped_at) - 1) + [record["fidelity"] < 1.0]
         if record["fidelity"] == 1.0:
             assert record["validation_predictions"] == predictions[index].tolist()
         else:  # told an error that the member which stopped it dominates
             assert record["stopped_by"] in [member.iteration for member in members]
             assert record["error"] >= records[record["stopped_by"]]["error"]
+
+
+def test_a_sub_network_scored_fully_before_is_not_scored_again(trained, exact_and_raced):
+    """Scoring is deterministic: a proposal equal to a fully scored sub-network gets its metrics and predictions
+    without a forward pass; one equal to a stopped sub-network is raced anew."""
+    *_, records = exact_and_raced
+    model, tokenizer, validation = validation_split(trained)
+    racing = ValidationRace(MultiFidelityArguments(True, [0.2, 0.5], 1.0), validation, tokenizer, 8, "rte", "params", 1)
+    full = next(record for record in records if record["fidelity"] == 1.0 and not record.get("same_as"))
+    predicted = []
+
+    def predict_on(loader):
+        predicted.append(len(loader.dataset))
+        return plain_predictions(model, loader, full)
+
+    metrics, fidelity = racing.score(predict_on, full["sub_network_masks"], full["params"], records, len(records))
+    assert predicted == [] and metrics == full["validation"] and fidelity["same_as"] == full["iteration"]
+    assert fidelity["fidelity"] == 1.0 and fidelity["validation_predictions"] == full["validation_predictions"]
+    others = [record for record in records if record["sub_network_masks"] != full["sub_network_masks"]]
+    stopped_copy = {**full, "fidelity": 0.2}
+    _, fidelity = racing.score(predict_on, full["sub_network_masks"], full["params"], [*others, stopped_copy],
+                               len(records))
+    assert predicted[0] == 12 and "same_as" not in fidelity
 
 
 def test_raced_pareto_set_holds_only_fully_scored_sub_networks(exact_and_raced):
@@ -306,8 +334,8 @@ def test_search_killed_in_the_middle_of_a_promotion_resumes_to_the_uninterrupted
     interrupted = logged(tmp_path / "resumed")
     assert 0 < len(interrupted) < 30 and not (tmp_path / "resumed" / "results_rte.json").exists()
     resumed = search(tmp_path / "resumed", trained, *FIDELITY)
-    keys = ("config", "error", "fidelity", "excess_error_bounds", "stopped_by", "validation_predictions", "validation",
-            "params")
+    keys = ("config", "error", "fidelity", "excess_error_bounds", "stopped_by", "same_as", "validation_predictions",
+            "validation", "params")
     assert [[r.get(k) for k in keys] for r in logged(tmp_path / "resumed")] == [[r.get(k) for k in keys]
                                                                                  for r in records]
     assert resumed["pareto_indices"] == raced["pareto_indices"]

@@ -5,24 +5,25 @@ The validation examples are shuffled once (seeded by the search's --seed) and cu
 the first 10%, the first 30%, all of them. Each sub-network is scored on the first share; after every share
 short of the whole split, it is compared, on the same examples, with each member of the front of the fully
 scored sub-networks that costs no more: if, for one of them, the lower confidence bound of (the proposal's
-error - the member's error) is at least 0, the proposal is worse with confidence than a sub-network that costs
+error - the member's error) is above 0, the proposal is worse with confidence than a sub-network that costs
 no more, no rest of the split can plausibly put it on the front, and it stops there. The examples of a share
 are scored once: going on to the next share scores only the examples it adds.
 
 The comparison is paired: the two sub-networks' errors on the same examples move together (both get the easy
-examples right), so their difference has a far smaller spread than either error; two sub-networks that make the
-same predictions differ by exactly 0. The bound is that of the difference on the whole split from the examples
-scored (sampling without replacement, hence the finite-population factor): the mean and standard error of the
-per-example differences of wrongness for accuracy, a paired bootstrap (the same resampled examples for both)
-for every other metric (F1, Matthews correlation, Spearman). This is racing (Maron & Moore 1994, "Hoeffding
-races") with paired comparisons (Moore & Lee 1994, "Efficient algorithms for minimizing cross validation
-error") over successive halving's geometric budgets (Jamieson & Talwalkar 2016); the front, not a fixed quota
-per share, decides who goes on.
+examples right), so their difference has a far smaller spread than either error. The bound is that of the
+difference on the whole split from the examples scored (sampling without replacement, hence the
+finite-population factor): the mean and standard error of the per-example differences of wrongness for
+accuracy, a paired bootstrap (the same resampled examples for both) for every other metric (F1, Matthews
+correlation, Spearman). Two sub-networks that agree on every example scored have a bound of exactly 0 and are
+not told apart: they may disagree on the rest. This is racing (Maron & Moore 1994, "Hoeffding races") with
+paired comparisons (Moore & Lee 1994, "Efficient algorithms for minimizing cross validation error") over
+successive halving's geometric budgets (Jamieson & Talwalkar 2016); the front, not a fixed quota per share,
+decides who goes on. A proposal that is the same sub-network as a fully scored one is not scored again.
 
 The front members' predictions on the whole split are kept in their records (`validation_predictions`), so a
 resumed search compares with exactly what the uninterrupted one did. The searcher is told the error of a fully
 scored sub-network; for a stopped one, the paired estimate of its error on the whole split: the error of the
-member that stopped it plus their difference on the examples scored, no lower than the member's error, so the
+member that stopped it plus their difference on the examples scored, above the member's error, so the
 searcher, too, sees it dominated. The Pareto set and its test metrics are built from fully scored sub-networks
 only (`results.is_full_fidelity`).
 """
@@ -67,7 +68,7 @@ class MultiFidelityArguments:
     fidelity_z: float = field(
         default=2.0,
         metadata={"help": "With --multi_fidelity True: a sub-network stops once its error minus a front member's, "
-                  "on the same examples, is at least 0 after subtracting z standard errors (z = 2: about one "
+                  "on the same examples, is above 0 after subtracting z standard errors (z = 2: about one "
                   "comparison in 40 with a member no better stops it by chance)."},
     )
 
@@ -126,7 +127,7 @@ def excess_error_bound(task_name: str, predictions: np.ndarray, member_predictio
     Accuracy: the standard error of the mean of the per-example differences of wrongness (each -1, 0 or 1).
     Other metrics: the standard deviation of the difference over BOOTSTRAP_RESAMPLES paired resamples. Both with
     the finite-population factor (N - n) / (N - 1) on the variance: the rest of the split, not an infinite
-    population, is unknown. Equal predictions give exactly 0.
+    population, is unknown. Equal predictions give exactly 0: nothing tells them apart.
     """
     scored = len(labels)
     finite_population = (num_examples - scored) / (num_examples - 1)
@@ -179,7 +180,7 @@ def race(
         member_bounds = [excess_error_bound(task_name, scored_predictions, member.predictions[:scored], scored_labels,
                                             num_examples, z, rng) for member in front]
         bounds.append(max(member_bounds, default=None))
-        if member_bounds and bounds[-1] >= 0:
+        if member_bounds and bounds[-1] > 0:
             break
     metrics = compute_task_metrics(task_name, scored_predictions, scored_labels)
     metrics["error"] = task_error(task_name, metrics)
@@ -212,11 +213,19 @@ class ValidationRace:
             for indices in share_increments(self.num_examples, args.fidelity_shares, seed)
         ]
 
-    def score(self, predict_on: Callable[[DataLoader], tuple[np.ndarray, np.ndarray]], cost: float,
+    def score(self, predict_on: Callable[[DataLoader], tuple[np.ndarray, np.ndarray]], masks: dict, cost: float,
               records: list[dict], iteration: int) -> tuple[dict[str, float], dict]:
         """`race` against the front of the fully scored `records` (whose predictions they keep, so a resumed
         search compares with what the uninterrupted one did); the bootstrap is seeded by the iteration, so a
-        resumed search scores the sub-network it was interrupted in exactly as the uninterrupted one did."""
+        resumed search scores the sub-network it was interrupted in exactly as the uninterrupted one did.
+
+        A sub-network (`masks`, as `SubNetwork.to_compact`) scored fully before is not scored again: scoring is
+        deterministic, so it gets that record's metrics and predictions (local search proposes many again)."""
+        same = next((record for record in records
+                     if is_full_fidelity(record) and record["sub_network_masks"] == masks), None)
+        if same is not None:
+            return same["validation"], {"fidelity": 1.0, "excess_error_bounds": [], "same_as": same["iteration"],
+                                        "validation_predictions": same["validation_predictions"]}
         return race(
             self.task_name, lambda increment: predict_on(self.loaders[increment]), len(self.loaders),
             self.num_examples, front_members(records, self.cost_name, cost), self.z,

@@ -291,7 +291,8 @@ class SupernetScorer:
     def race_on_validation(self, racing: ValidationRace, sub_network: SubNetwork, cost: float, records: list[dict],
                            iteration: int) -> tuple[dict[str, float], dict]:
         """--multi_fidelity True: the validation metrics on the shares scored, and the record's fidelity fields."""
-        return racing.score(lambda loader: self.predictions(sub_network, loader), cost, records, iteration)
+        return racing.score(lambda loader: self.predictions(sub_network, loader), sub_network.to_compact(), cost,
+                            records, iteration)
 
 
 def checkpoint_search_space(name: str, model: PreTrainedModel, checkpoint_dir: str) -> SearchSpace:
