@@ -126,7 +126,8 @@ def compare(results: dict, exact: dict, scorer: TestScorer, fp32: dict | None) -
         "search_loop_s": search_loop_s(results),
         "search_loop_ratio": search_loop_s(results) / search_loop_s(exact),
         "fully_scored": sum(map(is_full_fidelity, evaluations)),
-        "examples_scored_share": float(np.mean([e.get("fidelity", 1.0) for e in evaluations])),
+        "not_scored_again": sum(e.get("same_as") is not None for e in evaluations),
+        "examples_scored_share": float(np.mean([examples_scored(e) for e in evaluations])),
         "validation_hypervolume": hypervolume_2d(np.array([[p["error"], p["params"]] for p in results["pareto_set"]])),
         "picks": picks,
     }
@@ -135,6 +136,11 @@ def compare(results: dict, exact: dict, scorer: TestScorer, fp32: dict | None) -
     if fp32 is not None:
         comparison["bf16_error_differences"] = error_differences(results, fp32)
     return comparison
+
+
+def examples_scored(evaluation: dict) -> float:
+    """The share of the validation split an evaluation scored: none for a sub-network scored fully before."""
+    return 0.0 if evaluation.get("same_as") is not None else evaluation.get("fidelity", 1.0)
 
 
 def identity(evaluation: dict) -> str:
