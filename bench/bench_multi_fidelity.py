@@ -37,11 +37,11 @@ from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage
 from nas_llm.common.io_utils import write_json_atomic  # noqa: E402
 from nas_llm.common.precision import default_device  # noqa: E402
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, resampled_errors  # noqa: E402
 from nas_llm.model.models import load_supernet  # noqa: E402
 from nas_llm.model.slicing import runner_for  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
-from nas_llm.search.multi_fidelity import BOOTSTRAP_RESAMPLES, bootstrap_standard_error  # noqa: E402
+from nas_llm.search.multi_fidelity import BOOTSTRAP_RESAMPLES  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d  # noqa: E402
 from nas_llm.search.results import is_full_fidelity  # noqa: E402
 from nas_llm.training.evaluation import predict  # noqa: E402
@@ -93,12 +93,9 @@ class TestScorer:
     def metric_and_standard_error(self, point: dict) -> tuple[float, float]:
         sub_network = SubNetwork.from_json_dict(point["sub_network"])
         predictions, labels = predict(self.model, self.loader, self.device, sub_network, self.run_as)
-
-        def metric_of(rows: np.ndarray) -> float:
-            return compute_task_metrics(self.task_name, predictions[rows], labels[rows])[MAIN_METRIC[self.task_name]]
-
+        metric = compute_task_metrics(self.task_name, predictions, labels)[MAIN_METRIC[self.task_name]]
         rows = np.random.default_rng(0).integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
-        return metric_of(np.arange(len(labels))), bootstrap_standard_error(metric_of, rows)
+        return metric, float(np.std(resampled_errors(self.task_name, predictions, labels, rows), ddof=1))
 
 
 def compare(results: dict, exact: dict, scorer: TestScorer, fp32: dict | None) -> dict:

@@ -12,6 +12,7 @@ from tiny_runs import train
 import run_offline_search
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from nas_llm.data.metrics import compute_task_metrics, resampled_errors, task_error
 from nas_llm.model.models import load_supernet
 from nas_llm.model.slicing import runner_for
 from nas_llm.model.sub_network import SubNetwork
@@ -97,6 +98,19 @@ def test_accuracy_bound_is_the_mean_paired_difference_minus_z_standard_errors_of
     differences = (proposal != labels).astype(float) - (member != labels)
     bound = excess_error_bound("sst2", proposal, member, labels, 200, 1.5, rng)
     assert bound == pytest.approx(differences.mean() - 1.5 * sem(differences) * np.sqrt(140 / 199), abs=1e-12)
+
+
+@pytest.mark.parametrize("task_name", ["stsb", "sst2", "cola"])
+def test_resampled_errors_are_the_task_errors_of_each_resample(task_name):
+    """Spearman is computed for all resamples at once: it must equal compute_task_metrics row by row, ties and
+    a constant resample (correlations 0: error 1) included."""
+    rng = np.random.default_rng(0)
+    labels = np.round(rng.normal(size=30), 1) if task_name == "stsb" else rng.integers(0, 2, 30)
+    predictions = np.round(labels + rng.normal(size=30), 1) if task_name == "stsb" else rng.integers(0, 2, 30)
+    rows = np.vstack([rng.integers(0, 30, size=(20, 30)), np.zeros((1, 30), dtype=int)])
+    expected = [task_error(task_name, compute_task_metrics(task_name, predictions[row], labels[row])) for row in rows]
+    assert resampled_errors(task_name, predictions, labels, rows) == pytest.approx(expected, abs=1e-12)
+    assert expected[-1] == 1.0 or task_name == "sst2"
 
 
 @pytest.mark.parametrize("task_name", ["sst2", "mrpc", "stsb"])

@@ -93,6 +93,29 @@ def task_error(task_name: str, metrics: dict[str, float]) -> float:
     return 1.0 - metrics[MAIN_METRIC[task_name]]
 
 
+def resampled_errors(task_name: str, predictions: np.ndarray, references: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The task's error on each resample of the examples, `rows` [resamples, n] of indices: a bootstrap's
+    errors. Spearman is computed for all rows at once (a multi-fidelity search bootstraps it per share and front
+    member, thousands of times a search), every other metric row by row with compute_task_metrics."""
+    if MAIN_METRIC[task_name] != "spearmanr":
+        return np.array([task_error(task_name, compute_task_metrics(task_name, predictions[row], references[row]))
+                         for row in rows])
+    from scipy.stats import rankdata
+
+    return 1.0 - _row_correlations(rankdata(np.asarray(predictions, dtype=np.float64)[rows], axis=1),
+                                   rankdata(np.asarray(references, dtype=np.float64)[rows], axis=1))
+
+
+def _row_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Pearson's correlation of each row of `first` with the same row of `second`; 0.0 where a row is constant,
+    as in `_correlation`."""
+    first = first - first.mean(axis=1, keepdims=True)
+    second = second - second.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((first * first).sum(axis=1) * (second * second).sum(axis=1))
+    covariance = (first * second).sum(axis=1)
+    return np.divide(covariance, denominator, out=np.zeros_like(covariance), where=denominator > 0)
+
+
 def trivial_metric(task_name: str, train_labels: np.ndarray, references: np.ndarray) -> float:
     """Main metric of a predictor that ignores its input, the floor a pruned model must beat."""
     return trivial_metrics(task_name, train_labels, references)[MAIN_METRIC[task_name]]

@@ -39,7 +39,7 @@ import numpy as np
 
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import LM_TASK, make_dataloader
-from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, task_error
+from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, resampled_errors, task_error
 from nas_llm.search.pareto import pareto_indices
 from nas_llm.search.results import is_full_fidelity
 
@@ -149,17 +149,10 @@ def excess_error_bound(task_name: str, predictions: np.ndarray, member_predictio
         difference = float(np.mean(differences))
     else:
         rows = rng.integers(0, scored, size=(BOOTSTRAP_RESAMPLES, scored))
-        standard_error = bootstrap_standard_error(
-            lambda resample: error_on(task_name, predictions[resample], labels[resample])
-            - error_on(task_name, member_predictions[resample], labels[resample]), rows)
+        standard_error = float(np.std(resampled_errors(task_name, predictions, labels, rows)
+                                      - resampled_errors(task_name, member_predictions, labels, rows), ddof=1))
         difference = error_on(task_name, predictions, labels) - error_on(task_name, member_predictions, labels)
     return difference - z * standard_error * math.sqrt(finite_population)
-
-
-def bootstrap_standard_error(statistic: Callable[[np.ndarray], float], rows: np.ndarray) -> float:
-    """The standard deviation of `statistic` over the resampled example indices `rows` [resamples, n]; for
-    metrics that are no mean over examples."""
-    return float(np.std([statistic(resample) for resample in rows], ddof=1))
 
 
 def race(
