@@ -1,7 +1,6 @@
 """Multi-fidelity search: the racing rule on hand-built errors, and the search it drives on a tiny model."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from nas_llm.search.multi_fidelity import (
     check_task,
     excess_error_bound,
     front_members,
-    increment_batch_size,
     race,
     share_increments,
 )
@@ -66,18 +64,6 @@ def test_shares_are_nested_seeded_and_cover_the_split_once():
     assert sorted(np.concatenate(increments).tolist()) == list(range(NUM_EXAMPLES))
     assert all(np.array_equal(a, b) for a, b in zip(increments, share_increments(NUM_EXAMPLES, SHARES, 3), strict=True))
     assert not np.array_equal(increments[0], share_increments(NUM_EXAMPLES, SHARES, seed=4)[0])
-
-
-@pytest.mark.parametrize("batch_size", [8, 16, 64, 500])
-def test_each_increment_is_scored_in_about_as_many_batches_as_the_whole_split(batch_size):
-    """So that, length-sorted, each batch is padded about as little as the whole split's batches are."""
-    whole = math.ceil(NUM_EXAMPLES / batch_size)
-    for size in [len(indices) for indices in share_increments(NUM_EXAMPLES, SHARES, 0)]:
-        increment_batch = increment_batch_size(batch_size, size, NUM_EXAMPLES)
-        batches = math.ceil(size / increment_batch)
-        assert increment_batch <= batch_size and batches <= whole
-        assert batches > whole / 2 or increment_batch == 1
-    assert [increment_batch_size(64, size, 400) for size in (40, 80, 280)] == [6, 12, 40]  # 7 batches each
 
 
 @pytest.mark.parametrize("wrong", [0, 7, 20, 40])

@@ -104,18 +104,6 @@ def share_increments(num_examples: int, shares: list[float], seed: int) -> list[
     return [np.sort(order[start:end]) for start, end in zip([0, *sizes[:-1]], sizes, strict=True)]
 
 
-def increment_batch_size(batch_size: int, increment_size: int, num_examples: int) -> int:
-    """The batch size for an increment: about as many length-sorted batches as the whole split has at
-    `batch_size` (at most as many, more than half as many unless they hold one example each).
-
-    Batches are padded to their longest example; at the whole split's batch size an increment's few batches
-    mix short and long examples (on the quickstart's 200 SST-2 examples at 64, scoring the three increments
-    cost 1.33x the padded tokens of one pass over the split, and the first 10% cost 12-17% of them).
-    Scaled, each batch holds examples of similar length, as in the whole split's batches, and never more.
-    """
-    return math.ceil(increment_size / math.ceil(num_examples / batch_size))
-
-
 @dataclass(frozen=True)
 class FrontMember:
     """A fully scored sub-network on the front: its error and cost, and its predictions on the whole split in
@@ -213,9 +201,8 @@ class ValidationRace:
                  batch_size: int, task_name: str, cost_name: str, seed: int):
         self.task_name, self.cost_name, self.z, self.seed = task_name, cost_name, args.fidelity_z, seed
         self.num_examples = len(dataset)
-        self.loaders = [
-            make_dataloader(dataset.select(indices), tokenizer, increment_batch_size(batch_size, len(indices),
-                                                                                     self.num_examples), False, 0)
+        self.loaders = [  # length-sorted batches, as for the whole split
+            make_dataloader(dataset.select(indices), tokenizer, batch_size, False, 0)
             for indices in share_increments(self.num_examples, args.fidelity_shares, seed)
         ]
 
