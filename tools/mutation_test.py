@@ -6,7 +6,7 @@ fails. Each module runs in its own copy of the working tree (`.mutation/<module>
 section naming it and its test files, so a run neither touches the tree nor waits for the whole suite.
 
     pip install -r requirements-dev.txt      # mutmut, pinned; in a venv made with --system-site-packages
-    python tools/mutation_test.py            # every module below; or name some: ... pareto.py cost.py
+    python tools/mutation_test.py            # every module below; or name some: ... nas_llm/model/mask.py
 
 Results accumulate in docs/benchmarks/mutation-testing.json (a module's run replaces its entry), and the
 markdown report docs/benchmarks/mutation-testing.md is rewritten from it with every survivor's change.
@@ -57,11 +57,9 @@ TARGETS = {
     "nas_llm/model/slicing.py": Target(("tests/test_slicing.py",)),
     "nas_llm/model/cost.py": Target(("tests/test_cost.py",)),
     "nas_llm/search/pareto.py": Target(("tests/test_pareto.py",)),
-    # The readers of the results format and the front the plot's hypervolume is computed from; the rest of the
-    # plotting script is matplotlib styling and help texts.
-    "plot_pareto.py": Target(
-        ("tests/test_plot_pareto.py",), ("plot_pareto.x_load_results*", "plot_pareto.x_front_of*")
-    ),
+    # The front the plot's hypervolume is computed from; the rest of the plotting script is matplotlib styling
+    # and help texts (the results it reads are nas_llm/search/results.py's).
+    "plot_pareto.py": Target(("tests/test_plot_pareto.py",), ("plot_pareto.x_front_of*",)),
     # The choice of a Pareto point and the data flags it reads back from the results; main() only orchestrates.
     "select_and_extract.py": Target(
         ("tests/test_select_point.py",), ("select_and_extract.x_select_point*", "select_and_extract.x_recorded*")
@@ -74,6 +72,8 @@ TARGETS = {
     # RFP calibrates and extracts through it
     "nas_llm/extraction/lstsq.py": Target(("tests/test_lstsq.py", "tests/test_rfp.py")),
     "nas_llm/common/io_utils.py": Target(("tests/test_io_utils.py",)),
+    # The results format's owner: what every method writes and every reader reads.
+    "nas_llm/search/results.py": Target(("tests/test_results.py",)),
 }
 KILLED, TIMEOUT, SURVIVED, NO_TESTS = "killed", "timeout", "survived", "no tests"
 
@@ -109,6 +109,15 @@ def prepare_copy(module: str, target: Target) -> None:
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     with open(copy / "pyproject.toml", "a") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def tested_commit() -> str:
+    """The commit whose module and tests ran, marked when the working tree's code or tests differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "*.py")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if changed else "")
 
 
 def mutmut(copy: Path, *args: str) -> str:
@@ -218,7 +227,10 @@ def write_markdown(report: dict) -> None:
         "mutants (no observable change, reasons in `tools/mutation_equivalent.toml`) leave the denominator.",
         "`--mode survivors` reruns a module's survivors against the tests added since (tests were only added, so a",
         "killed mutant stays killed); `run (s)` adds up a module's runs. Machine: the project's shared 2-core machine,",
-        "under the load of other jobs, so the times are only a guide.",
+        "under the load of other jobs, so the times are only a guide. *commit*: the commit whose module and tests ran;",
+        "rows marked *flat layout* ran before the library moved into the package `nas_llm/` (then `pareto.py`, ...",
+        "at the top level; the same code and tests), so their mutants are named after the flat modules",
+        "(`pareto.x_...`); they are not rerun yet on the package layout.",
         "",
         "Limits of the tool: mutmut 3 does not mutate functions under a decorator other than `@classmethod`, so",
         "`slicing.sliced`, `mask.masked`, `mask.skipped_empty_blocks`, `cost.measure_latency` and lstsq's",
@@ -227,8 +239,8 @@ def write_markdown(report: dict) -> None:
         "either. Survivors that only a GPU could tell apart (a tensor left on the CPU) stay listed as survivors.",
         "",
         "| module | tests | mutants | killed | timeout | survived | no tests | equivalent | killed of non-equivalent "
-        "| run (s) | ran on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run (s) | ran on | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         entry = report["modules"][row["module"]]
@@ -237,7 +249,7 @@ def write_markdown(report: dict) -> None:
         lines.append(
             f"| {row['module']}{scope} | {tests} | {row['mutants']} | {row['killed']} | {row['timeout']} | "
             f"{row['survived']} | {row['no_tests']} | {row['equivalent']} | {100 * row['killed_share']:.1f}% | "
-            f"{entry['seconds']} | {entry['ran_on']} |"
+            f"{entry['seconds']} | {entry['ran_on']} | {entry['commit']} |"
         )
     missing = [module for module in TARGETS if module not in report["modules"]]
     if missing:
@@ -276,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         previous = read_report()["modules"].get(module)
         if args.mode != "all" and previous is None:
             raise SystemExit(f"{module} has no earlier run to build on; run it with --mode all first")
+        commit = {"all": tested_commit(), "reuse": previous and previous["commit"],
+                  "survivors": previous and f"{previous['commit']}; survivors rerun on {tested_commit()}"}[args.mode]
         entry = run_module(module, TARGETS[module], args.max_children, args.mode, previous)
         # Read just before writing: another run of this script may have added modules meanwhile.
         report = read_report()
@@ -283,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         entry["ran_on"] = previous["ran_on"] if args.mode == "reuse" else (
             f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs ({platform.machine()})"
         )
+        entry["commit"] = commit
         report["modules"][module] = entry
         REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
         REPORT_JSON.write_text(json.dumps(report, indent=1) + "\n")
