@@ -21,7 +21,7 @@ from nas_llm.model.families import family_for, layers_of
 from nas_llm.model.mask import masked
 from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.training.importance import UnitImportance, mask_gradients, unit_importance
+from nas_llm.training.importance import MaskGradients, UnitImportance, mask_gradients, unit_importance
 from nas_llm.training.language_modeling import LANGUAGE_MODELING
 from nas_llm.training.objective import task_loss
 from nas_llm.training.reorder import IMPORTANCE_FILE, reorder_by_importance, report_importance
@@ -73,6 +73,48 @@ def test_mask_gradients_equal_output_projection_gradients(family_name):
     importance = unit_importance(model, BATCHES[:2])
     assert torch.allclose(importance.heads, gradients.heads.pow(2).sum(0))
     assert importance.num_batches == 2
+
+
+def test_importance_is_the_sum_over_batches_of_the_squared_mask_gradients():
+    gradients = MaskGradients(
+        heads=torch.tensor([[[-1.0, 2.0]], [[3.0, -0.5]]]),
+        neurons=torch.tensor([[[0.5, -2.0, 0.0]], [[-1.5, 1.0, 2.0]]]),
+    )
+    importance = UnitImportance.from_gradients(gradients)
+    assert torch.equal(importance.heads, torch.tensor([[1.0 + 9.0, 4.0 + 0.25]]))
+    assert torch.equal(importance.neurons, torch.tensor([[0.25 + 2.25, 4.0 + 1.0, 0.0 + 4.0]]))
+    assert importance.num_batches == 2
+
+
+def test_no_batches_to_score_is_an_error(family_name):
+    with pytest.raises(ValueError, match="^no batches to compute mask gradients on$"):
+        mask_gradients(tiny_model(family_name), [])
+
+
+def descending_stable_order(scores: list[float]) -> list[int]:
+    """Reference: Python's sort is stable, so tied units keep their original order."""
+    return sorted(range(len(scores)), key=lambda unit: -scores[unit])
+
+
+def test_unit_orders_are_most_important_first_with_ties_in_their_original_order():
+    """Ties are common (units no batch reaches score 0), and the order decides which of them a prefix keeps:
+    20 units of which 11 tie, enough for an unstable sort to shuffle them."""
+    layers = [[0.0, 1.0, 0.0, 3.0, 1.0] * 4, [float(unit % 3) for unit in range(20)]]
+    importance = UnitImportance(heads=torch.tensor(layers), neurons=torch.tensor(layers[::-1]), num_batches=1)
+    assert importance.head_order().tolist() == [descending_stable_order(scores) for scores in layers]
+    assert importance.neuron_order().tolist() == [descending_stable_order(scores) for scores in layers[::-1]]
+
+
+def test_the_scores_file_names_the_estimator_and_holds_scores_and_orders():
+    importance = UnitImportance(torch.tensor([[0.5, 2.0]]), torch.tensor([[3.0, 1.0, 4.0]]), num_batches=3)
+    assert importance.to_json_dict() == {
+        "estimator": "fisher: sum over batches of squared mask gradients (Kwon et al. 2022)",
+        "num_batches": 3,
+        "head_importance": [[0.5, 2.0]],
+        "neuron_importance": [[3.0, 1.0, 4.0]],
+        "head_order": [[1, 0]],
+        "neuron_order": [[2, 0, 1]],
+    }
 
 
 def test_a_language_model_is_reordered_by_the_fisher_importance_of_its_next_token_loss():
