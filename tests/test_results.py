@@ -173,7 +173,11 @@ def test_overwrite_starts_over_and_records_the_new_settings(tmp_path):
 def test_resuming_a_run_with_other_settings_is_refused_naming_the_flag(tmp_path, previous, message):
     """Also a setting that only one of the two runs has: an older run without a newer flag is not this run."""
     write_log(tmp_path, [{"iteration": 0}], settings=previous)
-    with pytest.raises(UsageError, match=f"^{re.escape(f'--output_dir {tmp_path} {message}')}; repeat its"):
+    expected = (
+        f"--output_dir {tmp_path} {message}; repeat its settings to resume it, "
+        "or pass another --output_dir or --overwrite_output_dir True"
+    )
+    with pytest.raises(UsageError, match=f"^{re.escape(expected)}$"):
         previous_evaluations(tmp_path, SETTINGS, overwrite=False)
     assert json.loads((tmp_path / SETTINGS_FILE).read_text()) == previous  # the earlier run is left as it was
 
