@@ -64,7 +64,16 @@ TARGETS = {
     "select_and_extract.py": Target(
         ("tests/test_select_point.py",), ("select_and_extract.x_select_point*", "select_and_extract.x_recorded*")
     ),
-    "nas_llm/extraction/extract.py": Target(("tests/test_extract.py",)),
+    # What the extracted model is (shapes, config, weights, generation settings). Writing and loading it
+    # (save_extracted, load_extracted, _remote_code) is tested by reloading checkpoints in fresh processes:
+    # 20-40 s a mutant on the shared machine, not run yet.
+    "nas_llm/extraction/extract.py": Target(
+        ("tests/test_extract.py",),
+        tuple(f"nas_llm.extraction.extract.x_{name}*" for name in (
+            "describe_structure", "_standard_dimensions", "_sliced_state_dict", "extract_sub_network", "is_causal_lm",
+            "_enable_generation", "num_parameters",
+        )),
+    ),
     "nas_llm/model/label_scale.py": Target(("tests/test_label_scale.py",)),
     "nas_llm/training/importance.py": Target(("tests/test_reorder.py",)),
     "nas_llm/training/reorder.py": Target(("tests/test_reorder.py",)),
@@ -105,6 +114,9 @@ def prepare_copy(module: str, target: Target) -> None:
         "also_copy": top_level,
         "pytest_add_cli_args_test_selection": list(target.tests),
         "pytest_add_cli_args": ["-x", "-q", "-p", "no:cacheprovider"],
+        # A mutant's wall-clock limit is (its tests' clean time + this) x 15: at mutmut's default of 1 s, tests that
+        # start processes (a checkpoint reloaded in a fresh one) ran into it under load and read as hung mutants.
+        "timeout_constant": 20,
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     with open(copy / "pyproject.toml", "a") as handle:
