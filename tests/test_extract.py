@@ -9,6 +9,7 @@ import torch
 from support import FAMILY_NAMES, SPACE_NAMES, make_space, reload_in_fresh_process, tiny_batch, tiny_config, tiny_model
 from tiny_assets import tiny_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModelForCausalLM
 
 from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters, save_extracted
 from nas_llm.model.cost import count_macs, count_parameters, measure_latency
@@ -16,6 +17,7 @@ from nas_llm.model.families import family_for, layers_of
 from nas_llm.model.mask import masked
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced
+from nas_llm.model.sub_network import SubNetwork
 
 
 def logits_of(model, sub_network=None):
@@ -66,6 +68,27 @@ def test_fewer_bert_heads_need_custom_code(tmp_path):
 
 
 
+
+
+@pytest.mark.parametrize("attention_in_every_layer", [True, False])
+def test_an_extracted_language_model_generates_with_the_super_networks_settings_and_a_kv_cache(
+    attention_in_every_layer,
+):
+    """Search ran without a cache; the extracted model's generate() gets it back, with the super-network's
+    generation settings. A forward without cache positions only builds one if every kept layer attends."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama")).eval()
+    model.generation_config.max_new_tokens, model.generation_config.use_cache = 3, False
+    head_mask = torch.ones(3, 2, dtype=torch.bool)
+    head_mask[1] = attention_in_every_layer
+    extracted = extract_sub_network(model, SubNetwork(head_mask, torch.ones(3, 20, dtype=torch.bool)))
+    settings = extracted.generation_config.to_dict()
+    assert settings.pop("use_cache") is True
+    expected = model.generation_config.to_dict()
+    expected.pop("use_cache")
+    assert settings == expected
+    assert extracted.config.use_cache is attention_in_every_layer
+    assert model.generation_config.use_cache is False  # the super-network's own settings are left alone
 
 
 def standard_sub_network(model):

@@ -8,12 +8,22 @@ import torch
 import torch.nn.functional as F
 from support import tiny_batch, tiny_model
 from tiny_assets import write_tiny_model_dir, write_tiny_stsb
+from transformers import AutoModelForSequenceClassification
 
 import train_supernet
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
 from nas_llm.data.metrics import compute_task_metrics
 from nas_llm.extraction.extract import extract_sub_network, load_extracted, save_extracted
-from nas_llm.model.label_scale import LabelScale, fit_label_scale, label_scale_of, set_label_scale
+from nas_llm.model.label_scale import (
+    LabelScale,
+    fit_label_scale,
+    label_scale_for_training,
+    label_scale_of,
+    predicting_label_scale,
+    rescale,
+    set_label_scale,
+    unfold_label_scale,
+)
 from nas_llm.model.models import load_tokenizer
 from nas_llm.model.search_spaces import make_search_space
 from nas_llm.model.slicing import sliced
@@ -27,6 +37,60 @@ def test_statistics_are_the_training_labels_mean_and_population_std():
     labels = [0.0, 1.0, 5.0, 2.0]
     assert fit_label_scale(labels) == LabelScale(mean=2.0, std=float(np.sqrt((4 + 1 + 9 + 0) / 4)))
     assert fit_label_scale([3.0, 3.0]) == LabelScale(mean=3.0, std=1.0)  # constant labels: no division by 0
+
+
+def test_labels_spread_less_than_one_keep_their_own_std():
+    """Only constant labels (std 0) fall back to std 1; labels in [0, 1] are standardised with their std."""
+    assert fit_label_scale([0.0, 0.5, 1.0]) == LabelScale(mean=0.5, std=float(np.sqrt((0.25 + 0 + 0.25) / 3)))
+
+
+@pytest.mark.parametrize(
+    ("is_regression", "standardise", "inherited", "expected"),
+    [
+        (True, True, False, LabelScale(mean=2.0, std=1.0)),  # the training split's: labels 1, 3
+        (True, False, False, None),  # raw regression
+        (False, True, False, None),  # classification never is
+        (False, False, False, None),
+        (True, True, True, SCALE),  # trained weights bring theirs
+        (True, False, True, SCALE),
+    ],
+)
+def test_a_run_trains_with_the_statistics_of_its_task_and_stores_them(is_regression, standardise, inherited, expected):
+    config = tiny_model("bert").config
+    set_label_scale(config, SCALE)  # what a resumed or teacher checkpoint brings
+    scale = label_scale_for_training(config, is_regression, standardise, [1.0, 3.0], inherited)
+    assert scale == expected
+    assert label_scale_of(config) == expected
+    assert ("label_scale" in config.to_dict()) is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [
+        (SCALE, LabelScale(mean=1.0, std=2.0), lambda o: (o * 1.5 + 2.75 - 1.0) / 2.0),
+        (SCALE, None, lambda o: o * 1.5 + 2.75),
+        (None, SCALE, lambda o: (o - 2.75) / 1.5),
+        (None, None, lambda o: o),
+    ],
+)
+def test_a_teachers_outputs_are_rescaled_to_the_students_statistics(source, target, expected):
+    """None: a model that outputs the label scale itself."""
+    outputs = torch.tensor([[-1.0], [0.0], [2.5]])
+    assert torch.allclose(rescale(outputs, source, target), expected(outputs))
+
+
+def test_a_checkpoint_of_a_head_without_bias_loads_back_standardised_without_the_usage_note(tmp_path):
+    """GPT-2's head has no bias: the written config says how to read the outputs; the project's loader drops that."""
+    model = tiny_model("gpt2", num_labels=1)
+    set_label_scale(model.config, SCALE)
+    with predicting_label_scale(model):
+        model.save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["label_scale_usage"].startswith("outputs are standardised labels")
+    loaded = unfold_label_scale(AutoModelForSequenceClassification.from_pretrained(tmp_path))
+    assert "label_scale_usage" not in loaded.config.to_dict()
+    assert label_scale_of(loaded.config) == SCALE
+    assert "label_scale_usage" not in model.config.to_dict()  # the model goes on as before the write
 
 
 def test_the_loss_sees_standardised_labels(family_name):
