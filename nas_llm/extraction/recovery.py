@@ -320,7 +320,7 @@ def recover_as_asked(
 
 
 def check_recovery_possible(
-    args: RecoveryArguments, language_modeling: bool, from_trial: bool, trial_has_teacher: bool = False
+    args: RecoveryArguments, language_modeling: bool, from_trial: bool, trial_has_teacher: bool
 ) -> None:
     """Refuse recovery where it does not apply, before anything is loaded. A point with weights of its own (RFP,
     standard NAS) can be recovered by epochs from a teacher: the model RFP pruned (`trial_has_teacher`) or

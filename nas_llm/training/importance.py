@@ -65,6 +65,12 @@ class UnitImportance:
             "neuron_order": self.neuron_order().tolist(),
         }
 
+    @classmethod
+    def from_json_dict(cls, recorded: dict[str, Any]) -> UnitImportance:
+        """The scores `to_json_dict` wrote (the orders follow from them)."""
+        return cls(torch.tensor(recorded["head_importance"]), torch.tensor(recorded["neuron_importance"]),
+                   recorded["num_batches"])
+
 
 @contextmanager
 def unit_gates(model: nn.Module) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:

@@ -80,8 +80,6 @@ def unit_scores(importance: UnitImportance | None, directory: str | Path) -> Uni
         path = Path(directory) / IMPORTANCE_FILE
         if not path.is_file():
             return None
-        recorded = json.loads(path.read_text())
-        importance = UnitImportance(torch.tensor(recorded["head_importance"]),
-                                    torch.tensor(recorded["neuron_importance"]), recorded["num_batches"])
+        importance = UnitImportance.from_json_dict(json.loads(path.read_text()))
     return UnitScores(importance.heads.gather(1, importance.head_order()),
                       importance.neurons.gather(1, importance.neuron_order()))
