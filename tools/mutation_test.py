@@ -53,7 +53,9 @@ TARGETS = {
     "nas_llm/model/sub_network.py": Target(
         ("tests/test_mask.py", "tests/test_slicing.py", "tests/test_search_spaces.py")
     ),
-    "nas_llm/model/search_spaces.py": Target(("tests/test_search_spaces.py",)),
+    "nas_llm/model/search_spaces.py": Target(("tests/test_search_spaces.py", "tests/test_importance_space.py")),
+    # Which layers and how many units the importance-shaped space keeps.
+    "nas_llm/model/unit_ranking.py": Target(("tests/test_importance_space.py",)),
     "nas_llm/model/mask.py": Target(("tests/test_mask.py",)),
     "nas_llm/model/slicing.py": Target(("tests/test_slicing.py",)),
     "nas_llm/model/cost.py": Target(("tests/test_cost.py",)),
