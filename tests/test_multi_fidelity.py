@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import sem, spearmanr
-from tiny_runs import train
+from tiny_runs import logits_on, train
+from transformers import AutoModelForSequenceClassification
 
 import run_offline_search
 from nas_llm.common.errors import UsageError
@@ -22,6 +23,7 @@ from nas_llm.search.multi_fidelity import (
     check_task,
     excess_error_bound,
     front_members,
+    increment_batch_size,
     race,
     share_increments,
 )
@@ -172,6 +174,26 @@ def test_a_sub_network_cheaper_than_the_whole_front_is_always_fully_scored():
     metrics, fidelity, asked = hand_built_race([1.0, 1.0, 1.0], cost=0.4, front=[(0.1, 0.5)])
     assert asked == [0, 1, 2] and fidelity["fidelity"] == 1.0 and fidelity["excess_error_bounds"] == [None, None]
     assert metrics["error"] == 1.0
+
+
+@pytest.mark.parametrize(("batch_size", "increment", "examples", "expected"), [
+    (64, 173, 1725, 8),  # 6.4 rounds to 6: the floor of 8
+    (64, 345, 1725, 13),  # 12.8
+    (64, 1207, 1725, 45),  # 44.8
+    (64, 1725, 1725, 64),  # the whole split: the search's own batch size
+    (4, 10, 100, 4),  # a search batch below the floor keeps its size
+])
+def test_an_increment_is_cut_into_about_as_many_batches_as_the_whole_split(batch_size, increment, examples, expected):
+    assert increment_batch_size(batch_size, increment, examples) == expected
+
+
+def test_the_race_scores_each_increment_in_batches_scaled_to_its_share(trained):
+    _, tokenizer, validation = validation_split(trained)
+    racing = ValidationRace(MultiFidelityArguments(True, [0.2, 0.5], 1.0), validation, tokenizer, 30, "rte", "params",
+                            1)
+    sizes = [[len(batch) for batch in loader.batch_sampler] for loader in racing.loaders]
+    assert [len(validation), *map(sum, sizes)] == [60, 12, 18, 30]  # the shares of 60 examples
+    assert sizes == [[8, 4], [9, 9], [15, 15]]  # 30 x 12/60 = 6 -> 8; 30 x 18/60 = 9; 30 x 30/60 = 15
 
 
 @pytest.mark.parametrize("shares", [[0.5, 0.3], [0.0, 0.5], [1.0], []])
@@ -371,6 +393,25 @@ def test_bf16_search_scores_under_bf16_autocast(tmp_path, trained):
     records = logged(tmp_path / "bf16")
     assert results["settings"]["bf16"] is True
     assert [record["error"] for record in records] == full_split_errors(trained, records, bf16=True)
+
+
+@pytest.mark.parametrize("fidelity", [[], FIDELITY], ids=["exact", "multi_fidelity"])
+def test_bf16_search_of_a_regression_task_scores_its_outputs(tmp_path, toy_regression, fidelity):
+    """The regression head's outputs are bf16 under autocast; the search scores them like a plain bf16 pass."""
+    run_offline_search.main([
+        "--model_name_or_path", str(toy_regression.model_dir), *toy_regression.data_flags(),
+        "--checkpoint_dir_model", str(toy_regression.supernet), "--search_space", "small",
+        "--search_strategy", "random_search", "--num_samples", "3", "--seed", "0", "--output_dir", str(tmp_path),
+        "--log_dir", str(tmp_path / "tb"), "--cost_seq_len", "16", "--latency_repeats", "1", "--bf16", "True",
+        *fidelity,
+    ])
+    largest = logged(tmp_path)[0]  # the initial design starts with the whole network
+    assert largest["params"] == 1.0
+    plain = AutoModelForSequenceClassification.from_pretrained(toy_regression.supernet)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, labels = logits_on(plain, toy_regression, "validation")
+    expected = spearmanr(logits[:, 0].float().numpy(), labels).statistic
+    assert largest["validation"]["spearmanr"] == pytest.approx(expected, abs=0.02)
 
 
 def test_multi_fidelity_refuses_language_modelling():
