@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # annotations only
     from transformers import PreTrainedTokenizerBase
 
 BOOTSTRAP_RESAMPLES = 200
+MIN_INCREMENT_BATCH = 8
 RULE = "paired"  # in the settings: a run raced by the earlier, unpaired rule is not resumed with this one
 
 
@@ -102,6 +103,17 @@ def share_increments(num_examples: int, shares: list[float], seed: int) -> list[
     sizes = sorted({max(1, round(share * num_examples)) for share in shares} - {num_examples}) + [num_examples]
     order = np.random.default_rng(seed).permutation(num_examples)
     return [np.sort(order[start:end]) for start, end in zip([0, *sizes[:-1]], sizes, strict=True)]
+
+
+def increment_batch_size(batch_size: int, increment_size: int, num_examples: int) -> int:
+    """The batch size that cuts an increment into about as many length-sorted batches as the whole split has.
+
+    A batch is padded to its longest example; an increment's examples span the whole split's lengths, so in
+    batches of the search's size each would mix longer and shorter examples than the split's batches do (the
+    quickstart's three increments padded to 1.33x the tokens of one pass over the split). Batches no smaller
+    than MIN_INCREMENT_BATCH (or the search's batch size, if smaller) keep the per-call overhead low."""
+    scaled = round(batch_size * increment_size / num_examples)
+    return max(scaled, min(batch_size, MIN_INCREMENT_BATCH))
 
 
 @dataclass(frozen=True)
@@ -201,8 +213,9 @@ class ValidationRace:
                  batch_size: int, task_name: str, cost_name: str, seed: int):
         self.task_name, self.cost_name, self.z, self.seed = task_name, cost_name, args.fidelity_z, seed
         self.num_examples = len(dataset)
-        self.loaders = [  # length-sorted batches, as for the whole split
-            make_dataloader(dataset.select(indices), tokenizer, batch_size, False, 0)
+        self.loaders = [  # length-sorted batches, each increment in about as many as the whole split
+            make_dataloader(dataset.select(indices), tokenizer,
+                            increment_batch_size(batch_size, len(indices), self.num_examples), False, 0)
             for indices in share_increments(self.num_examples, args.fidelity_shares, seed)
         ]
 

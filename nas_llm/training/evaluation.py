@@ -40,7 +40,8 @@ def predict(
             batch = {key: value.to(device) for key, value in batch.items()}
             logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
             predictions.append(
-                scale.to_label_scale(logits.squeeze(-1)) if logits.shape[-1] == 1 else logits.argmax(dim=-1)
+                # float: under bf16 autocast the head's outputs are bf16, which numpy cannot take
+                scale.to_label_scale(logits.squeeze(-1).float()) if logits.shape[-1] == 1 else logits.argmax(dim=-1)
             )
             labels.append(batch["labels"])
     model.train(was_training)
