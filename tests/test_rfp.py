@@ -4,22 +4,34 @@ like a search's."""
 import csv
 import itertools
 import json
+import logging
+import shutil
 import time
 
+import datasets
 import pytest
 import torch
-from support import reload_in_fresh_process, tiny_model
+from support import reload_in_fresh_process, tiny_config, tiny_model
 from tiny_runs import train
-from transformers import AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import plot_pareto
 import run_rfp
 import select_and_extract
-from nas_llm.baselines.rfp import RFPArguments, UnitCosts, layer_fisher, rearrange_layer, rearrange_masks, search_mask
+from nas_llm.baselines.rfp import (
+    RFPArguments,
+    UnitCosts,
+    calibration_data,
+    layer_fisher,
+    rearrange_layer,
+    rearrange_masks,
+    search_mask,
+)
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import DataArguments, load_raw_splits, tokenize_splits
 from nas_llm.extraction.extract import extract_sub_network, load_extracted, num_parameters
 from nas_llm.extraction.lstsq import calibration_batches
+from nas_llm.model.label_scale import LabelScale, set_label_scale
 from nas_llm.model.models import load_supernet
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.importance import MaskGradients, UnitImportance, unit_importance
@@ -184,6 +196,8 @@ def test_rearrangement_keeps_the_searched_counts_and_without_it_the_masks_are_th
                    budgets=budgets)
     rearranged = run(fine_tuned, tmp_path / "rearranged", "--tune_masks", "False", budgets=budgets)
     assert (searched["rearrange_masks"], rearranged["rearrange_masks"]) == (False, True)
+    assert searched["search_strategy"] == "fisher_mask_search"
+    assert rearranged["search_strategy"] == "fisher_mask_search+rearrangement"
     # The reference: Algorithm 1 on the Fisher diagonal of the same calibration batches, outside run_rfp.py.
     _, data_dir, checkpoint = fine_tuned
     model, tokenizer, _ = load_supernet(checkpoint)
@@ -228,6 +242,121 @@ def test_a_stopped_run_keeps_its_finished_budgets_and_computes_the_others_as_an_
     assert fresh["seed"] == 7 and len(log.read_text().splitlines()) == 1
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, fine_tuned):
+    """(output_dir, results, log messages) of run_rfp.py at its defaults on BUDGETS, logged at INFO."""
+    output_dir = tmp_path_factory.mktemp("finished_rfp")
+    handler = RecordingHandler()
+    logging.getLogger("nas_llm.baselines.rfp").addHandler(handler)
+    started = time.time()
+    try:
+        results = run(fine_tuned, output_dir)
+    finally:
+        logging.getLogger("nas_llm.baselines.rfp").removeHandler(handler)
+    assert results["runtime_s"] <= time.time() - started  # a fresh run adds no earlier session's time
+    return output_dir, results, handler.messages
+
+
+class RecordingHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_the_results_file_says_what_was_pruned_from_what_and_how(tmp_path, fine_tuned, finished_run):
+    model_dir, data_dir, checkpoint = fine_tuned
+    output_dir, results, messages = finished_run
+    nas_settings = json.loads((checkpoint / "nas_settings.json").read_text())
+    assert (results["method"], results["search_space"], results["objectives"]) == (
+        "retraining_free_pruning", "large", ["error", "params"])
+    assert results["search_strategy"] == "fisher_mask_search+rearrangement+lstsq"
+    assert (results["model_name_or_path"], results["sampling_strategy"]) == (nas_settings["model_name_or_path"],
+                                                                             "standard")
+    assert results["fine_tuned_checkpoint"] == str(checkpoint.resolve()) and results["checkpoint_dir_model"] is None
+    assert (results["num_calibration_samples"], results["device"], results["num_samples"]) == (16, "cpu", 3)
+    assert results["settings"]["data"]["data_dir"] == str(data_dir.resolve())
+    points = [(point["error"], point["params"]) for point in results["pareto_set"]]
+    dominated = [any(other != point and other[0] <= point[0] and other[1] <= point[1] for other in points)
+                 for point in points]  # by hand
+    assert [point["dominated"] for point in results["pareto_set"]] == dominated
+    assert results["pareto_indices"] == [index for index, flag in enumerate(dominated) if not flag]
+    # Before tuning: the rearranged masks' model as extracted without least squares (a run that does not tune).
+    untuned = run(fine_tuned, tmp_path / "untuned", "--tune_masks", "False")
+    for point, evaluation, untuned_point in zip(results["pareto_set"], results["evaluations"], untuned["pareto_set"],
+                                                strict=True):
+        assert point["constraint"] == "params" and point["validation"]["error"] == point["error"]
+        assert point["error_before_tuning"] == pytest.approx(untuned_point["error"])
+        assert evaluation["sub_network"] == SubNetwork.from_json_dict(point["sub_network"]).summary()
+        assert point["latency_ms"] > 0  # every budget's model gets a latency
+        assert 0 < point["runtime_s"] <= point["elapsed_s"] <= results["runtime_s"]
+        assert (f"budget {point['budget']:g}: validation error {point['error']:.4f} "
+                f"({point['error_before_tuning']:.4f} before tuning), params {point['params']:.3f}") in messages
+    handler = RecordingHandler()
+    logging.getLogger("nas_llm.baselines.rfp").addHandler(handler)
+    try:
+        run(fine_tuned, output_dir, budgets=BUDGETS[:2])  # both finished: read back, not pruned again
+    finally:
+        logging.getLogger("nas_llm.baselines.rfp").removeHandler(handler)
+    assert f"Resumed budgets 0.4, 0.6, 0.8 from {output_dir / 'evaluations.jsonl'}" in handler.messages
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--constraint", "flops"), ("--num_calibration_samples", "8"), ("--calibration_batch_size", "4"),
+    ("--rearrange_masks", "False"), ("--tune_masks", "False"), ("--cost_seq_len", "8"),
+    ("--latency_batch_size", "2"), ("--max_eval_samples", "10"), ("--checkpoint_dir_model", "copy"),
+])
+def test_resuming_with_another_setting_is_refused_naming_it(tmp_path, fine_tuned, finished_run, flag, value):
+    output_dir, *_ = finished_run
+    if value == "copy":  # the same weights elsewhere: another fine-tuned model as far as the run can tell
+        value = str(shutil.copytree(fine_tuned[2], tmp_path / "copy"))
+    name = "data" if flag == "--max_eval_samples" else flag.removeprefix("--")
+    with pytest.raises(UsageError, match=f"holds a run with --{name} "):
+        run(fine_tuned, output_dir, flag, value)
+
+
+def test_a_flops_budget_keeps_the_units_algorithm_1_chooses_under_flops_costs(tmp_path, fine_tuned):
+    results = run(fine_tuned, tmp_path / "flops", "--constraint", "flops", "--rearrange_masks", "False",
+                  "--tune_masks", "False", budgets=(0.5,))
+    # The reference, outside run_rfp.py: the Fisher scores of the same calibration batches, MACs at 16 tokens.
+    _, data_dir, checkpoint = fine_tuned
+    model, tokenizer, _ = load_supernet(checkpoint)
+    data_args = DataArguments(task_name="rte", data_dir=str(data_dir))
+    train_set = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args)["train"]
+    importance = unit_importance(model, calibration_batches(train_set, tokenizer, 16, 8, seed=42))
+    expected = search_mask(importance, UnitCosts.measure(model, "flops", 16), 0.5)
+    (point,) = results["pareto_set"]
+    assert SubNetwork.from_json_dict(point["sub_network"]) == expected
+    assert point["constraint"] == "flops" and point["flops"] <= 0.5
+
+
+def test_calibration_batches_are_a_seeded_subset_with_standardised_regression_labels(tiny_bert_tokenizer):
+    labels = [float(index % 11) / 2 for index in range(40)]
+    train_split = datasets.Dataset.from_dict({
+        "input_ids": [tiny_bert_tokenizer(f"the cat sat {'on the mat ' * (index % 3)}")["input_ids"]
+                      for index in range(40)],
+        "label": labels,
+    })
+    model = tiny_model("bert", num_labels=1)
+    set_label_scale(model.config, LabelScale(mean=2.0, std=0.5))
+    args = RFPArguments(checkpoint_dir_model="unused", num_calibration_samples=16, calibration_batch_size=8)
+    batches = calibration_data(model, train_split, tiny_bert_tokenizer, args)
+    chosen = train_split.shuffle(seed=args.seed)["label"][:16]  # the seeded subset, by hand
+    # evaluation batches are sorted by length, so compare the labels as multisets
+    assert sorted(torch.cat([batch["labels"] for batch in batches]).tolist()) == pytest.approx(
+        sorted((label - 2.0) / 0.5 for label in chosen))
+    assert [len(batch["labels"]) for batch in batches] == [8, 8]
+
+
+def test_rearranging_equally_important_units_keeps_the_earlier_ones():
+    # no unit interacts with another and all matter alike: the earlier half is kept, whatever the number of units
+    assert rearrange_layer(torch.eye(200), 100).nonzero().flatten().tolist() == list(range(100))
+    assert rearrange_layer(torch.ones(1, 1), 1).tolist() == [True]  # a layer of one unit, kept
+    assert rearrange_layer(torch.ones(1, 1), 0).tolist() == [False]
+
+
 def test_bad_budgets_are_refused(tmp_path):
     with pytest.raises(UsageError, match="--budgets"):
         run_rfp.main(["--checkpoint_dir_model", str(tmp_path), "--task_name", "rte", "--budgets", "0.5,1.5"])
@@ -246,6 +375,16 @@ def test_unit_costs_are_the_hand_counted_cost_of_a_head_and_a_neuron(constraint,
     costs = UnitCosts.measure(tiny_model("bert"), constraint, 16)
     assert (costs.head_unit, costs.neuron, costs.fixed) == (head_unit, neuron, fixed)
     assert costs.full == fixed + 12 * head_unit + 60 * neuron
+
+
+def test_unit_costs_of_a_model_of_one_layer_with_one_head_and_one_neuron():
+    config = tiny_config("bert")
+    config.num_hidden_layers, config.num_attention_heads, config.intermediate_size = 1, 1, 1
+    costs = UnitCosts.measure(AutoModelForSequenceClassification.from_config(config), "params", 16)
+    # the head: Q, K, V rows 3 x 16 x (16 + 1) and out_proj columns 16 x 16; the neuron 16 + 1 in, 16 out. Each is
+    # the last unit of its block, and a block without units is skipped with its output bias and LayerNorm (16 + 32),
+    # so these count with the unit and nothing is left fixed
+    assert (costs.head_unit, costs.neuron, costs.fixed) == (3 * 16 * 17 + 16 * 16 + 48, 33 + 48, 0)
 
 
 @pytest.mark.parametrize("flags, message", [

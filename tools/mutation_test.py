@@ -79,7 +79,8 @@ TARGETS = {
     ),
     "nas_llm/model/label_scale.py": Target(("tests/test_label_scale.py",)),
     "nas_llm/training/importance.py": Target(("tests/test_reorder.py",)),
-    "nas_llm/training/reorder.py": Target(("tests/test_reorder.py",)),
+    # unit_scores reads the recorded importance back for the importance-shaped space
+    "nas_llm/training/reorder.py": Target(("tests/test_reorder.py", "tests/test_importance_space.py")),
     "nas_llm/baselines/rfp.py": Target(("tests/test_rfp.py",)),
     # RFP calibrates and extracts through it
     "nas_llm/extraction/lstsq.py": Target(("tests/test_lstsq.py", "tests/test_rfp.py")),
