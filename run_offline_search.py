@@ -1,7 +1,8 @@
 """Stage 2: multi-objective search for the Pareto set of sub-networks of a trained super-network.
 
 Loads the checkpoint once, then asks a searcher for sub-network configs (first the search space's
-initial design: the largest, the smallest and the mid-size sub-network) and scores each with one
+initial design: the largest, the smallest and the mid-size sub-network; before them, with
+--initial_sub_networks, the sub-networks run_rfp.py found per budget) and scores each with one
 gradient-free pass over the validation split (error = 1 - the task's main metric) and its
 parameter count relative to the super-network. Writes every evaluation, the Pareto set with the
 test metric of each Pareto-optimal sub-network, and the Pareto sub-networks as JSON masks. With
@@ -44,6 +45,7 @@ from nas_llm.search.offline import (
 )
 from nas_llm.search.results import finished_results, results_file_name, write_results
 from nas_llm.search.searchers import make_searcher
+from nas_llm.search.seeding import rfp_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         searcher, search_space, search_args.objective, scorer.score,
         CostMeter(model, run_as, cost_args, search_space.largest()),
         validation_scorer(fidelity_args, scorer, tokenized["validation"], tokenizer, search_args),
+        rfp_seeds(search_args.initial_sub_networks, data_args.task_name, model.config, nas_settings),
     )
     log, records = search.resume(
         output_dir, run_settings(data_args, lm_args, nas_args, search_args, cost_args, fidelity_args),

@@ -30,7 +30,7 @@ def scalar_tags(log_dir) -> set[str]:
 
 
 def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small", token_ids: bool = True,
-          num_train: int = 40):
+          num_train: int = 40, extra=()):
     model_dir = write_tiny_model_dir(tmp_path / "model", family, token_ids=token_ids)
     data_dir = write_tiny_rte(tmp_path / "glue", num_train=num_train)
     checkpoint = tmp_path / "supernet"
@@ -39,7 +39,7 @@ def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small
         "--output_dir", str(checkpoint), "--log_dir", str(tmp_path / "tb_train"),
         "--sampling_strategy", strategy, "--search_space", space, "--num_train_epochs", "1",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1",
-        "--save_strategy", "epoch", "--seed", "0", "--fp16", "True",
+        "--save_strategy", "epoch", "--seed", "0", "--fp16", "True", *extra,
     ])
     return model_dir, data_dir, checkpoint
 

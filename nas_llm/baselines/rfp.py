@@ -41,7 +41,7 @@ from nas_llm.model.families import family_for
 from nas_llm.model.label_scale import label_scale_of, standardised
 from nas_llm.model.slicing import sliced
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.search.results import pareto_front, previous_evaluations
+from nas_llm.search.results import RFP_METHOD, pareto_front, previous_evaluations
 from nas_llm.training.evaluation import evaluate
 from nas_llm.training.importance import MaskGradients, UnitImportance, mask_gradients
 
@@ -354,7 +354,7 @@ def rfp_results(
         "task_name": data_args.task_name,
         "model_name_or_path": nas_settings.get("model_name_or_path"),
         "checkpoint_dir_model": None,  # every point carries its own tuned checkpoint
-        "method": "retraining_free_pruning",
+        "method": RFP_METHOD,
         "sampling_strategy": nas_settings.get("sampling_strategy"),
         "fine_tuned_checkpoint": str(Path(args.checkpoint_dir_model).resolve()),
         "search_space": "large",

@@ -39,6 +39,7 @@ from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace
 from nas_llm.search.results import LOG_ONLY_KEYS, pareto_front, previous_evaluations
 from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, Searcher
+from nas_llm.search.seeding import Seed, seed_settings
 from nas_llm.training.evaluation import evaluate, predict
 from nas_llm.training.objective import SubNetworkRunner
 from nas_llm.training.reorder import unit_scores
@@ -84,6 +85,14 @@ class SearchArguments:
         metadata={"help": "Start afresh even if --output_dir holds an interrupted run (by default it is resumed "
                   "when its settings match)."},
     )
+    initial_sub_networks: str | None = field(
+        default=None,
+        metadata={"help": "A results_<task>.json of run_rfp.py: its sub-networks (one per budget) are evaluated "
+                  "first, with the super-network's weights, on top of --num_samples; their records say "
+                  "'seeded_from' (method, budget) and join the Pareto set like any other. The searcher is not "
+                  "told them (it learns from its own proposals only). On a super-network stored in importance "
+                  "order (--reorder_units importance) RFP's per-layer counts become prefixes of the stored units."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("search_strategy", self.search_strategy, SEARCH_STRATEGIES)
@@ -119,7 +128,8 @@ def run_settings(
 
     Options added since the results schema was fixed appear only when set, so default runs keep its settings.
     """
-    return fidelity_args.settings() | ({"bf16": True} if search_args.bf16 else {}) | {
+    return fidelity_args.settings() | ({"bf16": True} if search_args.bf16 else {}) | seed_settings(
+        search_args.initial_sub_networks) | {
         "dataset_name": lm_args.dataset_name,
         "dataset_config_name": lm_args.dataset_config_name,
         "block_size": lm_args.block_size,
@@ -172,6 +182,7 @@ class OfflineSearch:
     # Scores a proposal on the validation split; None: `score` on the whole split (see multi_fidelity.py for the
     # racing one, which needs the proposal's cost and the fully scored records to stop it early).
     score_validation: ValidationScorer | None = None
+    seeds: list[Seed] = field(default_factory=list)  # evaluated first, not told to the searcher (seeding.py)
 
     @property
     def objectives(self) -> list[str]:
@@ -182,8 +193,11 @@ class OfflineSearch:
         return self.objective == "latency"
 
     def replay(self, records: list[dict], output_dir: Path) -> None:
-        """Tell the searcher a resumed run's evaluations; it must propose the same configs again."""
+        """Tell the searcher a resumed run's evaluations; it must propose the same configs again (it never
+        proposed the seeded ones)."""
         for record in records:
+            if "seeded_from" in record:
+                continue
             config = self.searcher.ask()
             if self.search_space.to_sub_network(config) != SubNetwork.from_compact(record["sub_network_masks"]):
                 raise UsageError(
@@ -194,29 +208,44 @@ class OfflineSearch:
 
     def resume(self, output_dir: Path, settings: dict, overwrite: bool, num_samples: int
                ) -> tuple[JsonLinesLog, list[dict]]:
-        """The evaluations log of --output_dir and the earlier run's first `num_samples` records, replayed into
-        the searcher (none if `overwrite` or a fresh directory; an earlier run with other `settings` is refused)."""
+        """The evaluations log of --output_dir and the earlier run's first records (the seeds and `num_samples`
+        proposals), replayed into the searcher (none if `overwrite` or a fresh directory; an earlier run with other
+        `settings` is refused)."""
         log, records = previous_evaluations(output_dir, settings, overwrite)
-        records = records[:num_samples]
+        records = records[:len(self.seeds) + num_samples]
         self.replay(records, output_dir)  # the searcher proposes the same configs again
         if records:
             logger.info("Resumed %d evaluations from %s", len(records), log.path)
         return log, records
 
     def evaluate(self, iteration: int, start_time: float, records: list[dict]) -> dict[str, Any]:
-        """Ask for one sub-network, measure its costs, score it, tell the searcher; the evaluation's record.
+        """The record of evaluation `iteration`: the seeds first, then a sub-network asked of the searcher and
+        told back."""
+        if iteration < len(self.seeds):
+            seed = self.seeds[iteration]
+            record = self.evaluate_sub_network(seed.sub_network, iteration, start_time, records)
+            return record | {"seeded_from": seed.origin}
+        config = self.searcher.ask()
+        record = self.evaluate_sub_network(self.search_space.to_sub_network(config), iteration, start_time, records)
+        if self.search_space.name != "large":  # one bit per neuron: the masks say the same, far shorter
+            record["config"] = config
+        self.searcher.tell(config, {name: record[name] for name in self.objectives})
+        return record
+
+    def evaluate_sub_network(
+        self, sub_network: SubNetwork, iteration: int, start_time: float, records: list[dict]
+    ) -> dict[str, Any]:
+        """Measure a sub-network's costs, then score it; its record.
 
         The costs come first: a multi-fidelity score compares the proposal's cost with the earlier `records`.
         """
-        config = self.searcher.ask()
-        sub_network = self.search_space.to_sub_network(config)
         costs = self.cost_meter.measure(sub_network, self.with_latency)
         relative_costs = self.cost_meter.relative(costs)
         if self.score_validation is None:
             metrics, fidelity = self.score("validation", sub_network), {}
         else:
             metrics, fidelity = self.score_validation(sub_network, relative_costs[self.objective], records, iteration)
-        record = {
+        return {
             "iteration": iteration,
             "error": metrics["error"],
             "validation": metrics,
@@ -227,16 +256,14 @@ class OfflineSearch:
             "sub_network_masks": sub_network.to_compact(),
             "runtime_s": time.time() - start_time,
         }
-        if self.search_space.name != "large":  # one bit per neuron: the masks say the same, far shorter
-            record["config"] = config
-        self.searcher.tell(config, {name: record[name] for name in self.objectives})
-        return record
 
     def run(self, records: list[dict], num_samples: int, log: JsonLinesLog, start_time: float, writer,
             desc: str) -> list[dict]:
-        """Evaluate until `num_samples` records exist, logging each at once; returns all records."""
+        """Evaluate until the seeds and `num_samples` proposals have records, logging each at once; returns all
+        records."""
         records = list(records)
-        progress = tqdm(range(len(records), num_samples), initial=len(records), total=num_samples, desc=desc)
+        total = len(self.seeds) + num_samples
+        progress = tqdm(range(len(records), total), initial=len(records), total=total, desc=desc)
         for iteration in progress:
             record = self.evaluate(iteration, start_time, records)
             log.append(record)

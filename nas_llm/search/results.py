@@ -22,6 +22,7 @@ from nas_llm.model.sub_network import SubNetwork
 from nas_llm.search.pareto import pareto_indices
 
 LOG_FILE = "evaluations.jsonl"
+RFP_METHOD = "retraining_free_pruning"  # the `method` of run_rfp.py's results, whose points a search can be seeded with
 SETTINGS_FILE = "search_settings.json"
 # Kept in evaluations.jsonl for a resumed run, left out of the results file: the masks (the summary says what a
 # reader needs) and a multi-fidelity search's per-example predictions of fully scored sub-networks.
