@@ -226,3 +226,26 @@ def test_a_missing_seed_file_is_refused_before_anything_loads(tmp_path, trained_
     with pytest.raises(UsageError, match="--initial_sub_networks '.*missing.json' does not exist; pass the "
                                          "results_<task>.json that run_rfp.py wrote"):
         search(trained_bert, tmp_path / "run", "--initial_sub_networks", str(tmp_path / "missing.json"))
+
+
+def test_more_samples_for_a_finished_seeded_search_evaluate_only_the_new_proposals(
+        tmp_path, trained_bert, rfp_file, seeded_and_plain, monkeypatch):
+    _, records, _, _ = seeded_and_plain
+    search(trained_bert, tmp_path / "run", "--initial_sub_networks", str(rfp_file))
+    scored = []
+    monkeypatch.setattr(offline, "evaluate", lambda *args: scored.append(args) or evaluation.evaluate(*args))
+    grown = search(trained_bert, tmp_path / "run", "--initial_sub_networks", str(rfp_file),
+                   num_samples=NUM_SAMPLES + 1)
+    again = logged(tmp_path / "run")
+    assert len(again) == len(records) + 1
+    assert again[:-1] == [record | {"runtime_s": logged_record["runtime_s"]}
+                          for record, logged_record in zip(records, again[:-1], strict=True)]
+    assert len(scored) == 1 + len(grown["pareto_set"]) + 2  # the new proposal; the test metrics; the unpruned's
+
+
+def test_with_multi_fidelity_the_seeds_race_like_any_evaluation(tmp_path, trained_bert, rfp_file):
+    search(trained_bert, tmp_path / "raced", "--initial_sub_networks", str(rfp_file), "--multi_fidelity", "True",
+           "--fidelity_shares", "0.5", num_samples=1)
+    records = logged(tmp_path / "raced")
+    assert all("fidelity" in record for record in records)
+    assert [record["seeded_from"]["budget"] for record in records[: len(BUDGETS)]] == list(BUDGETS)
