@@ -4,10 +4,10 @@ with the super-network's weights, mapped onto its stored units, resumed without 
 import json
 
 import pytest
+import tiny_runs
 import torch
 from tiny_runs import train
 
-import run_offline_search
 import run_rfp
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
@@ -19,6 +19,7 @@ from nas_llm.training import evaluation
 
 BUDGETS = (0.4, 0.6, 0.8)
 NUM_SAMPLES = 6
+SEARCH_DIR = "results_local_search_1"  # where tiny_runs.search writes a local search of seed 1
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +43,13 @@ def rfp_masks(rfp_file) -> list[SubNetwork]:
     return [SubNetwork.from_json_dict(point["sub_network"]) for point in points]
 
 
-def search(supernet, output_dir, *extra, num_samples=NUM_SAMPLES) -> dict:
-    model_dir, data_dir, checkpoint = supernet
-    run_offline_search.main([
-        "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
-        "--checkpoint_dir_model", str(checkpoint), "--search_space", "small", "--search_strategy", "local_search",
-        "--num_samples", str(num_samples), "--output_dir", str(output_dir), "--log_dir", str(output_dir / "tb"),
-        "--seed", "1", "--cost_seq_len", "16", "--latency_repeats", "1", *extra,
-    ])
-    return json.loads((output_dir / "results_rte.json").read_text())
+def search(supernet, folder, *extra, num_samples=NUM_SAMPLES) -> dict:
+    """A local search (seed 1) of `supernet` in `folder`."""
+    return tiny_runs.search(folder, *supernet, "local_search", seed=1, extra=extra, num_samples=num_samples)
 
 
-def logged(output_dir) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / "evaluations.jsonl").read_text().splitlines()]
+def logged(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / SEARCH_DIR / "evaluations.jsonl").read_text().splitlines()]
 
 
 def masked_validation_metrics(supernet, sub_network: SubNetwork) -> dict[str, float]:
@@ -218,6 +213,14 @@ def test_seeds_for_another_task_or_model_shape_or_not_rfp_s_are_refused_in_one_l
         tmp_path, trained_bert, rfp_file, edit, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
         search(trained_bert, tmp_path / "run", "--initial_sub_networks", edited(rfp_file, tmp_path, edit))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_file_that_is_not_json_is_refused_in_one_line(tmp_path, trained_bert):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(bytes(range(256)))
+    with pytest.raises(UsageError, match="model.safetensors' is not a results file \\(not JSON: ") as refused:
+        search(trained_bert, tmp_path / "run", "--initial_sub_networks", str(weights))
     assert "\n" not in str(refused.value)
 
 

@@ -44,12 +44,13 @@ def train(tmp_path, family: str, strategy: str = "one_shot", space: str = "small
     return model_dir, data_dir, checkpoint
 
 
-def search(tmp_path, model_dir, data_dir, checkpoint, strategy: str, space: str = "small", seed: int = 0, extra=()):
+def search(tmp_path, model_dir, data_dir, checkpoint, strategy: str, space: str = "small", seed: int = 0, extra=(),
+           num_samples: int = 10):
     output_dir = tmp_path / f"results_{strategy}_{seed}"
     run_offline_search.main([
         "--model_name_or_path", str(model_dir), "--task_name", "rte", "--data_dir", str(data_dir),
         "--checkpoint_dir_model", str(checkpoint), "--search_space", space, "--search_strategy", strategy,
-        "--num_samples", "10", "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb_search"),
+        "--num_samples", str(num_samples), "--output_dir", str(output_dir), "--log_dir", str(tmp_path / "tb_search"),
         "--seed", str(seed), "--cost_seq_len", "16", "--latency_repeats", "1", *extra,
     ])
     return json.loads((output_dir / "results_rte.json").read_text())

@@ -66,8 +66,11 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """A results file, refused in one line if it is missing or is not one."""
     if not Path(path).is_file():
         raise UsageError(f"results file '{path}' does not exist; pass the results_<task>.json of run_offline_search.py")
-    results = json.loads(Path(path).read_text())
-    if "evaluations" not in results:
+    try:
+        results = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"'{path}' is not a results file (not JSON: {error})") from None
+    if not isinstance(results, dict) or "evaluations" not in results:
         raise UsageError(f"'{path}' is not a results file of run_offline_search.py (no 'evaluations')")
     return results
 

@@ -43,10 +43,10 @@ def seed_settings(path: str | None) -> dict:
     search is not seeded, so unseeded runs keep their settings."""
     if path is None:
         return {}
-    return {"initial_sub_networks": f"{Path(path).resolve()} (sha256 {file_sha256(path)})"}
+    return {"initial_sub_networks": f"{Path(path).resolve()} (sha256 {seed_file_sha256(path)})"}
 
 
-def file_sha256(path: str | Path) -> str:
+def seed_file_sha256(path: str | Path) -> str:
     if not Path(path).is_file():
         raise UsageError(f"{FLAG} '{path}' does not exist; pass the results_<task>.json that run_rfp.py wrote")
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
