@@ -93,12 +93,15 @@ def task_error(task_name: str, metrics: dict[str, float]) -> float:
     return 1.0 - metrics[MAIN_METRIC[task_name]]
 
 
-def resampled_errors(task_name: str, predictions: np.ndarray, references: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The task's error on each resample of the examples, `rows` [resamples, n] of indices: a bootstrap's
-    errors. Spearman is computed for all rows at once (a multi-fidelity search bootstraps it per share and front
-    member, thousands of times a search), every other metric row by row with compute_task_metrics."""
-    if MAIN_METRIC[task_name] != "spearmanr":
-        return np.array([task_error(task_name, compute_task_metrics(task_name, predictions[row], references[row]))
+def resampled_errors(task_name: str, predictions: np.ndarray, references: np.ndarray, rows: np.ndarray,
+                     metric: str | None = None) -> np.ndarray:
+    """1 - `metric` (by default the task's main metric: its error) on each resample of the examples, `rows`
+    [resamples, n] of indices: a bootstrap's errors. Spearman is computed for all rows at once (a multi-fidelity
+    search bootstraps it per share and front member, thousands of times a search), every other metric row by row
+    with compute_task_metrics."""
+    metric = metric or MAIN_METRIC[task_name]
+    if metric != "spearmanr":
+        return np.array([1.0 - compute_task_metrics(task_name, predictions[row], references[row])[metric]
                          for row in rows])
     from scipy.stats import rankdata
 

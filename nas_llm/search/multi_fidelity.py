@@ -131,27 +131,37 @@ def error_on(task_name: str, predictions: np.ndarray, labels: np.ndarray) -> flo
     return task_error(task_name, compute_task_metrics(task_name, predictions, labels))
 
 
+def paired_error_difference(task_name: str, predictions: np.ndarray, other_predictions: np.ndarray,
+                            labels: np.ndarray, rng: np.random.Generator, metric: str | None = None,
+                            ) -> tuple[float, float]:
+    """How much higher the error (1 - `metric`, by default the task's main metric) of `predictions` is than that of
+    `other_predictions` on the same examples, and the standard error of that difference over the examples.
+
+    Accuracy: the standard error of the mean of the per-example differences of wrongness (each -1, 0 or 1).
+    Other metrics: the standard deviation of the difference over BOOTSTRAP_RESAMPLES paired resamples (the same
+    resampled examples for both). Equal predictions give exactly (0, 0).
+    """
+    metric = metric or MAIN_METRIC[task_name]
+    if metric == "accuracy":
+        differences = (predictions != labels).astype(float) - (other_predictions != labels)
+        return float(np.mean(differences)), float(np.std(differences, ddof=1)) / math.sqrt(len(labels))
+    rows = rng.integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
+    standard_error = float(np.std(resampled_errors(task_name, predictions, labels, rows, metric)
+                                  - resampled_errors(task_name, other_predictions, labels, rows, metric), ddof=1))
+    metrics, other_metrics = (compute_task_metrics(task_name, scored, labels)
+                              for scored in (predictions, other_predictions))
+    return other_metrics[metric] - metrics[metric], standard_error
+
+
 def excess_error_bound(task_name: str, predictions: np.ndarray, member_predictions: np.ndarray, labels: np.ndarray,
                        num_examples: int, z: float, rng: np.random.Generator) -> float:
     """A lower bound on how much higher the proposal's error over all `num_examples` is than a member's, from the
-    `len(labels)` examples both were scored on: their difference there minus z standard errors of it.
-
-    Accuracy: the standard error of the mean of the per-example differences of wrongness (each -1, 0 or 1).
-    Other metrics: the standard deviation of the difference over BOOTSTRAP_RESAMPLES paired resamples. Both with
-    the finite-population factor (N - n) / (N - 1) on the variance: the rest of the split, not an infinite
-    population, is unknown. Equal predictions give exactly 0: nothing tells them apart.
+    `len(labels)` examples both were scored on: their difference there minus z standard errors of it
+    (paired_error_difference), with the finite-population factor (N - n) / (N - 1) on the variance: the rest of
+    the split, not an infinite population, is unknown. Equal predictions give exactly 0: nothing tells them apart.
     """
-    scored = len(labels)
-    finite_population = (num_examples - scored) / (num_examples - 1)
-    if MAIN_METRIC[task_name] == "accuracy":
-        differences = (predictions != labels).astype(float) - (member_predictions != labels)
-        standard_error = float(np.std(differences, ddof=1)) / math.sqrt(scored)
-        difference = float(np.mean(differences))
-    else:
-        rows = rng.integers(0, scored, size=(BOOTSTRAP_RESAMPLES, scored))
-        standard_error = float(np.std(resampled_errors(task_name, predictions, labels, rows)
-                                      - resampled_errors(task_name, member_predictions, labels, rows), ddof=1))
-        difference = error_on(task_name, predictions, labels) - error_on(task_name, member_predictions, labels)
+    finite_population = (num_examples - len(labels)) / (num_examples - 1)
+    difference, standard_error = paired_error_difference(task_name, predictions, member_predictions, labels, rng)
     return difference - z * standard_error * math.sqrt(finite_population)
 
 
