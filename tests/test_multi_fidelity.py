@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.stats import sem, spearmanr
+from scipy.stats import pearsonr, sem, spearmanr
 from tiny_runs import logits_on, train
 from transformers import AutoModelForSequenceClassification
 
@@ -99,6 +99,18 @@ def test_resampled_errors_are_the_task_errors_of_each_resample(task_name):
     expected = [task_error(task_name, compute_task_metrics(task_name, predictions[row], labels[row])) for row in rows]
     assert resampled_errors(task_name, predictions, labels, rows) == pytest.approx(expected, abs=1e-12)
     assert expected[-1] == 1.0 or task_name == "sst2"
+
+
+@pytest.mark.parametrize("task_name, metric", [("stsb", "pearson"), ("mrpc", "accuracy")])
+def test_resampled_errors_in_another_metric_than_the_main_one(task_name, metric):
+    """1 - `metric` of each resample (the comparison with RFP scores MRPC by accuracy, whose main metric is F1)."""
+    rng = np.random.default_rng(1)
+    labels = rng.normal(size=30) if task_name == "stsb" else rng.integers(0, 2, 30)
+    predictions = labels + rng.normal(size=30) if task_name == "stsb" else rng.integers(0, 2, 30)
+    rows = rng.integers(0, 30, size=(20, 30))
+    expected = [1 - (pearsonr(predictions[row], labels[row]).statistic if metric == "pearson"
+                     else np.mean(predictions[row] == labels[row])) for row in rows]
+    assert resampled_errors(task_name, predictions, labels, rows, metric) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("task_name", ["sst2", "mrpc", "stsb"])

@@ -33,6 +33,7 @@ from study_glue import (  # noqa: E402
     best_under_budget,
     compare_predictions,
     compare_with_rfp,
+    compared_metric,
     goal_failures,
     goal_verdicts,
     hypervolumes,
@@ -523,6 +524,20 @@ def test_the_comparison_with_rfp_reads_both_picks_predictions_before_and_after_r
     assert compare_with_rfp(runs, row, 0.5, True, "accuracy") == {
         "outcome": "not measured", "reason": "no test predictions of RFP's recovered pick yet"}
     assert runs.recovery_dir(runs.selected(study_glue.RFP, 0.3)) == runs.folder / "recovered_rfp_budget-0.3"
+
+
+def test_picks_scored_on_different_test_examples_are_not_compared(tmp_path):
+    runs = comparison_runs(tmp_path)
+    rfp_file = runs.folder / "test_predictions" / "rfp_budget-0.3.json"
+    rfp_file.write_text(json.dumps({"predictions": LABELS.tolist(), "labels": LABELS[::-1].tolist()}))
+    assert compare_with_rfp(runs, ablation_rows("b_one_shot")[0], 0.3, False, "accuracy") == {
+        "outcome": "not measured", "reason": "the two picks were scored on different test examples"}
+
+
+@pytest.mark.parametrize("task, metric", [("mrpc", "accuracy"), ("stsb", "spearmanr"), ("sst2", "accuracy"),
+                                          ("rte", "accuracy")])
+def test_the_goal_compares_mrpc_with_rfp_by_accuracy_and_other_tasks_by_their_main_metric(task, metric):
+    assert compared_metric(task) == metric
 
 
 def comparison_analysis(before: list[dict], after: list[dict]) -> dict:
