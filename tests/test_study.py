@@ -422,6 +422,21 @@ def test_the_tables_have_budget_columns_from_10_percent_with_empty_cells_where_n
     # (0.70 - 0.5) / (0.9 - 0.5) = 0.50 normalised, 0.70 / 0.9 = 0.78 raw; 0.15 of the encoder, 0.575 of the total
     assert row[3] == "—" and row[4] == "0.700: 0.50 / 0.78 (0.15, 0.57)"
     assert row[5] == "0.700: 0.50 / 0.78 (0.15, 0.57)" and row[7] == "0.860: 0.90 / 0.96 (0.46, 0.73)"
+    assert not any(line.startswith("RFP has not run") for line in lines)  # no RFP results: no RFP row either
+
+
+def test_rfp_results_of_an_earlier_budget_list_are_named_as_such_in_the_report():
+    unpruned = {"test": {"accuracy": 0.9}, "validation": {}, "num_parameters": 1000}
+    methods = {study_glue.RFP.label: [point(0.2, 30, 0.8), point(0.1, 50, 0.85)]}
+    analysis = analyse_task("sst2", methods, unpruned, {"accuracy": 0.5}, 100, {})
+    analysis |= {"complete_rows": [], "best_row": None, "recovery": {}, "rfp_comparison": {},
+                 "rfp_missing_budgets": [0.1, 0.2], "machines": [], "wall_clock_s": {},
+                 "plot": "bench/study_v2/sst2_pareto.png"}
+    lines = task_section("sst2", analysis, Path(study_glue.PROJECT_DIR) / "bench" / "study_v2" / "study.md")
+    assert "RFP has not run at budget(s) ≤10%, ≤20% yet: its cells there are empty until the study's RFP stage runs " \
+           "again (it keeps the budgets it finished)." in lines
+    row = next(line for line in lines if line.startswith(f"| {study_glue.RFP.label} |")).split(" | ")
+    assert row[3:5] == ["—", "—"] and row[5].startswith("0.800: ")
 
 
 def hand_paired_accuracy(ours, rfp, labels) -> tuple[float, float]:
