@@ -1043,8 +1043,9 @@ def goal_failures(tasks: dict[str, dict]) -> list[str]:
             continue
         for stage, (held, compared) in rfp.items():
             if held < len(COMPARED_BUDGETS) or compared != len(COMPARED_BUDGETS):
-                failures.append(f"{task}: {stage} recovery at least RFP at {held} of {compared} budgets, not at "
-                                f"all {len(COMPARED_BUDGETS)}")
+                baseline = "RFP" if stage == "before" else "RFP + recovery"
+                failures.append(f"{task}: {stage} recovery at least {baseline} at {held} of {compared} budgets, not "
+                                f"at all {len(COMPARED_BUDGETS)}")
     return failures
 
 

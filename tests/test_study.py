@@ -605,7 +605,7 @@ def test_the_goal_check_reads_every_line_the_report_writes(tmp_path):
     assert budgets[0.5] == {"normalised": 0.95, "raw": 0.98, "holds": True}
     assert budgets[0.6] == {"normalised": 0.7, "raw": 0.9, "holds": None}  # no target at ≤60%
     assert tasks["sst2"]["rfp"] == {"before": (6, 6), "after": (5, 6)}
-    assert goal_failures(tasks) == ["sst2: after recovery at least RFP at 5 of 6 budgets, not at all 6"]
+    assert goal_failures(tasks) == ["sst2: after recovery at least RFP + recovery at 5 of 6 budgets, not at all 6"]
 
 
 @pytest.mark.parametrize("change, failure", [
