@@ -45,6 +45,15 @@ def test_extracted_model_equals_the_sub_network_and_is_smaller(family_name, spac
         assert num_parameters(extracted) == count_parameters(model, sub_network).total
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_an_extracted_model_keeps_the_super_network_s_dtype(family_name, dtype):
+    model = tiny_model(family_name).to(dtype)
+    sub_network = make_space("small", tiny_config(family_name)).sample(np.random.default_rng(0))
+    extracted = extract_sub_network(model, sub_network)
+    assert {parameter.dtype for parameter in extracted.parameters()} == {dtype}
+    assert not extracted.training
+
+
 def test_uniform_sub_networks_of_llama_are_standard_checkpoints(tmp_path):
     model = tiny_model("llama")
     sub_network = make_search_space("small", model.config).to_sub_network(
