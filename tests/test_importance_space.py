@@ -1,5 +1,7 @@
 """The importance-shaped space: layers and units kept by one importance ranking over all layers (hand-computed)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -114,7 +116,9 @@ def test_the_space_needs_importance_stored_most_important_first():
             make_search_space("importance", tiny_config("bert"), UnitScores(heads, neurons))
     with pytest.raises(ValueError, match="^heads scores .* most important first"):
         UnitScores(HEADS.flip(1), NEURONS)
-    with pytest.raises(ValueError, match=r"^neurons scores .*\(--reorder_units importance\)"):
+    with pytest.raises(ValueError, match=re.escape(
+            "neurons scores must be [layers, units], most important first in each layer: the super-network stores its "
+            "units in importance order (--reorder_units importance)") + "$"):
         UnitScores(HEADS, NEURONS.flip(1))
     with pytest.raises(ValueError, match="^heads scores"):  # a rise after the first unit, still below it
         UnitScores(torch.tensor([[5.0, 1.0, 2.0]]), torch.ones(1, 3))
