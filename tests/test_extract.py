@@ -71,8 +71,14 @@ def test_fewer_bert_heads_need_custom_code(tmp_path):
     sub_network = make_search_space("small", model.config).to_sub_network(
         {"num_layers": 3, "num_heads": 2, "num_units": 20}
     )
-    kind = save_extracted(extract_sub_network(model, sub_network), tiny_tokenizer(), sub_network, tmp_path)
+    extracted = extract_sub_network(model, sub_network)
+    kind = save_extracted(extracted, tiny_tokenizer(), sub_network, tmp_path)
     assert kind == "custom_code" and (tmp_path / "modeling_nas_pruned.py").is_file()
+    assert SubNetwork.from_json_dict(json.loads((tmp_path / "sub_network.json").read_text())) == sub_network
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("ForSequenceClassification")
+    reloaded = load_extracted(tmp_path)  # in this process too: the custom code, trusted, not the library's BERT
+    assert torch.equal(logits_of(reloaded), logits_of(extracted))
 
 
 
@@ -98,6 +104,22 @@ def test_an_extracted_language_model_generates_with_the_super_networks_settings_
     assert settings == expected
     assert extracted.config.use_cache is attention_in_every_layer
     assert model.generation_config.use_cache is False  # the super-network's own settings are left alone
+
+
+def test_a_language_model_with_custom_code_reloads_as_a_causal_lm(tmp_path):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama")).eval()
+    head_mask = torch.ones(3, 2, dtype=torch.bool)
+    head_mask[1] = False  # a layer without attention: not a standard Llama
+    sub_network = SubNetwork(head_mask, torch.ones(3, 20, dtype=torch.bool))
+    extracted = extract_sub_network(model, sub_network)
+    assert save_extracted(extracted, tiny_tokenizer(), sub_network, tmp_path) == "custom_code"
+    assert "AutoModelForCausalLM" in json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)  # through auto_map
+    assert type(reloaded).__name__.endswith("ForCausalLM")
+    input_ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=input_ids).logits, extracted(input_ids=input_ids).logits)
 
 
 def standard_sub_network(model):

@@ -67,16 +67,8 @@ TARGETS = {
     "select_and_extract.py": Target(
         ("tests/test_select_point.py",), ("select_and_extract.x_select_point*", "select_and_extract.x_recorded*")
     ),
-    # What the extracted model is (shapes, config, weights, generation settings).
-    "nas_llm/extraction/extract.py": Target(
-        ("tests/test_extract.py",),
-        tuple(f"nas_llm.extraction.extract.x_{name}*" for name in (
-            "describe_structure", "_standard_dimensions", "_sliced_state_dict", "extract_sub_network", "is_causal_lm",
-            "_enable_generation", "num_parameters",
-        )),
-        not_run="save_extracted, load_extracted and _remote_code (writing and loading checkpoints: their tests reload "
-        "them in fresh processes, 20-40 s a mutant on the shared machine)",
-    ),
+    # What the extracted model is (shapes, config, weights, generation settings) and how it is written and read.
+    "nas_llm/extraction/extract.py": Target(("tests/test_extract.py",)),
     "nas_llm/model/label_scale.py": Target(("tests/test_label_scale.py",)),
     "nas_llm/training/importance.py": Target(("tests/test_reorder.py",)),
     # unit_scores reads the recorded importance back for the importance-shaped space
@@ -260,8 +252,7 @@ def write_markdown(report: dict) -> None:
         "`unpruned_streams`, `block_gram` and `fold_scales` have no mutants here (their behaviour is tested: e.g. the",
         "latency objective's sub-network, tests/test_cost.py). Module-level code and class bodies are not mutated",
         "either. Survivors that only a GPU could tell apart (a tensor left on the CPU) stay listed as survivors.",
-        "A row with functions in brackets mutates only those (the rest: styling, help texts, or not run yet, as",
-        "extract.py's writing and loading of checkpoints, whose tests reload them in fresh processes).",
+        "A row with functions in brackets mutates only those (the rest: styling and help texts).",
         "",
         "| module | tests | mutants | killed | timeout | survived | no tests | equivalent | killed of non-equivalent "
         "| run (s) | ran on | commit |",
