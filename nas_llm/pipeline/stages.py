@@ -72,7 +72,10 @@ def fields_of(*classes: type) -> set[str]:
 
 
 STAGE_FIELDS = {  # which pass-through flags each kind of stage takes
-    "teacher": fields_of(ModelArguments, DataArguments, LMArguments, NASArguments, TrainingArguments),
+    # the teacher samples no sub-network: a --search_space for the super-network (the importance space needs the
+    # units' importance, which only the super-network's training scores) is not the teacher's
+    "teacher": fields_of(ModelArguments, DataArguments, LMArguments, NASArguments, TrainingArguments)
+    - {"search_space"},
     "supernet": fields_of(ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments,
                           TrainingArguments),
     "search": fields_of(DataArguments, LMArguments, CostArguments) | {"search_space", *SEARCH_FLAGS},
