@@ -35,7 +35,7 @@ from nas_llm.search.budgets import BUDGET_MEASURES
 REPORT_FILE, PARETO_PNG, SUMMARY_FILE = "report.html", "pareto.png", "summary.json"
 FINISHED_FILE = "finished_command.json"  # the arguments of the last run that finished every stage
 OWN_FLAGS = {"model_name_or_path", "task_name", "budgets", "budget_on", "output_dir", "teacher_model_name_or_path",
-             "overwrite_output_dir"}
+             "seed_search_with_rfp", "overwrite_output_dir"}
 OUTPUT_FOLDERS = ("teacher", "supernet", "search", "rfp", "candidates", "models", "logs", "tb")
 
 
@@ -67,6 +67,9 @@ def parse(argv: list[str]) -> tuple:
     parser.add_argument("--output_dir", required=True, help="Where every stage and the shipped models go.")
     parser.add_argument("--teacher_model_name_or_path", help="A fine-tuned full model (train_supernet.py "
                         "--sampling_strategy standard) to use as teacher instead of fine-tuning one.")
+    parser.add_argument("--seed_search_with_rfp", default="False", choices=["True", "False"],
+                        help="Run retraining-free pruning before the search and score its masks first, with the "
+                        "super-network's weights (run_offline_search.py --initial_sub_networks).")
     parser.add_argument("--overwrite_output_dir", default="False", choices=["True", "False"],
                         help="Delete the earlier run's stages in --output_dir and start afresh.")
     stage_flags = parser.add_argument_group("flags of the stage scripts, passed to the stages that take them "
@@ -80,7 +83,8 @@ def parse(argv: list[str]) -> tuple:
     settings = PipelineSettings(
         model_name_or_path=args.model_name_or_path, task_name=args.task_name, budgets=parse_budgets(args.budgets),
         output_dir=Path(args.output_dir), budget_on=args.budget_on,
-        teacher_model_name_or_path=args.teacher_model_name_or_path, pass_through={f"--{name}": value
+        teacher_model_name_or_path=args.teacher_model_name_or_path,
+        seed_search_with_rfp=args.seed_search_with_rfp == "True", pass_through={f"--{name}": value
                       for name, value in vars(args).items() if name not in OWN_FLAGS},
     )
     return settings, args.overwrite_output_dir == "True"

@@ -284,3 +284,42 @@ def test_every_report_point_s_command_writes_a_checkpoint_of_that_point_s_size(c
         subprocess.run([sys.executable, *command[1:]], cwd=PROJECT_DIR, check=True, capture_output=True)
         tensors = load_file(str(tmp_path / str(number) / "model.safetensors"))
         assert sum(tensor.size for tensor in tensors.values()) == point["num_parameters"], point["command"]
+
+
+def test_a_search_seeded_with_rfp_scores_rfp_s_masks_first_in_the_importance_space(tmp_path):
+    """--seed_search_with_rfp True runs RFP before the search, whose first records are RFP's masks; its
+    --budget_on params budgets become layer budgets from the super-network's own parameter counts (hand-counted
+    here from the teacher's tensors); --search_space importance reaches the super-network and the search, not the
+    teacher (a standard fine-tune scores no unit importance, which that space needs)."""
+    task = make_task("classification", tmp_path)
+    budgets = (0.8, 0.9)
+    argv = task.argv(tmp_path / "out", budgets=",".join(map(str, budgets))) + [
+        "--budget_on", "params", "--search_space", "importance", "--init_from_teacher", "True",
+        "--seed_search_with_rfp", "True"]
+    completed = run_prune(argv)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = tmp_path / "out"
+    stages = [line.split("] ", 1)[1].split(":", 1)[0] for line in completed.stderr.splitlines()
+              if re.match(r"\[\d+/\d+\] \S+: ", line) and ": done in" not in line]
+    assert stages[:4] == ["teacher", "supernet", "rfp", "search"]
+    tensors = load_file(str(out / "teacher" / "model.safetensors"))
+    total = sum(tensor.size for tensor in tensors.values())
+    layers = layer_parameters(out / "teacher")
+    rfp = json.loads((out / "rfp" / "results_rte.json").read_text())
+    assert [point["budget"] for point in rfp["pareto_set"]] == pytest.approx(
+        [(budget * total - (total - layers)) / layers for budget in budgets], abs=1e-6)
+    records = [json.loads(line) for line in (out / "search" / "evaluations.jsonl").read_text().splitlines()]
+    assert [record.get("seeded_from", {}).get("budget") for record in records[:3]] == [
+        point["budget"] for point in rfp["pareto_set"]] + [None]
+    assert json.loads((out / "stages.json").read_text())["search"]["--initial_sub_networks"] == str(
+        out.resolve() / "rfp" / "results_rte.json")
+    assert json.loads((out / "stages.json").read_text())["teacher"]["--search_space"] == "small"
+    assert summary_of(out)["search_seeded_with_rfp"] is True
+
+
+def test_seeding_with_rfp_is_refused_for_a_causal_lm(tmp_path):
+    task = make_task("lm", tmp_path)
+    completed = run_prune(task.argv(tmp_path / "out") + ["--seed_search_with_rfp", "True"])
+    assert completed.returncode != 0
+    assert "--seed_search_with_rfp True needs retraining-free pruning" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -127,7 +127,13 @@ class PipelineSettings:
     output_dir: Path
     budget_on: str = "encoder"
     teacher_model_name_or_path: str | None = None
+    seed_search_with_rfp: bool = False
     pass_through: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.seed_search_with_rfp and self.language_modeling:
+            raise UsageError("--seed_search_with_rfp True needs retraining-free pruning, which prune.py does not run "
+                             "for --task_name lm; drop the flag")
 
     @property
     def language_modeling(self) -> bool:
@@ -233,14 +239,24 @@ class Pipeline:
                  "--search_space": TRAINING_DEFAULTS["--search_space"], **self.common("search"),
                  "--objective": objective, "--checkpoint_dir_model": str(self.out / "supernet"),
                  "--output_dir": str(self.search_results().parent), "--log_dir": str(self.out / "tb")}
+        if self.settings.seed_search_with_rfp:
+            flags["--initial_sub_networks"] = str(self.rfp_results())
         return Stage("search", f"searching sub-networks for validation error and {objective}", "run_offline_search.py",
                      flags, self.search_results())
 
-    def rfp_budgets(self, unpruned: dict) -> tuple[str, list[float]]:
+    def unpruned_sizes(self) -> dict:
+        """The unpruned model's parameters and those of its layers, from the search's results or, before the
+        search (--seed_search_with_rfp), from the super-network's (whose largest sub-network is the whole)."""
+        if self.search_results().is_file():
+            return json.loads(self.search_results().read_text())["unpruned"]
+        return json.loads((self.out / "supernet" / "results.json").read_text())
+
+    def rfp_budgets(self) -> tuple[str, list[float]]:
         """run_rfp.py's constraint and budgets for the user's: its `params` are the layers' parameters, so a
         budget on all parameters is turned into one on the layers; latency is approached by MACs."""
         budgets, budget_on = self.settings.budgets, self.settings.budget_on
         if budget_on == "params":
+            unpruned = self.unpruned_sizes()
             fixed = unpruned["num_parameters"] - unpruned["num_layer_parameters"]
             layer_budgets = [(budget * unpruned["num_parameters"] - fixed) / unpruned["num_layer_parameters"]
                              for budget in budgets]
@@ -248,8 +264,7 @@ class Pipeline:
         return ("params" if budget_on == "encoder" else "flops"), list(budgets)
 
     def rfp_stage(self) -> Stage:
-        unpruned = json.loads(self.search_results().read_text())["unpruned"]
-        constraint, budgets = self.rfp_budgets(unpruned)
+        constraint, budgets = self.rfp_budgets()
         flags = {"--checkpoint_dir_model": str(self.teacher_dir), **self.common("rfp"), "--constraint": constraint,
                  "--budgets": ",".join(f"{budget:g}" for budget in budgets),
                  "--output_dir": str(self.rfp_results().parent)}
@@ -336,11 +351,15 @@ class Pipeline:
         if self.settings.teacher_model_name_or_path is None and not self.settings.language_modeling:
             self.run(self.teacher_stage())
         self.run(self.supernet_stage())
+        rfp_first = self.settings.seed_search_with_rfp  # its masks are the search's first sub-networks
+        if rfp_first:
+            self.run(self.rfp_stage())
         self.run(self.search_stage())
         search = json.loads(self.search_results().read_text())
         rfp = None
         if not self.settings.language_modeling:
-            self.run(self.rfp_stage())
+            if not rfp_first:
+                self.run(self.rfp_stage())
             rfp = json.loads(self.rfp_results().read_text())
         rows = [self.ship_budget(budget, search, rfp) for budget in self.settings.budgets]
         return self.summary(search, rows)
@@ -424,6 +443,7 @@ class Pipeline:
             "task_name": self.settings.task_name,
             "budget_on": self.settings.budget_on,
             "recipe": RECIPE_ROW,
+            "search_seeded_with_rfp": self.settings.seed_search_with_rfp,
             "teacher": None if self.settings.language_modeling else str(self.teacher_dir),
             "search_results": str(self.search_results()),
             "rfp_results": str(self.rfp_results()) if self.rfp_results().is_file() else None,

@@ -27,7 +27,7 @@ from nas_llm.common.errors import UsageError
 from nas_llm.common.io_utils import tensorboard_writer, write_json_atomic
 from nas_llm.data.data import LM_TASK, evaluation_loaders, make_dataloader, task_info_for
 from nas_llm.data.lm_data import LMArguments
-from nas_llm.model.cost import count_parameters
+from nas_llm.model.cost import ParameterCount, count_parameters
 from nas_llm.model.label_scale import label_scale_for_training, standardised
 from nas_llm.model.models import load_causal_lm, load_model, load_nas_settings, save_supernet
 from nas_llm.model.search_spaces import SearchSpace
@@ -154,10 +154,10 @@ def make_strategy(supernet_args: SupernetArguments, search_space: SearchSpace, m
     )
 
 
-def parameters_of_largest_and_smallest(model: nn.Module, search_space: SearchSpace) -> dict[str, int]:
+def parameters_of_largest_and_smallest(model: nn.Module, search_space: SearchSpace) -> dict[str, ParameterCount]:
     """Counted before the model is prepared: DeepSpeed ZeRO-3 then keeps only a shard of each parameter."""
     return {
-        role: count_parameters(model, sub_network).total
+        role: count_parameters(model, sub_network)
         for role, sub_network in (("largest", search_space.largest()), ("smallest", search_space.smallest()))
     }
 
@@ -319,16 +319,17 @@ class SupernetTraining:
             lambda trained: save_supernet(trained, self.tokenizer, self.training_args.output_dir, self.nas_settings),
         )
 
-    def results(self, num_parameters: dict[str, int], num_train_examples: int) -> dict:
+    def results(self, num_parameters: dict[str, ParameterCount], num_train_examples: int) -> dict:
         """results.json: the full and the smallest sub-network's sizes and scores, and what the training cost."""
         smallest = self.search_space.smallest()
         return {
             "settings": self.nas_settings,
-            "num_parameters": num_parameters["largest"],
+            "num_parameters": num_parameters["largest"].total,
+            "num_layer_parameters": num_parameters["largest"].layers,
             "validation": self.score("validation"),
             "test": self.score("test"),
             "smallest_sub_network": {
-                "num_parameters": num_parameters["smallest"],
+                "num_parameters": num_parameters["smallest"].total,
                 "validation": self.score("validation", smallest),
                 "test": self.score("test", smallest),
             },
