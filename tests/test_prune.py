@@ -323,3 +323,45 @@ def test_seeding_with_rfp_is_refused_for_a_causal_lm(tmp_path):
     assert completed.returncode != 0
     assert "--seed_search_with_rfp True needs retraining-free pruning" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def plain_wrongness(task: Task, model_dir: Path) -> np.ndarray:
+    """Per test example, 1 where the checkpoint, reloaded with plain transformers in a fresh process, is wrong."""
+    completed = subprocess.run([sys.executable, "-c", RELOAD, str(model_dir), str(task.test_file)],
+                               capture_output=True, text=True, check=True)
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    rows = list(csv.DictReader(task.test_file.open(), delimiter="\t", quoting=csv.QUOTE_NONE))
+    labels = np.array([result["label2id"][row["label"]] for row in rows])
+    return (np.array(result["outputs"]).argmax(1) != labels).astype(float)
+
+
+def test_the_rfp_comparison_of_a_run_pairs_the_shipped_candidates_test_predictions(classification, tmp_path):
+    """bench/prune_vs_rfp.py: after recovery, each budget's search and RFP candidates score what plain transformers
+    gives their checkpoints, their difference's standard error is the paired one over the test examples, and the
+    goal lines are those bench/study_glue.py --check_goal reads."""
+    task, output_dir = classification
+    report_md = tmp_path / "comparison.md"
+    completed = subprocess.run([sys.executable, "bench/prune_vs_rfp.py", str(output_dir), "--output", str(report_md)],
+                               cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    record = json.loads(report_md.with_suffix(".json").read_text())
+    for budget in ("0.3", "0.6"):
+        wrong = {method: plain_wrongness(task, output_dir / "candidates" / f"budget-{budget}" / method)
+                 for method in ("search", "rfp")}
+        after = record["comparisons"][budget]["after"]
+        assert after["test"] == pytest.approx(1 - wrong["search"].mean())
+        assert after["rfp_test"] == pytest.approx(1 - wrong["rfp"].mean())
+        differences = wrong["rfp"] - wrong["search"]
+        assert after["difference"] == pytest.approx(differences.mean())
+        assert after["standard_error"] == pytest.approx(differences.std(ddof=1) / np.sqrt(len(differences)))
+        for method, field_name in (("search", "test"), ("rfp", "rfp_test")):  # as select_and_extract.py scored it
+            extraction = json.loads((output_dir / "candidates" / f"budget-{budget}" / method / "extraction.json"
+                                     ).read_text())
+            assert record["comparisons"][budget]["before"][field_name] == pytest.approx(
+                extraction["test_extracted"]["accuracy"])
+    sys.path.insert(0, str(PROJECT_DIR / "bench"))
+    from study_glue import read_goal_lines
+
+    goal = read_goal_lines(report_md.read_text())["rte"]
+    assert set(goal["budgets"]) == {0.3, 0.6}
+    assert goal["rfp"]["before"][1] == goal["rfp"]["after"][1] == 6
