@@ -209,7 +209,8 @@ class TrainingArguments:
         },
     )
     bf16: bool = field(
-        default=False, metadata={"help": "bf16 autocast, on CUDA or CPU (where the CPU supports it)."}
+        default=False, metadata={"help": "bf16 autocast, on CUDA or CPU; on a CPU without native bf16 (AVX512-BF16 "
+                                 "or AMX) it is emulated, several times slower than fp32, and a warning says so."}
     )
     save_strategy: str = field(
         default="epoch",

@@ -77,8 +77,9 @@ class SearchArguments:
     )
     bf16: bool = field(
         default=False,
-        metadata={"help": "Score sub-networks under bf16 autocast (CUDA, or CPUs with bf16 support; elsewhere it "
-                  "runs, slowly); the costs are still those of the fp32 network."},
+        metadata={"help": "Score sub-networks under bf16 autocast (CUDA, or CPUs with AVX512-BF16 or AMX; on other "
+                  "CPUs it is emulated, several times slower than fp32, and a warning says so); the costs are still "
+                  "those of the fp32 network."},
     )
     overwrite_output_dir: bool = field(
         default=False,

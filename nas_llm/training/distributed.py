@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas_llm.common.errors import UsageError
-from nas_llm.common.precision import autocast_for, default_device, gradient_scaler
+from nas_llm.common.precision import autocast_for, default_device, gradient_scaler, warn_if_bf16_is_emulated
 from nas_llm.training.objective import SubNetworkRunner
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ def accelerate_mixed_precision(fp16: bool, bf16: bool) -> str | None:
         return "no"
     if fp16:
         return "fp16"
+    warn_if_bf16_is_emulated(default_device(), bf16)
     return "bf16" if bf16 else None
 
 
