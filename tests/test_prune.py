@@ -315,6 +315,11 @@ def test_a_search_seeded_with_rfp_scores_rfp_s_masks_first_in_the_importance_spa
         out.resolve() / "rfp" / "results_rte.json")
     assert json.loads((out / "stages.json").read_text())["teacher"]["--search_space"] == "small"
     assert summary_of(out)["search_seeded_with_rfp"] is True
+    named = ("--search_space importance", "--init_from_teacher True", "the search seeded with RFP's masks")
+    assert all(change in summary_of(out)["recipe"] for change in named)
+    for row in summary_of(out)["budgets"]:  # a card names the recipe where the search's model shipped
+        card = (Path(row["model_dir"]) / "README.md").read_text()
+        assert (summary_of(out)["recipe"] in card) == (row["method"] == "search")
 
 
 def test_seeding_with_rfp_is_refused_for_a_causal_lm(tmp_path):

@@ -85,6 +85,18 @@ STAGE_FIELDS = {  # which pass-through flags each kind of stage takes
 }
 
 
+RECIPE_FIELDS = fields_of(NASArguments, SupernetArguments)  # a user's value of one of these changes the recipe
+
+
+def recipe(settings: PipelineSettings) -> str:
+    """The recipe's name with what the user changed in it (the study row's name alone would misstate a run with,
+    say, --search_space importance), for the log, summary.json and the model card."""
+    changes = [f"{flag} {value}" for flag, value in routed(settings.pass_through, "supernet").items()
+               if flag[2:] in RECIPE_FIELDS]
+    changes += ["the search seeded with RFP's masks"] if settings.seed_search_with_rfp else []
+    return RECIPE_ROW + (f" with {', '.join(changes)}" if changes else "")
+
+
 def pass_through_flags() -> dict[str, list[str]]:
     """Every stage flag a user may set, with the stages it goes to (prune.py's --help lists them)."""
     names = sorted({name for names in STAGE_FIELDS.values() for name in names} - SET_BY_PIPELINE - {"task_name"})
@@ -196,6 +208,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ layout
     @property
+    def recipe(self) -> str:
+        return recipe(self.settings)
+
+    @property
     def teacher_dir(self) -> Path:
         return Path(self.settings.teacher_model_name_or_path or self.out / "teacher")
 
@@ -231,7 +247,7 @@ class Pipeline:
         recipe = {**SUPERNET_RECIPE, "--teacher_model_name_or_path": str(self.teacher_dir)}
         if self.settings.language_modeling:  # no teacher for causal LMs (train_supernet.py): the recipe without it
             recipe = {flag: value for flag, value in SUPERNET_RECIPE.items() if flag not in TEACHER_ONLY}
-        return self.training_stage("supernet", recipe, f"training the super-network, recipe {RECIPE_ROW}")
+        return self.training_stage("supernet", recipe, f"training the super-network, recipe {self.recipe}")
 
     def search_stage(self) -> Stage:
         objective = SEARCH_OBJECTIVE[self.settings.budget_on]
@@ -442,7 +458,7 @@ class Pipeline:
             "model_name_or_path": self.settings.model_name_or_path,
             "task_name": self.settings.task_name,
             "budget_on": self.settings.budget_on,
-            "recipe": RECIPE_ROW,
+            "recipe": self.recipe,
             "search_seeded_with_rfp": self.settings.seed_search_with_rfp,
             "teacher": None if self.settings.language_modeling else str(self.teacher_dir),
             "search_results": str(self.search_results()),
@@ -469,8 +485,10 @@ def candidate_scores(extraction_path: Path) -> dict:
             "recovered": recovery is not None, "point": point}
 
 
-METHOD_NAMES = {"search": f"the super-network search (recipe {RECIPE_ROW}) and recovery",
-                "rfp": "retraining-free pruning of the fine-tuned model (Kwon et al. 2022) and recovery"}
+def method_name(method: str, settings: PipelineSettings) -> str:
+    if method == "search":
+        return f"the super-network search (recipe {recipe(settings)}) and recovery"
+    return "retraining-free pruning of the fine-tuned model (Kwon et al. 2022) and recovery"
 
 
 def card_section(choice: dict, settings: PipelineSettings) -> str:
@@ -478,7 +496,7 @@ def card_section(choice: dict, settings: PipelineSettings) -> str:
     lines = ["", "## How prune.py chose it", "",
              f"Budget: at most {choice['budget']:g} of the unpruned model's {settings.budget_on} "
              f"({BUDGET_MEASURES[settings.budget_on]}). Shipped: **{choice['method']}**, "
-             f"{METHOD_NAMES[choice['method']]}, the candidate with the lower validation error:", "",
+             f"{method_name(choice['method'], settings)}, the candidate with the lower validation error:", "",
              "| candidate | validation error | test metrics |", "|---|---|---|"]
     for name, scores in choice["candidates"].items():
         test = ", ".join(f"{key} {value:.4f}" for key, value in scores["test"].items())
