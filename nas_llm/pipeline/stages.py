@@ -36,6 +36,7 @@ from nas_llm.data.lm_data import LMArguments
 from nas_llm.extraction.extract import SUB_NETWORK_FILE
 from nas_llm.extraction.recovery import RecoveryArguments
 from nas_llm.search.budgets import BUDGET_MEASURES, SEARCH_OBJECTIVE, best_within, size_share
+from nas_llm.search.multi_fidelity import MultiFidelityArguments
 from nas_llm.search.results import results_file_name
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # where the entry scripts are
@@ -78,7 +79,9 @@ STAGE_FIELDS = {  # which pass-through flags each kind of stage takes
     - {"search_space"},
     "supernet": fields_of(ModelArguments, DataArguments, LMArguments, NASArguments, SupernetArguments,
                           TrainingArguments),
-    "search": fields_of(DataArguments, LMArguments, CostArguments) | {"search_space", *SEARCH_FLAGS},
+    # --fidelity_shares takes several values, which a pass-through flag cannot: the search's default shares
+    "search": fields_of(DataArguments, LMArguments, CostArguments, MultiFidelityArguments) - {"fidelity_shares"}
+    | {"search_space", *SEARCH_FLAGS},
     "rfp": fields_of(RFPArguments, DataArguments, CostArguments),
     "extract": fields_of(DataArguments, LMArguments),
     "recover": fields_of(RecoveryArguments),  # the search's candidate only: RFP's model is not trained
