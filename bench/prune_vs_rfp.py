@@ -31,10 +31,10 @@ from study_glue import (  # noqa: E402
     COMPARED_BUDGETS,
     COMPARED_METRIC,
     GOAL_HEADING,
-    TARGETS,
     compare_predictions,
-    comparison_note,
     relative_performance,
+    rfp_line,
+    target_outcome,
 )
 
 from nas_llm.common.errors import UsageError, exit_on_usage_error  # noqa: E402
@@ -126,32 +126,18 @@ def budget_line(task: str, run: Path, row: dict, unpruned: dict, main_metric: st
     shares = (point["num_layer_parameters"] / unpruned["num_layer_parameters"],
               point["num_parameters"] / unpruned["num_parameters"])
     relative = relative_performance(test, teacher_test, trivial)
-    target = TARGETS.get(budget, {}).get(task)
-    if target is None:
-        outcome = "no target set for this task and budget"
-    elif relative["normalised"] >= target:
-        outcome = f"goal (normalised ≥{target:.2f}) HOLDS"
-    else:
-        outcome = f"goal (normalised ≥{target:.2f}) does NOT hold: short by {target - relative['normalised']:.2f}"
+    outcome = target_outcome(task, budget, relative["normalised"])
     return (f"- {task}: at ≤{budget:.0%} encoder parameters, the search + recovery selects a sub-network with "
             f"{shares[0]:.0%} of the encoder ({shares[1]:.0%} of all parameters), test {main_metric} {test:.4f} vs "
             f"unpruned {teacher_test:.4f}: normalised {relative['normalised']:.2f}, raw {relative['raw']:.2f} "
             f"→ {outcome}")
 
 
-def rfp_line(task: str, comparisons: dict[float, dict], metric: str) -> str:
+def rfp_goal_line(task: str, comparisons: dict[float, dict], metric: str) -> str:
     """bench/study_glue.py's line: at how many compared budgets the search's pick is at least RFP's."""
-    def count(stage: str) -> str:
-        cells = {budget: comparisons.get(budget, {}).get(stage, {"outcome": "not measured",
-                                                                  "reason": "budget not run"})
-                 for budget in COMPARED_BUDGETS}
-        held = sum(cell["outcome"] in ("at least", "tie") for cell in cells.values())
-        notes = [f"≤{budget:.0%} {comparison_note(cell)}" for budget, cell in cells.items()
-                 if cell["outcome"] != "at least"]
-        return f"{held} of {len(cells)} budgets" + (f" [{', '.join(notes)}]" if notes else "")
-
-    return (f"- {task}: before recovery ≥ RFP at {count('before')}; after recovery ≥ RFP + recovery at "
-            f"{count('after')} — test {metric}, paired over the test examples")
+    missing = {"outcome": "not measured", "reason": "budget not run"}
+    cells = {budget: comparisons.get(budget, {"before": missing, "after": missing}) for budget in COMPARED_BUDGETS}
+    return "- " + rfp_line(task, cells, metric)
 
 
 def table(comparisons: dict[float, dict], metric: str) -> list[str]:
@@ -190,7 +176,7 @@ def report(run: Path) -> tuple[str, dict]:
              *table(comparisons, metric), "", GOAL_HEADING, ""]
     lines += [budget_line(task, run, row, summary["unpruned"], main_metric, teacher["test"][main_metric],
                           trivial[main_metric]) for row in summary["budgets"]]
-    lines.append(rfp_line(task, comparisons, metric))
+    lines.append(rfp_goal_line(task, comparisons, metric))
     record = {"run": str(run), "task": task, "metric": metric, "teacher_test": teacher["test"],
               "supernet_full_test": supernet["test"], "trivial_test": trivial,
               "comparisons": {f"{budget:g}": cells for budget, cells in comparisons.items()}}

@@ -974,19 +974,24 @@ def goal_verdicts(report: dict) -> list[str]:
     return verdicts
 
 
+def target_outcome(task: str, budget: float, normalised: float) -> str:
+    """Whether a normalised relative performance meets the target set for `task` at `budget`, if any."""
+    target = TARGETS.get(budget, {}).get(task)
+    if target is None:
+        return "no target set for this task and budget"
+    if normalised >= target:
+        return f"goal (normalised ≥{target:.2f}) HOLDS"
+    return f"goal (normalised ≥{target:.2f}) does NOT hold: short by {target - normalised:.2f}"
+
+
 def budget_verdict(task: str, analysis: dict, budget: float) -> str:
     """The complete recipe's pick within `budget`, against the target set for it if any."""
     name, cell = goal_cell(analysis, budget)
     if cell is None:
         return f"{task}: no sub-network within {budget:.0%} of the encoder parameters was found"
-    target = TARGETS.get(budget, {}).get(task)
-    if target is None:
-        outcome = "no target set for this task and budget"
-    elif cell["normalised"] >= target:
-        outcome = f"goal (normalised ≥{target:.2f}) HOLDS"
-    else:
-        outcome = (f"goal (normalised ≥{target:.2f}) does NOT hold: short by "
-                   f"{target - cell['normalised']:.2f}; {largest_gain(analysis, budget)}")
+    outcome = target_outcome(task, budget, cell["normalised"])
+    if "does NOT hold" in outcome:
+        outcome += f"; {largest_gain(analysis, budget)}"
     return (
         f"{task}: at ≤{budget:.0%} encoder parameters, {name} selects a sub-network with "
         f"{cell['encoder_fraction']:.0%} of the encoder ({cell['total_fraction']:.0%} of all parameters), "
@@ -1013,16 +1018,20 @@ def rfp_verdict(task: str, analysis: dict) -> str:
     """At how many compared budgets the best row is at least RFP (ties counted, and named), before and after
     recovery, in the task's compared metric; misses with their size and standard error."""
     cells = analysis["rfp_comparison"][analysis["compared_metric"]]
+    return rfp_line(task, {budget: cells[str(budget)] for budget in COMPARED_BUDGETS}, analysis["compared_metric"])
 
+
+def rfp_line(task: str, cells: dict[float, dict[str, dict]], metric: str) -> str:
+    """The goal line of the comparison with RFP from each compared budget's `before` and `after` cells."""
     def count(stage: str) -> str:
-        outcomes = {budget: cells[str(budget)][stage] for budget in COMPARED_BUDGETS}
+        outcomes = {budget: cells[budget][stage] for budget in COMPARED_BUDGETS}
         held = sum(cell["outcome"] in ("at least", "tie") for cell in outcomes.values())
         notes = [f"≤{budget:.0%} {comparison_note(cell)}" for budget, cell in outcomes.items()
                  if cell["outcome"] != "at least"]
         return f"{held} of {len(outcomes)} budgets" + (f" [{', '.join(notes)}]" if notes else "")
 
     return (f"{task}: before recovery ≥ RFP at {count('before')}; after recovery ≥ RFP + recovery at "
-            f"{count('after')} — test {analysis['compared_metric']}, paired over the test examples")
+            f"{count('after')} — test {metric}, paired over the test examples")
 
 
 def comparison_note(cell: dict) -> str:
