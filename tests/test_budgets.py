@@ -1,6 +1,7 @@
 """What a budget means: the share of the unpruned model's cost a point keeps, in the measure --budget_on names, and
 the validation-best point within it (hand-built points: 60 of the unpruned 100 parameters are embeddings)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,20 @@ def test_the_best_point_within_a_budget_has_the_lowest_error_then_the_smallest_s
     assert best_within(POINTS, budget, budget_on, UNPRUNED) is best
 
 
-def test_a_budget_on_all_parameters_becomes_rfp_s_budget_on_the_layers(tmp_path: Path):
+@pytest.mark.parametrize("sizes_from", ["search", "supernet"])
+def test_a_budget_on_all_parameters_becomes_rfp_s_budget_on_the_layers(tmp_path: Path, sizes_from: str):
+    """The unpruned sizes come from the search's results, or before the search (RFP seeding it) from the
+    super-network's."""
+    if sizes_from == "search":
+        (tmp_path / "search").mkdir()
+        (tmp_path / "search" / "results_rte.json").write_text(json.dumps({"unpruned": UNPRUNED}))
+    else:
+        (tmp_path / "supernet").mkdir()
+        (tmp_path / "supernet" / "results.json").write_text(json.dumps(
+            {"num_parameters": UNPRUNED["num_parameters"], "num_layer_parameters": UNPRUNED["num_layer_parameters"]}))
     settings = PipelineSettings("model", "rte", [0.5, 0.8, 0.9], tmp_path, budget_on="params")
     # 0.8 of 100 parameters leaves 80 - 60 = 20 of the 40 layer parameters; 0.5 is below the embeddings alone
-    assert Pipeline(settings).rfp_budgets(UNPRUNED) == ("params", [0.5, 0.75])
+    assert Pipeline(settings).rfp_budgets() == ("params", [0.5, 0.75])
     for budget_on, constraint in (("encoder", "params"), ("flops", "flops"), ("latency", "flops")):
         settings = PipelineSettings("model", "rte", [0.3, 0.6], tmp_path, budget_on=budget_on)
-        assert Pipeline(settings).rfp_budgets(UNPRUNED) == (constraint, [0.3, 0.6])
+        assert Pipeline(settings).rfp_budgets() == (constraint, [0.3, 0.6])
