@@ -22,6 +22,7 @@ import math
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +33,7 @@ from study_glue import (  # noqa: E402
     COMPARED_METRIC,
     GOAL_HEADING,
     compare_predictions,
+    predictions_on_test,
     relative_performance,
     rfp_line,
     target_outcome,
@@ -39,17 +41,16 @@ from study_glue import (  # noqa: E402
 
 from nas_llm.common.errors import UsageError, exit_on_usage_error  # noqa: E402
 from nas_llm.common.io_utils import write_json_atomic, write_text_atomic  # noqa: E402
-from nas_llm.common.precision import default_device  # noqa: E402
-from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits  # noqa: E402
-from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, trivial_metrics  # noqa: E402
+from nas_llm.data.data import DataArguments, load_raw_splits  # noqa: E402
+from nas_llm.data.metrics import MAIN_METRIC, trivial_metrics  # noqa: E402
 from nas_llm.extraction.extract import SUB_NETWORK_FILE, load_extracted  # noqa: E402
 from nas_llm.extraction.selection import load_chosen  # noqa: E402
 from nas_llm.model.models import load_tokenizer  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
 from nas_llm.search.results import load_results  # noqa: E402
-from nas_llm.training.evaluation import predict  # noqa: E402
 
 STAGES = ("before", "after")  # recovery
+EVAL_BATCH_SIZE = 128
 METHODS = ("search", "rfp")
 
 
@@ -71,16 +72,12 @@ def recorded_test(candidate_dir: Path, stage: str) -> dict[str, float]:
     return recovery["test_after"] if stage == "after" and recovery else extraction["test_extracted"]
 
 
-def test_predictions(candidate_dir: Path, stage: str, data_args: DataArguments, cache: Path) -> dict:
+def candidate_predictions(candidate_dir: Path, stage: str, data_args: DataArguments, splits: datasets.DatasetDict,
+                          cache: Path) -> dict:
     """Per-example test predictions and labels of one candidate, computed once; checked against its record."""
     if cache.is_file():
         return json.loads(cache.read_text())
-    model, tokenizer = candidate_model(candidate_dir, stage)
-    test = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args, ("test",))["test"]
-    device = default_device()
-    predictions, labels = predict(model.to(device).eval(), make_dataloader(test, tokenizer, 128, False, 0), device)
-    scored = {"predictions": predictions.tolist(), "labels": labels.tolist(),
-              "test": compute_task_metrics(data_args.task_name, predictions, labels)}
+    scored = predictions_on_test(*candidate_model(candidate_dir, stage), data_args, EVAL_BATCH_SIZE, splits)
     recorded = recorded_test(candidate_dir, stage)
     for name, value in recorded.items():
         if name in scored["test"] and not math.isclose(scored["test"][name], value, rel_tol=1e-4, abs_tol=1e-5):
@@ -90,7 +87,7 @@ def test_predictions(candidate_dir: Path, stage: str, data_args: DataArguments, 
     return scored
 
 
-def compare_budget(run: Path, row: dict, data_args: DataArguments, metric: str) -> dict:
+def compare_budget(run: Path, row: dict, data_args: DataArguments, splits: datasets.DatasetDict, metric: str) -> dict:
     """The search's pick against RFP's within one budget, before and after recovery."""
     budget = row["budget"]
     cells = {}
@@ -101,7 +98,7 @@ def compare_budget(run: Path, row: dict, data_args: DataArguments, metric: str) 
             if not (candidate / "extraction.json").is_file():
                 break
             cache = run / "rfp_comparison" / f"budget-{budget:g}-{method}-{stage}.json"
-            scored[method] = test_predictions(candidate, stage, data_args, cache)
+            scored[method] = candidate_predictions(candidate, stage, data_args, splits, cache)
         if len(scored) < len(METHODS):
             cells[stage] = {"outcome": "not measured", "reason": f"no {', '.join(set(METHODS) - set(scored))} "
                             f"candidate within {budget:g}"}
@@ -165,10 +162,10 @@ def report(run: Path) -> tuple[str, dict]:
     data_args = DataArguments(**{key: value for key, value in extraction["data"].items()
                                  if key in DataArguments.__dataclass_fields__})
     metric, main_metric = COMPARED_METRIC.get(task, MAIN_METRIC[task]), MAIN_METRIC[task]
-    comparisons = {row["budget"]: compare_budget(run, row, data_args, metric) for row in summary["budgets"]}
+    splits = load_raw_splits(data_args)  # once: every candidate is scored on its test split
+    comparisons = {row["budget"]: compare_budget(run, row, data_args, splits, metric) for row in summary["budgets"]}
     teacher = json.loads((Path(summary["teacher"]) / "results.json").read_text())
     supernet = json.loads((run / "supernet" / "results.json").read_text())
-    splits = load_raw_splits(data_args)
     trivial = trivial_metrics(task, np.array(splits["train"]["label"]), np.array(splits["test"]["label"]))
     lines = [f"Run: `{run}` ({task}; search seeded with RFP: {summary.get('search_seeded_with_rfp', False)}). "
              f"Test {main_metric}: teacher (fine-tuned) {teacher['test'][main_metric]:.4f}, the super-network's full "

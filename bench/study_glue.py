@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 
@@ -408,13 +409,19 @@ def test_predictions(task: str, model: torch.nn.Module, tokenizer: object, setti
                      ) -> dict:
     """A model's per-example test predictions (class ids, or floats for regression), the labels, and the test
     metrics they give."""
-    data_args = study_data_arguments(task, settings, data_dir)
-    test = tokenize_splits(load_raw_splits(data_args), tokenizer, data_args, ("test",))["test"]
+    return predictions_on_test(model, tokenizer, study_data_arguments(task, settings, data_dir),
+                               settings.eval_batch_size)
+
+
+def predictions_on_test(model: torch.nn.Module, tokenizer: object, data_args: DataArguments, batch_size: int,
+                        splits: datasets.DatasetDict | None = None) -> dict:
+    """test_predictions for any data flags (a prune.py run's, too); `splits`: the raw splits if already loaded."""
+    splits = load_raw_splits(data_args) if splits is None else splits
+    test = tokenize_splits(splits, tokenizer, data_args, ("test",))["test"]
     device = default_device()
-    predictions, labels = predict(model.to(device), make_dataloader(test, tokenizer, settings.eval_batch_size,
-                                                                    False, 0), device)
+    predictions, labels = predict(model.to(device), make_dataloader(test, tokenizer, batch_size, False, 0), device)
     return {"predictions": predictions.tolist(), "labels": labels.tolist(),
-            "test": compute_task_metrics(task, predictions, labels)}
+            "test": compute_task_metrics(data_args.task_name, predictions, labels)}
 
 
 def layer_dropping(task: str, checkpoint: Path, settings: StudySettings, data_dir: str) -> dict:
