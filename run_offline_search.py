@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     model_loading_time = time.time() - start_time
 
     tokenized, metrics_key = evaluation_splits(data_args, lm_args, tokenizer, model.config, ("validation", "test"))
-    loaders = evaluation_loaders(tokenized, tokenizer, search_args.per_device_eval_batch_size)
+    loaders = evaluation_loaders(tokenized, tokenizer, search_args.per_device_eval_batch_size,
+                                 least_padding=search_args.least_padding)
     data_loading_time = time.time() - start_time - model_loading_time
 
     search_space = checkpoint_search_space(nas_args.search_space, model, search_args.checkpoint_dir_model)

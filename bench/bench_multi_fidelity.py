@@ -2,8 +2,9 @@
 
 Runs run_offline_search.py on one super-network with the same searcher, seed and number of proposals:
 `exact` (every sub-network scored on the whole validation split, today's default), `multi_fidelity`
-(--multi_fidelity True) and, with --bf16, `exact_bf16` and `multi_fidelity_bf16`. A run whose results exist
-is not repeated. Then compares each with `exact`: wall-clock ratio, share of validation examples scored,
+(--multi_fidelity True) and, with --bf16, `exact_bf16` and `multi_fidelity_bf16`; with --least_padding,
+`exact_least_padding` and (with --bf16 too) `multi_fidelity_bf16_least_padding`, all three. A run whose results
+exist is not repeated. Then compares each with `exact`: wall-clock ratio, share of validation examples scored,
 validation hypervolume of the (fully scored) Pareto set, and the validation-best sub-network within 30 / 50 /
 70% of the encoder-layer parameters: its test metric, against the exact pick's within one standard error
 (bootstrap over the test examples, scored again here). bf16 runs also report how far each sub-network's
@@ -47,11 +48,14 @@ from nas_llm.search.results import is_full_fidelity  # noqa: E402
 from nas_llm.training.evaluation import predict  # noqa: E402
 
 BUDGETS = (0.3, 0.5, 0.7)  # shares of the encoder-layer parameters (the study's)
+FIDELITY, BF16, LEAST_PADDING = ["--multi_fidelity", "True"], ["--bf16", "True"], ["--least_padding", "True"]
 RUNS = {
     "exact": [],
-    "multi_fidelity": ["--multi_fidelity", "True"],
-    "exact_bf16": ["--bf16", "True"],
-    "multi_fidelity_bf16": ["--multi_fidelity", "True", "--bf16", "True"],
+    "multi_fidelity": FIDELITY,
+    "exact_bf16": BF16,
+    "multi_fidelity_bf16": FIDELITY + BF16,
+    "exact_least_padding": LEAST_PADDING,
+    "multi_fidelity_bf16_least_padding": FIDELITY + BF16 + LEAST_PADDING,
 }
 
 
@@ -156,19 +160,28 @@ def error_differences(results: dict, reference: dict) -> dict:
             if pairs else 0.0, "changed": int(np.count_nonzero(differences))}
 
 
+def fp32_twin(name: str, results: dict) -> dict | None:
+    """The results of the same search without bf16, if it ran: what a bf16 run's error differences are taken to."""
+    return results.get(name.replace("_bf16", "")) if "_bf16" in name else None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     parser = UsageArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--bf16", action="store_true", help="also run both searches under bf16 autocast")
+    parser.add_argument("--least_padding", action="store_true",
+                        help="also run the exact search (and, with --bf16, the multi-fidelity bf16 one) with "
+                        "--least_padding True")
     args = parser.parse_args(argv[:split])  # first, so that --help works without `--`
     if split == len(argv):
         raise UsageError("pass run_offline_search.py's flags after `--` (see this script's docstring)")
     search_flags = argv[split + 1:]
     if "--output_dir" in search_flags:
         raise UsageError("give --output_dir before `--`: each search writes into a folder of its own under it")
-    names = [name for name in RUNS if args.bf16 or not name.endswith("bf16")]
+    names = [name for name, flags in RUNS.items()
+             if (args.bf16 or "--bf16" not in flags) and (args.least_padding or "--least_padding" not in flags)]
     results = {name: run_search(name, args.output_dir, search_flags) for name in names}
     scorer = TestScorer(results["exact"])
     report = {
@@ -179,8 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         "exact_search_loop_s": search_loop_s(results["exact"]),
         "exact_validation_hypervolume": hypervolume_2d(
             np.array([[p["error"], p["params"]] for p in results["exact"]["pareto_set"]])),
-        "runs": {name: compare(results[name], results["exact"], scorer,
-                               results[name.removesuffix("_bf16")] if name.endswith("_bf16") else None)
+        "runs": {name: compare(results[name], results["exact"], scorer, fp32_twin(name, results))
                  for name in names if name != "exact"},
     }
     write_json_atomic(args.output_dir / "comparison.json", report)

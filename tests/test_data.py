@@ -1,4 +1,5 @@
 import csv
+import itertools
 import json
 import socket
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from nas_llm.data.data import (
     DataArguments,
     LengthGroupedBatches,
     TaskInfo,
+    least_padding_batches,
     load_raw_splits,
     make_dataloader,
     task_info_for,
@@ -461,6 +463,57 @@ def test_evaluation_batches_hold_similar_lengths_longest_first(tmp_path, tiny_be
     file_order_tokens = sum(max(lengths[start:start + 4]) * len(lengths[start:start + 4])
                             for start in range(0, len(lengths), 4))
     assert sum(batch["input_ids"].numel() for batch in batches) < file_order_tokens
+
+
+def cheapest_cut_by_enumeration(lengths: list[int], max_size: int, overhead: int) -> int:
+    """The least padded tokens plus `overhead` per batch over every way of cutting `lengths` (sorted, longest
+    first) into consecutive batches of at most `max_size`: all 2^(n-1) cut sets, for the reference."""
+    best = None
+    for cuts in itertools.product([False, True], repeat=len(lengths) - 1):
+        bounds = [0, *[index + 1 for index, cut in enumerate(cuts) if cut], len(lengths)]
+        sizes = [end - start for start, end in itertools.pairwise(bounds)]
+        if max(sizes) <= max_size:
+            cost = sum(lengths[start] * size + overhead for start, size in zip(bounds[:-1], sizes, strict=True))
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+def dataset_of_lengths(lengths: list[int]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"input_ids": [[7] * length for length in lengths]})
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("max_size", "overhead"), [(3, 0), (4, 5), (12, 20), (12, 1000)])
+def test_least_padding_batches_are_the_cheapest_cut_of_the_length_sorted_examples(seed, max_size, overhead):
+    lengths = [int(n) for n in torch.randint(1, 40, (11,), generator=torch.Generator().manual_seed(seed))]
+    batches = least_padding_batches(dataset_of_lengths(lengths), max_size, overhead)
+    rows = [row for batch in batches for row in batch]
+    assert sorted(rows) == list(range(len(lengths)))  # every example once
+    assert [lengths[row] for row in rows] == sorted(lengths, reverse=True)  # longest first
+    assert max(map(len, batches)) <= max_size
+    cost = sum(max(lengths[row] for row in batch) * len(batch) + overhead for batch in batches)
+    assert cost == cheapest_cut_by_enumeration(sorted(lengths, reverse=True), max_size, overhead)
+
+
+def test_least_padding_batches_by_hand():
+    # sorted 30, 10, 9, 9, 8: one batch pads to 150 tokens; cutting after the 30 costs 30 + 40 = 70 plus a second
+    # batch's overhead of 10, the best; a third batch saves at most 1 x 2 tokens for another 10
+    assert least_padding_batches(dataset_of_lengths([9, 30, 8, 10, 9]), 8, 10) == [[1], [3, 0, 4, 2]]
+    # at an overhead of 100 one batch is cheapest
+    assert least_padding_batches(dataset_of_lengths([9, 30, 8, 10, 9]), 8, 100) == [[1, 3, 0, 4, 2]]
+    # at most 2 a batch, overhead 1: 30 | 10 | 9 9 | 8 costs 66 + 4, 30 | 10 9 | 9 8 costs 68 + 3
+    assert least_padding_batches(dataset_of_lengths([9, 30, 8, 10, 9]), 2, 1) == [[1], [3], [0, 4], [2]]
+
+
+def test_least_padding_evaluation_loader_pads_each_batch_to_its_longest(tmp_path, tiny_bert_tokenizer):
+    tokenized = tokenized_sst2(tmp_path, tiny_bert_tokenizer, max_seq_length=64)
+    train = tokenized["train"].add_column("row", list(range(len(tokenized["train"]))))
+    lengths = [len(ids) for ids in train["input_ids"]]
+    batches = list(make_dataloader(train, tiny_bert_tokenizer, 4, False, 0, least_padding=True))
+    assert sorted(row for batch in batches for row in batch["row"].tolist()) == list(range(len(train)))
+    for batch in batches:
+        batch_lengths = [lengths[row] for row in batch["row"].tolist()]
+        assert batch["input_ids"].shape == (len(batch_lengths), max(batch_lengths)) and len(batch_lengths) <= 4
 
 
 def test_pad_to_max_length_pads_everything(tmp_path, tiny_bert_tokenizer):

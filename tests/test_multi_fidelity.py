@@ -11,7 +11,13 @@ from transformers import AutoModelForSequenceClassification
 
 import run_offline_search
 from nas_llm.common.errors import UsageError
-from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, tokenize_splits
+from nas_llm.data.data import (
+    BATCH_OVERHEAD_TOKENS,
+    DataArguments,
+    load_raw_splits,
+    make_dataloader,
+    tokenize_splits,
+)
 from nas_llm.data.metrics import compute_task_metrics, resampled_errors, task_error
 from nas_llm.model.models import load_supernet
 from nas_llm.model.slicing import runner_for
@@ -208,6 +214,22 @@ def test_the_race_scores_each_increment_in_batches_scaled_to_its_share(trained):
     assert sizes == [[8, 4], [9, 9], [15, 15]]  # 30 x 12/60 = 6 -> 8; 30 x 18/60 = 9; 30 x 30/60 = 15
 
 
+def padded_tokens_and_overhead(loader) -> int:
+    return sum(batch["input_ids"].numel() + BATCH_OVERHEAD_TOKENS for batch in loader)
+
+
+def test_with_least_padding_the_race_cuts_each_increment_where_its_padding_is_least(trained):
+    _, tokenizer, validation = validation_split(trained)
+    args = MultiFidelityArguments(True, [0.2, 0.5], 1.0)
+    scaled = ValidationRace(args, validation, tokenizer, 30, "rte", "params", 1)
+    least = ValidationRace(args, validation, tokenizer, 30, "rte", "params", 1, least_padding=True)
+    for scaled_loader, loader, indices in zip(scaled.loaders, least.loaders, share_increments(60, [0.2, 0.5], 1),
+                                              strict=True):
+        assert sorted(row for batch in loader.batch_sampler for row in batch) == list(range(len(indices)))
+        assert max(map(len, loader.batch_sampler)) <= 30
+        assert padded_tokens_and_overhead(loader) <= padded_tokens_and_overhead(scaled_loader)
+
+
 @pytest.mark.parametrize("shares", [[0.5, 0.3], [0.0, 0.5], [1.0], []])
 def test_bad_shares_are_refused(shares):
     with pytest.raises(UsageError, match="--fidelity_shares must be increasing shares in"):
@@ -398,6 +420,15 @@ def test_resuming_across_fidelity_settings_is_refused(tmp_path, trained, first, 
     search(tmp_path / "run", trained, *first, num_samples=2)
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         search(tmp_path / "run", trained, *second, num_samples=3)
+
+
+def test_least_padding_search_scores_like_a_plain_evaluation_and_records_the_setting(tmp_path, trained):
+    results = search(tmp_path / "least_padding", trained, "--least_padding", "True", num_samples=6)
+    records = logged(tmp_path / "least_padding")
+    assert results["settings"]["least_padding"] is True
+    assert [record["error"] for record in records] == full_split_errors(trained, records)
+    with pytest.raises(UsageError, match="--least_padding"):
+        search(tmp_path / "least_padding", trained, num_samples=7)
 
 
 def test_bf16_search_scores_under_bf16_autocast(tmp_path, trained):

@@ -628,16 +628,19 @@ def make_dataloader(
     shuffle: bool,
     seed: int,
     group_by_length: bool = False,
+    least_padding: bool = False,
 ) -> DataLoader:
     """Batches padded only to their longest example (multiple choice: [batch, choices, tokens], padded to the
     longest choice); a seeded generator makes the shuffled order reproducible (`loader.generator`, also the
     one `LengthGroupedBatches` draws from). Unshuffled (evaluation) batches group examples of similar length,
-    see `length_sorted_batches`; shuffled ones do with `group_by_length`."""
+    see `length_sorted_batches` (`least_padding`: `least_padding_batches`); shuffled ones do with
+    `group_by_length`."""
     collator = (DataCollatorForMultipleChoice if is_multiple_choice_data(dataset) else DataCollatorWithPadding)(
         tokenizer
     )
     if not shuffle:
-        return DataLoader(dataset, batch_sampler=length_sorted_batches(dataset, batch_size), collate_fn=collator)
+        batches = (least_padding_batches if least_padding else length_sorted_batches)(dataset, batch_size)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collator)
     generator = torch.Generator().manual_seed(seed)
     if group_by_length:
         batches = LengthGroupedBatches(example_lengths(dataset), batch_size, generator)
@@ -647,10 +650,11 @@ def make_dataloader(
 
 def evaluation_loaders(
     tokenized: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-    names: tuple[str, ...] = ("validation", "test"),
+    names: tuple[str, ...] = ("validation", "test"), least_padding: bool = False,
 ) -> dict[str, DataLoader]:
     """The unshuffled loaders of the splits `names` that a run scores its networks on."""
-    return {name: make_dataloader(tokenized[name], tokenizer, batch_size, False, 0) for name in names}
+    return {name: make_dataloader(tokenized[name], tokenizer, batch_size, False, 0, least_padding=least_padding)
+            for name in names}
 
 
 def example_lengths(dataset: datasets.Dataset) -> list[int]:
@@ -690,3 +694,37 @@ def length_sorted_batches(dataset: datasets.Dataset, batch_size: int) -> list[li
     lengths = example_lengths(dataset)
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+# What one more batch costs, in padded tokens: on one thread of a 2-core AMD EPYC (AVX512-BF16), a MiniLM forward
+# pass took about 10 ms beyond 0.30 ms a token in fp32 (0.15 ms in bf16), i.e. 35-70 tokens, and batches of a
+# handful of examples run their matrix products less efficiently (docs/benchmarks/multi-fidelity-search.md).
+BATCH_OVERHEAD_TOKENS = 64
+
+
+def least_padding_batches(dataset: datasets.Dataset, max_batch_size: int,
+                          overhead_tokens: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Evaluation batches of the length-sorted examples (longest first, as `length_sorted_batches`) cut where
+    the padded tokens plus `overhead_tokens` per batch are fewest, at most `max_batch_size` examples each.
+
+    A fixed batch size pads a batch of short examples to the longest of a wide range: the quickstart's 200
+    SST-2 validation examples hold 2,741 tokens and pad to 4,576 in batches of 64, to 3,074 in these. On a CPU
+    the work grows with the padded tokens; the per-batch cost keeps batches from shrinking to single examples.
+    Dynamic programming over the cut points: the cheapest cut of the examples from i on is the cheapest first
+    batch [i, i + k) (padded to example i, the longest) plus the cheapest cut from i + k on."""
+    lengths = example_lengths(dataset)
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    sorted_lengths = np.array([lengths[index] for index in order], dtype=np.int64)
+    num_examples = len(order)
+    cheapest_from = np.zeros(num_examples + 1, dtype=np.int64)  # cost of the best cut of examples i..end
+    first_batch_size = np.zeros(num_examples, dtype=np.int64)
+    for start in range(num_examples - 1, -1, -1):
+        sizes = np.arange(1, min(max_batch_size, num_examples - start) + 1)
+        costs = sizes * sorted_lengths[start] + overhead_tokens + cheapest_from[start + sizes]
+        best = len(sizes) - 1 - int(np.argmin(costs[::-1]))  # of equal costs, the largest batch
+        cheapest_from[start], first_batch_size[start] = costs[best], sizes[best]
+    batches, start = [], 0
+    while start < num_examples:
+        batches.append(order[start:start + first_batch_size[start]])
+        start += int(first_batch_size[start])
+    return batches

@@ -116,6 +116,16 @@ def increment_batch_size(batch_size: int, increment_size: int, num_examples: int
     return max(scaled, min(batch_size, MIN_INCREMENT_BATCH))
 
 
+def increment_loader(increment: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                     num_examples: int, least_padding: bool) -> DataLoader:
+    """An increment's length-sorted batches: in about as many as the whole split of `num_examples` has
+    (`increment_batch_size`), or, with `least_padding`, cut where its own padding is least."""
+    if least_padding:
+        return make_dataloader(increment, tokenizer, batch_size, False, 0, least_padding=True)
+    return make_dataloader(increment, tokenizer, increment_batch_size(batch_size, len(increment), num_examples),
+                           False, 0)
+
+
 @dataclass(frozen=True)
 class FrontMember:
     """A fully scored sub-network on the front: its error and cost, and its predictions on the whole split in
@@ -220,12 +230,11 @@ class ValidationRace:
     """One search's shares of the validation split, over which each proposed sub-network is raced."""
 
     def __init__(self, args: MultiFidelityArguments, dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase,
-                 batch_size: int, task_name: str, cost_name: str, seed: int):
+                 batch_size: int, task_name: str, cost_name: str, seed: int, least_padding: bool = False):
         self.task_name, self.cost_name, self.z, self.seed = task_name, cost_name, args.fidelity_z, seed
         self.num_examples = len(dataset)
-        self.loaders = [  # length-sorted batches, each increment in about as many as the whole split
-            make_dataloader(dataset.select(indices), tokenizer,
-                            increment_batch_size(batch_size, len(indices), self.num_examples), False, 0)
+        self.loaders = [
+            increment_loader(dataset.select(indices), tokenizer, batch_size, self.num_examples, least_padding)
             for indices in share_increments(self.num_examples, args.fidelity_shares, seed)
         ]
 
