@@ -288,7 +288,7 @@ def test_every_report_point_s_command_writes_a_checkpoint_of_that_point_s_size(c
 
 def test_a_search_seeded_with_rfp_scores_rfp_s_masks_first_in_the_importance_space(tmp_path):
     """--seed_search_with_rfp True runs RFP before the search, whose first records are RFP's masks (raced, with
-    --multi_fidelity True, like every proposal); its
+    --multi_fidelity True, like every proposal; --least_padding reaches the search too); its
     --budget_on params budgets become layer budgets from the super-network's own parameter counts (hand-counted
     here from the teacher's tensors); --search_space importance reaches the super-network and the search, not the
     teacher (a standard fine-tune scores no unit importance, which that space needs)."""
@@ -296,7 +296,7 @@ def test_a_search_seeded_with_rfp_scores_rfp_s_masks_first_in_the_importance_spa
     budgets = (0.8, 0.9)
     argv = task.argv(tmp_path / "out", budgets=",".join(map(str, budgets))) + [
         "--budget_on", "params", "--search_space", "importance", "--init_from_teacher", "True",
-        "--seed_search_with_rfp", "True", "--multi_fidelity", "True"]
+        "--seed_search_with_rfp", "True", "--multi_fidelity", "True", "--least_padding", "True"]
     completed = run_prune(argv)
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = tmp_path / "out"
@@ -313,6 +313,7 @@ def test_a_search_seeded_with_rfp_scores_rfp_s_masks_first_in_the_importance_spa
     assert [record.get("seeded_from", {}).get("budget") for record in records[:3]] == [
         point["budget"] for point in rfp["pareto_set"]] + [None]
     assert all("fidelity" in record for record in records)  # --multi_fidelity reached the search
+    assert json.loads((out / "search" / "results_rte.json").read_text())["settings"]["least_padding"] is True
     assert json.loads((out / "stages.json").read_text())["search"]["--initial_sub_networks"] == str(
         out.resolve() / "rfp" / "results_rte.json")
     assert json.loads((out / "stages.json").read_text())["teacher"]["--search_space"] == "small"

@@ -59,7 +59,8 @@ SUPERNET_RECIPE = {
 TEACHER_ONLY = ("--distill_hidden_states",)
 SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100", "--seed": "0"}
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
-SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size")  # run_offline_search.py's own flags
+# run_offline_search.py's own flags
+SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding")
 SET_BY_PIPELINE = {  # flags prune.py sets itself for every stage: a user's value would break the layout
     "output_dir", "model_name_or_path", "checkpoint_dir_model", "log_dir", "results", "pareto_index", "iteration",
     "budgets", "constraint", "resume_from_checkpoint", "objective", "overwrite_output_dir", "save_strategy",
