@@ -26,7 +26,7 @@ from nas_llm.common.errors import exit_on_usage_error
 from nas_llm.common.io_utils import tensorboard_writer
 from nas_llm.common.memory import bound_kernel_cache
 from nas_llm.common.precision import autocast_for, default_device
-from nas_llm.data.data import DataArguments, evaluation_loaders
+from nas_llm.data.data import DataArguments
 from nas_llm.data.lm_data import LMArguments, evaluation_splits
 from nas_llm.model.cost import CostMeter
 from nas_llm.model.slicing import runner_for
@@ -40,6 +40,7 @@ from nas_llm.search.offline import (
     log_results,
     results_settings,
     run_settings,
+    search_loaders,
     search_results,
     validation_scorer,
 )
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     model_loading_time = time.time() - start_time
 
     tokenized, metrics_key = evaluation_splits(data_args, lm_args, tokenizer, model.config, ("validation", "test"))
-    loaders = evaluation_loaders(tokenized, tokenizer, search_args.per_device_eval_batch_size,
-                                 least_padding=search_args.least_padding)
+    loaders = search_loaders(tokenized, tokenizer, search_args)
     data_loading_time = time.time() - start_time - model_loading_time
 
     search_space = checkpoint_search_space(nas_args.search_space, model, search_args.checkpoint_dir_model)

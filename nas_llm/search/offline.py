@@ -30,7 +30,7 @@ from nas_llm.common.errors import UsageError
 from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.common.io_utils import JsonLinesLog
 from nas_llm.common.memory import release_freed_memory
-from nas_llm.data.data import DataArguments, absolute_data_flags
+from nas_llm.data.data import DataArguments, absolute_data_flags, evaluation_loaders
 from nas_llm.data.lm_data import LMArguments, absolute_lm_flags
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
@@ -349,6 +349,13 @@ def load_checked_supernet(
     check_cost_seq_len(cost_args, model.config)
     model.to(device).eval()
     return model, tokenizer, nas_settings
+
+
+def search_loaders(tokenized: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase,
+                   search_args: SearchArguments) -> dict[str, DataLoader]:
+    """The validation and test loaders a search scores on, in its batch size (cut by --least_padding)."""
+    return evaluation_loaders(tokenized, tokenizer, search_args.per_device_eval_batch_size,
+                              least_padding=search_args.least_padding)
 
 
 def validation_scorer(
