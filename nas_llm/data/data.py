@@ -691,9 +691,13 @@ def length_sorted_batches(dataset: datasets.Dataset, batch_size: int) -> list[li
     first batch). Padding each batch to its longest example then wastes little: on the GLUE validation sets
     of the study 2.6-2.9x fewer tokens than in file order. Every metric here is order-free (predictions and
     labels travel together), and an example's prediction does not depend on its batch's padding."""
-    lengths = example_lengths(dataset)
-    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    order = longest_first(example_lengths(dataset))
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def longest_first(lengths: list[int]) -> list[int]:
+    """Example indices by decreasing length (ties in file order): the order evaluation batches are cut from."""
+    return sorted(range(len(lengths)), key=lambda index: -lengths[index])
 
 
 # What one more batch costs, in padded tokens: on one thread of a 2-core AMD EPYC (AVX512-BF16), a MiniLM forward
@@ -713,7 +717,7 @@ def least_padding_batches(dataset: datasets.Dataset, max_batch_size: int,
     Dynamic programming over the cut points: the cheapest cut of the examples from i on is the cheapest first
     batch [i, i + k) (padded to example i, the longest) plus the cheapest cut from i + k on."""
     lengths = example_lengths(dataset)
-    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    order = longest_first(lengths)
     sorted_lengths = np.array([lengths[index] for index in order], dtype=np.int64)
     num_examples = len(order)
     cheapest_from = np.zeros(num_examples + 1, dtype=np.int64)  # cost of the best cut of examples i..end
