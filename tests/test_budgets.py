@@ -25,14 +25,14 @@ def test_a_point_s_share_is_its_cost_over_the_unpruned_cost_in_the_measure_named
 
 @pytest.mark.parametrize(("budget", "budget_on", "best"), [
     (0.5, "encoder", SMALL),  # 20 layer parameters: only SMALL's 10
-    (0.8, "encoder", MID),  # all fit; LARGE and MID tie on error, MID is smaller
+    (0.8, "encoder", LARGE),  # all fit; LARGE and MID tie on error, LARGE is larger
     (0.7, "params", SMALL),  # 70 of 100 parameters: the embeddings alone are 60
     (0.88, "params", MID),
     (0.75, "flops", MID),
     (0.5, "latency", SMALL),
     (0.2, "latency", None),  # nothing is that fast
 ])
-def test_the_best_point_within_a_budget_has_the_lowest_error_then_the_smallest_size(budget, budget_on, best):
+def test_the_best_point_within_a_budget_has_the_lowest_error_then_the_largest_size(budget, budget_on, best):
     assert best_within(POINTS, budget, budget_on, UNPRUNED) is best
 
 

@@ -62,7 +62,7 @@ def point(error: float, layer_params: int, test_accuracy: float) -> dict:
 
 def test_budget_selects_the_best_validation_point_within_the_encoder_budget():
     points = [point(0.10, 90, 0.91), point(0.20, 50, 0.70), point(0.15, 60, 0.80), point(0.20, 40, 0.75)]
-    assert best_under_budget(points, 0.5, 100) is points[3]  # tie on error: the smaller one
+    assert best_under_budget(points, 0.5, 100) is points[1]  # tie on error: the larger one
     assert best_under_budget(points, 0.6, 100) is points[2]  # the test metric plays no part
     assert best_under_budget(points, 0.3, 100) is None
 
