@@ -206,6 +206,17 @@ def classification(tmp_path_factory) -> tuple[Task, Path]:
     return task, root / "out"
 
 
+def test_both_candidates_are_rescaled_by_least_squares_before_their_recovery_epochs(classification):
+    """RFP's model comes rescaled from run_rfp.py; the search's pick gets the same step in its extraction."""
+    _, output_dir = classification
+    for row in summary_of(output_dir)["budgets"]:
+        candidates = output_dir / "candidates" / Path(row["model_dir"]).name
+        search, rfp = (json.loads((candidates / name / "extraction.json").read_text()) for name in ("search", "rfp"))
+        assert search["lstsq_recovery"]["num_calibration_samples"] > 0
+        assert len(search["recovery"]["validation_per_epoch"]) == 1  # --recover_epochs 1, after the rescaling
+        assert "lstsq_recovery" not in rfp and len(rfp["recovery"]["validation_per_epoch"]) == 1
+
+
 def shipped_weights(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return {row["model_dir"].rsplit("/", 1)[1]: load_file(str(Path(row["model_dir"]) / "model.safetensors"))
             for row in summary_of(output_dir)["budgets"]}

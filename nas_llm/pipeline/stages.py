@@ -59,6 +59,9 @@ SUPERNET_RECIPE = {
 TEACHER_ONLY = ("--distill_hidden_states",)
 SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100", "--seed": "0"}
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
+# The search's pick is rescaled by least squares before its epochs, as run_rfp.py rescales RFP's model: both
+# candidates are then recovered alike (docs/benchmarks/13-beating-rfp.md measured it on MRPC)
+SEARCH_RECOVERY_DEFAULTS = {"--recover_lstsq": "True"}
 # run_offline_search.py's own flags
 SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding")
 SET_BY_PIPELINE = {  # flags prune.py sets itself for every stage: a user's value would break the layout
@@ -302,8 +305,11 @@ class Pipeline:
         flags = {"--results": str(results), **selection, **self.common("extract"), "--output_dir": str(output_dir),
                  "--log_dir": str(self.out / "tb")}
         if not self.settings.language_modeling:  # both candidates recovered alike: RFP + recovery is the fair rival
-            flags = {**flags, **RECOVERY_DEFAULTS, **routed(self.settings.pass_through, "recover"),
+            own_defaults = SEARCH_RECOVERY_DEFAULTS if method == "search" else {}
+            flags = {**flags, **RECOVERY_DEFAULTS, **own_defaults, **routed(self.settings.pass_through, "recover"),
                      "--teacher_model_name_or_path": str(self.teacher_dir)}
+            if method == "rfp":  # run_rfp.py has rescaled its model by least squares already
+                flags.pop("--recover_lstsq", None)
         doing = (f"extracting RFP's model for {budget:g}" if method == "rfp"
                  else f"extracting the search's best sub-network within {budget:g}")
         doing += "" if self.settings.language_modeling else " and recovering it"
@@ -446,8 +452,9 @@ class Pipeline:
             "num_layer_parameters": point["num_layer_parameters"],
             "macs": point["macs"],
             "latency_ms": point.get("latency_ms"),
+            # a pick off the Pareto set (a tie broken toward the larger) has no latency measured
             "shares": {name: size_share(point, name, unpruned) for name, measure in BUDGET_MEASURES.items()
-                       if measure in point},
+                       if point.get(measure) is not None},
             "sub_network": point.get("sub_network"),
             "validation": shipped["validation"],
             "test": shipped["test"],
