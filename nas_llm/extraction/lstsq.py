@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import datasets
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from nas_llm.data.data import make_dataloader
@@ -246,19 +247,20 @@ def tune_masks(
     was_training = pruned.training
     pruned.eval()
     scales: dict[str, list[list[float]]] = {"heads": [], "neurons": []}
+    blocks = [Block(layer, is_attention) for layer in range(sub_network.num_layers) for is_attention in (True, False)]
     try:
-        for layer in range(sub_network.num_layers):
-            for block in (Block(layer, True), Block(layer, False)):
-                kept = block.kept_units(sub_network)
-                block_scales = torch.ones(len(kept))
-                if len(kept):
-                    _, weight, input_dim, width = _projection(pruned, block)
-                    gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective)
-                    block_scales = solve_scales(
-                        gram_pp, gram_pe, weight.detach().movedim(input_dim, 1).cpu(), width, kept
-                    )
-                    fold_scales(pruned, block, kept, block_scales)
-                scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
+        # a calibration pass per block: minutes on a CPU, so with a bar (and prune.py's time left from it)
+        for block in tqdm(blocks, desc="least-squares tuning, block by block"):
+            kept = block.kept_units(sub_network)
+            block_scales = torch.ones(len(kept))
+            if len(kept):
+                _, weight, input_dim, width = _projection(pruned, block)
+                gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective)
+                block_scales = solve_scales(
+                    gram_pp, gram_pe, weight.detach().movedim(input_dim, 1).cpu(), width, kept
+                )
+                fold_scales(pruned, block, kept, block_scales)
+            scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
     finally:
         pruned.train(was_training)
     return scales
