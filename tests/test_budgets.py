@@ -36,6 +36,10 @@ def test_the_best_point_within_a_budget_has_the_lowest_error_then_the_largest_si
     assert best_within(POINTS, budget, budget_on, UNPRUNED) is best
 
 
+def test_rfp_s_candidate_keeps_the_smallest_of_tied_points():
+    assert best_within(POINTS, 0.8, "encoder", UNPRUNED, larger_on_tie=False) is MID
+
+
 @pytest.mark.parametrize("sizes_from", ["search", "supernet"])
 def test_a_budget_on_all_parameters_becomes_rfp_s_budget_on_the_layers(tmp_path: Path, sizes_from: str):
     """The unpruned sizes come from the search's results, or before the search (RFP seeding it) from the

@@ -406,7 +406,7 @@ class Pipeline:
             self.stage_number += 1
         if rfp is not None:
             rfp_points = [point | {"pareto_index": index} for index, point in enumerate(rfp["pareto_set"])]
-            rfp_best = best_within(rfp_points, budget, budget_on, unpruned)
+            rfp_best = best_within(rfp_points, budget, budget_on, unpruned, larger_on_tie=False)
             if rfp_best is not None:
                 stage = self.extract_stage(budget, "rfp", self.rfp_results(),
                                            {"--pareto_index": str(rfp_best["pareto_index"])})

@@ -23,15 +23,19 @@ def size_share(point: dict, budget_on: str, unpruned: dict) -> float:
     return point[measure] / unpruned[measure]
 
 
-def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dict) -> dict | None:
+def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dict, larger_on_tie: bool = True
+                ) -> dict | None:
     """The point with the lowest validation error within `budget`, None if none is; on a tie, the largest.
 
-    A pick is recovered before it ships, and an exact tie on error is in practice a tie of sub-networks that all
-    predict the majority class: the largest one within the budget has the most left to recover (on MRPC at 20% of
-    the encoder, the smallest tied pick had no layers left and could not learn at all)."""
+    A search's pick is recovered before it ships, and an exact tie on error is in practice a tie of sub-networks
+    that all predict the majority class: the largest one within the budget has the most left to recover (on MRPC at
+    20% of the encoder, the smallest tied pick had no layers left and could not learn at all). `larger_on_tie`
+    False keeps the smallest: RFP's models, one per budget it was run for, so that a budget added to a finished
+    run cannot take another budget's RFP candidate by a tie."""
     measure = BUDGET_MEASURES[budget_on]
     within = [point for point in points if measure in point and point[measure] <= budget * unpruned[measure]]
-    return min(within, key=lambda point: (point["error"], -size_share(point, budget_on, unpruned)), default=None)
+    sign = -1 if larger_on_tie else 1
+    return min(within, key=lambda point: (point["error"], sign * size_share(point, budget_on, unpruned)), default=None)
 
 
 def best_under_budget(points: list[dict], budget: float, unpruned_layer_params: int) -> dict | None:
