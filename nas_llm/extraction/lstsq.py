@@ -54,6 +54,11 @@ class Block:
         return unit_mask[self.layer].nonzero().flatten()
 
 
+def blocks_in_order(num_layers: int) -> list[Block]:
+    """Every layer's attention block, then its FFN block, first layer first: the order the stream passes them."""
+    return [Block(layer, is_attention) for layer in range(num_layers) for is_attention in (True, False)]
+
+
 def _projection(model: nn.Module, block: Block) -> tuple[nn.Module, torch.Tensor, int, int]:
     """(module, weight, the weight's input dim, the width of one unit on it) of the block's output projection."""
     family = family_for(model)
@@ -141,7 +146,7 @@ def unpruned_streams(
 ) -> UnprunedStreams:
     """The unpruned model's residual stream right after every block (residual + projection output), real tokens
     only, float32: the targets of every tuning, in one pass, shared by every sub-network tuned against `full`."""
-    blocks = [Block(layer, is_attention) for layer in range(len(layers_of(full))) for is_attention in (True, False)]
+    blocks = blocks_in_order(len(layers_of(full)))
     residuals: dict[Block, list[torch.Tensor]] = {block: [] for block in blocks}
     outputs: dict[Block, list[torch.Tensor]] = {block: [] for block in blocks}
     handles = []
@@ -247,7 +252,7 @@ def tune_masks(
     was_training = pruned.training
     pruned.eval()
     scales: dict[str, list[list[float]]] = {"heads": [], "neurons": []}
-    blocks = [Block(layer, is_attention) for layer in range(sub_network.num_layers) for is_attention in (True, False)]
+    blocks = blocks_in_order(sub_network.num_layers)
     try:
         # a calibration pass per block: minutes on a CPU, so with a bar (and prune.py's time left from it)
         for block in tqdm(blocks, desc="least-squares tuning, block by block"):
