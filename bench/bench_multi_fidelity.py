@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--least_padding", action="store_true",
                         help="also run the exact search (and, with --bf16, the multi-fidelity bf16 one) with "
                         "--least_padding True")
+    parser.add_argument("--only", nargs="+", choices=[name for name in RUNS if name != "exact"],
+                        help="run only these (and `exact`, which every run is compared with), whatever --bf16 and "
+                        "--least_padding say: e.g. "
+                        "multi_fidelity_bf16_least_padding for the fastest settings alone, which halves the "
+                        "benchmark's time and so the time another job on the machine can disturb it")
     args = parser.parse_args(argv[:split])  # first, so that --help works without `--`
     if split == len(argv):
         raise UsageError("pass run_offline_search.py's flags after `--` (see this script's docstring)")
@@ -189,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     if "--output_dir" in search_flags:
         raise UsageError("give --output_dir before `--`: each search writes into a folder of its own under it")
     warm_up(search_flags)
-    names = [name for name, flags in RUNS.items()
-             if (args.bf16 or "--bf16" not in flags) and (args.least_padding or "--least_padding" not in flags)]
+    names = ["exact", *args.only] if args.only else [
+        name for name, flags in RUNS.items()
+        if (args.bf16 or "--bf16" not in flags) and (args.least_padding or "--least_padding" not in flags)]
     results = {name: run_search(name, args.output_dir, search_flags) for name in names}
     scorer = TestScorer(results["exact"])
     report = {
