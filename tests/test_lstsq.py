@@ -160,10 +160,9 @@ def test_a_scale_beyond_the_bound_leaves_the_block_unscaled():
     """One unit, G = 1: the scale is 1 - c, and past MAX_SCALE the block keeps 1 (hand-computed)."""
     gram = torch.ones(1, 1, dtype=torch.float64)
     weight = torch.ones(1, 1, dtype=torch.float64)
-    kept = torch.tensor([0])
-    torch.testing.assert_close(solve_scales(gram, torch.tensor([[-1.0]], dtype=torch.float64), weight, 1, kept),
+    torch.testing.assert_close(solve_scales(gram, torch.tensor([[-1.0]], dtype=torch.float64), weight, 1),
                                torch.tensor([2.0]))
-    bounded = solve_scales(gram, torch.tensor([[-(MAX_SCALE + 1)]], dtype=torch.float64), weight, 1, kept)
+    bounded = solve_scales(gram, torch.tensor([[-(MAX_SCALE + 1)]], dtype=torch.float64), weight, 1)
     torch.testing.assert_close(bounded, torch.tensor([1.0]))
 
 

@@ -224,23 +224,22 @@ def block_gram(
     pruned: nn.Module, sub_network: SubNetwork, block: Block, batches: Sequence[dict], targets: UnprunedStreams,
     objective: TrainingObjective = CLASSIFICATION, stream: LayerOutputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Xp^T Xp, Xp^T E) summed over the real tokens of `batches` at the block's output projection.
+    """(Xp^T Xp, Xp^T E) summed over the real tokens of `batches` at the block's output projection, over the
+    kept units' input columns only (`kept_columns`, in its order): a removed unit's columns are zero.
 
     E is the drift of the residual stream after the block at unit scales: r_p + Xp_kept W_kept^T + b minus the
-    unpruned stream (`targets`). The capture runs before the masking hooks, so the removed units' columns are
-    zeroed here; the pass starts at the block's layer when `stream` holds the layer before's outputs
-    (`layer_outputs`), else at the embeddings, and ends at the projection.
+    unpruned stream (`targets`). The pass starts at the block's layer when `stream` holds the layer before's
+    outputs (`layer_outputs`), else at the embeddings, and ends at the projection.
     """
-    module, weight, input_dim, _ = _projection(pruned, block)
-    columns = weight.detach().double().movedim(input_dim, 1).cpu()  # [out, in]
+    module, weight, _, _ = _projection(pruned, block)
+    kept = kept_columns(pruned, block, sub_network)
+    columns = projection_columns(pruned, block, kept).double()  # [out, kept in]
     bias = 0 if module.bias is None else module.bias.detach().double().cpu()
-    kept_columns = torch.zeros(columns.shape[1], dtype=torch.bool)
-    kept_columns[_unit_columns(pruned, block, block.kept_units(sub_network))] = True
     residuals: list[torch.Tensor] = []
     inputs: list[torch.Tensor] = []
 
     def keep_input(module: nn.Module, args: tuple) -> None:
-        inputs.append(_rows(args[0]))
+        inputs.append(_rows(args[0][..., kept.to(args[0].device)]))
         raise _Captured
 
     handles = [_residual_hook(pruned, block, residuals), module.register_forward_pre_hook(keep_input)]
@@ -249,32 +248,41 @@ def block_gram(
         for index, (batch, target) in enumerate(zip(batches, targets, strict=True)):
             with masked(pruned, sub_network), _replaying(pruned, block.layer, stream, index):
                 _run_until_captured(pruned, _on_device(batch, pruned), objective)
-            residual, x_pruned = (_real_tokens(batch, rows) for rows in (residuals.pop(), inputs.pop()))
-            x_pruned = x_pruned * kept_columns
-            drift = residual + x_pruned @ columns.T + bias - target[block].double()
-            gram_pp = x_pruned.T @ x_pruned + (0 if gram_pp is None else gram_pp)
-            gram_pe = x_pruned.T @ drift + (0 if gram_pe is None else gram_pe)
+            residual, x_kept = (_real_tokens(batch, rows) for rows in (residuals.pop(), inputs.pop()))
+            drift = residual + x_kept @ columns.T + bias - target[block].double()
+            gram_pp = x_kept.T @ x_kept + (0 if gram_pp is None else gram_pp)
+            gram_pe = x_kept.T @ drift + (0 if gram_pe is None else gram_pe)
     finally:
         for handle in handles:
             handle.remove()
     return gram_pp, gram_pe
 
 
-def solve_scales(
-    gram_pp: torch.Tensor, gram_pe: torch.Tensor, weight: torch.Tensor, unit_width: int, kept: torch.Tensor
-) -> torch.Tensor:
+def kept_columns(model: nn.Module, block: Block, sub_network: SubNetwork) -> torch.Tensor:
+    """The input columns of the block's output projection that the kept units feed, unit by unit."""
+    return _unit_columns(model, block, block.kept_units(sub_network))
+
+
+def projection_columns(model: nn.Module, block: Block, columns: torch.Tensor) -> torch.Tensor:
+    """The block's output projection's weight as [out, in], those input columns only, on the CPU."""
+    _, weight, input_dim, _ = _projection(model, block)
+    return weight.detach().movedim(input_dim, 1)[:, columns.to(weight.device)].cpu()
+
+
+def solve_scales(gram_pp: torch.Tensor, gram_pe: torch.Tensor, weight: torch.Tensor, unit_width: int) -> torch.Tensor:
     """The least-squares scales of the kept units: 1 + d with G d = -c (least-norm d), or all 1 when a scale
     would leave [-MAX_SCALE, MAX_SCALE].
 
-    weight: the projection's [out, in] matrix; G_uv = <Xp_u W_u^T, Xp_v W_v^T>, c_u = <Xp_u W_u^T, E>.
+    weight: the projection's [out, kept in] columns, and the grams over the same columns (`block_gram`), unit by
+    unit; G_uv = <Xp_u W_u^T, Xp_v W_v^T>, c_u = <Xp_u W_u^T, E>.
     """
     weight = weight.double()
-    system = _unit_sums(gram_pp * (weight.T @ weight), unit_width)[kept][:, kept]
-    per_column = (gram_pe * weight.T).sum(dim=1)  # <Xp_i W_i^T, E> for every input column i
-    target = per_column.reshape(-1, unit_width).sum(dim=1)[kept]
+    system = _unit_sums(gram_pp * (weight.T @ weight), unit_width)
+    per_column = (gram_pe * weight.T).sum(dim=1)  # <Xp_i W_i^T, E> for every kept input column i
+    target = per_column.reshape(-1, unit_width).sum(dim=1)
     scales = 1 + torch.linalg.lstsq(system, -target[:, None], driver="gelsd").solution.flatten()
     if not torch.isfinite(scales).all() or scales.abs().max() > MAX_SCALE:
-        return torch.ones(len(kept))
+        return torch.ones(len(target))
     return scales.float()
 
 
@@ -310,11 +318,10 @@ def tune_masks(
             kept = block.kept_units(sub_network)
             block_scales = torch.ones(len(kept))
             if len(kept):
-                _, weight, input_dim, width = _projection(pruned, block)
+                width = _projection(pruned, block)[3]
                 gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective, stream)
-                block_scales = solve_scales(
-                    gram_pp, gram_pe, weight.detach().movedim(input_dim, 1).cpu(), width, kept
-                )
+                weight = projection_columns(pruned, block, kept_columns(pruned, block, sub_network))
+                block_scales = solve_scales(gram_pp, gram_pe, weight, width)
                 fold_scales(pruned, block, kept, block_scales)
             scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
             if not block.is_attention and block.layer + 1 < sub_network.num_layers:
