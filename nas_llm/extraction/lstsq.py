@@ -225,15 +225,15 @@ def block_gram(
     objective: TrainingObjective = CLASSIFICATION, stream: LayerOutputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Xp^T Xp, Xp^T E) summed over the real tokens of `batches` at the block's output projection, over the
-    kept units' input columns only (`kept_columns`, in its order): a removed unit's columns are zero.
+    kept units' input columns only (`_kept_columns`, in its order): a removed unit's columns are zero.
 
     E is the drift of the residual stream after the block at unit scales: r_p + Xp_kept W_kept^T + b minus the
     unpruned stream (`targets`). The pass starts at the block's layer when `stream` holds the layer before's
     outputs (`layer_outputs`), else at the embeddings, and ends at the projection.
     """
-    module, weight, _, _ = _projection(pruned, block)
-    kept = kept_columns(pruned, block, sub_network)
-    columns = projection_columns(pruned, block, kept).double()  # [out, kept in]
+    module = _projection(pruned, block)[0]
+    kept = _kept_columns(pruned, block, sub_network)
+    columns = _projection_columns(pruned, block, kept).double()  # [out, kept in]
     bias = 0 if module.bias is None else module.bias.detach().double().cpu()
     residuals: list[torch.Tensor] = []
     inputs: list[torch.Tensor] = []
@@ -258,12 +258,12 @@ def block_gram(
     return gram_pp, gram_pe
 
 
-def kept_columns(model: nn.Module, block: Block, sub_network: SubNetwork) -> torch.Tensor:
+def _kept_columns(model: nn.Module, block: Block, sub_network: SubNetwork) -> torch.Tensor:
     """The input columns of the block's output projection that the kept units feed, unit by unit."""
     return _unit_columns(model, block, block.kept_units(sub_network))
 
 
-def projection_columns(model: nn.Module, block: Block, columns: torch.Tensor) -> torch.Tensor:
+def _projection_columns(model: nn.Module, block: Block, columns: torch.Tensor) -> torch.Tensor:
     """The block's output projection's weight as [out, in], those input columns only, on the CPU."""
     _, weight, input_dim, _ = _projection(model, block)
     return weight.detach().movedim(input_dim, 1)[:, columns.to(weight.device)].cpu()
@@ -320,7 +320,7 @@ def tune_masks(
             if len(kept):
                 width = _projection(pruned, block)[3]
                 gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective, stream)
-                weight = projection_columns(pruned, block, kept_columns(pruned, block, sub_network))
+                weight = _projection_columns(pruned, block, _kept_columns(pruned, block, sub_network))
                 block_scales = solve_scales(gram_pp, gram_pe, weight, width)
                 fold_scales(pruned, block, kept, block_scales)
             scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
