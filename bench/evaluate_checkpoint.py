@@ -24,6 +24,7 @@ from nas_llm.common.precision import default_device  # noqa: E402
 from nas_llm.data.data import DataArguments, load_raw_splits, make_dataloader, task_info_for, tokenize_splits  # noqa: E402
 from nas_llm.data.metrics import metric_task  # noqa: E402
 from nas_llm.extraction.extract import load_extracted  # noqa: E402
+from nas_llm.extraction.selection import shipped_test_metrics  # noqa: E402
 from nas_llm.model.models import load_tokenizer  # noqa: E402
 from nas_llm.training.evaluation import evaluate  # noqa: E402
 
@@ -41,11 +42,7 @@ def recorded_test_metrics(checkpoint: Path) -> dict | None:
     extraction_file = checkpoint / "extraction.json"
     if not extraction_file.is_file():
         return None
-    extraction = json.loads(extraction_file.read_text())
-    for recovery in ("recovery", "lstsq_recovery"):
-        if recovery in extraction:
-            return extraction[recovery]["test_after"]
-    return extraction["test_extracted"]
+    return shipped_test_metrics(json.loads(extraction_file.read_text()))
 
 
 def main(argv: list[str] | None = None) -> None:

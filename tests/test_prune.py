@@ -207,12 +207,17 @@ def classification(tmp_path_factory) -> tuple[Task, Path]:
 
 
 def test_both_candidates_are_rescaled_by_least_squares_before_their_recovery_epochs(classification):
-    """RFP's model comes rescaled from run_rfp.py; the search's pick gets the same step in its extraction."""
+    """RFP's model comes rescaled from run_rfp.py; the search's pick gets the same step in its extraction, kept
+    only where it does not raise the validation error (--recover_lstsq_if_better)."""
     _, output_dir = classification
+    stages = json.loads((output_dir / "stages.json").read_text())
     for row in summary_of(output_dir)["budgets"]:
         candidates = output_dir / "candidates" / Path(row["model_dir"]).name
         search, rfp = (json.loads((candidates / name / "extraction.json").read_text()) for name in ("search", "rfp"))
         assert search["lstsq_recovery"]["num_calibration_samples"] > 0
+        assert stages[f"search-{Path(row['model_dir']).name}"]["--recover_lstsq_if_better"] == "True"
+        lstsq = search["lstsq_recovery"]
+        assert lstsq["kept"] is (lstsq["validation_after"]["error"] <= lstsq["validation_before"]["error"])
         assert len(search["recovery"]["validation_per_epoch"]) == 1  # --recover_epochs 1, after the rescaling
         assert "lstsq_recovery" not in rfp and len(rfp["recovery"]["validation_per_epoch"]) == 1
 

@@ -231,6 +231,43 @@ def test_lstsq_recovery_keeps_the_size_rescales_the_kept_units_and_records_its_m
     assert accuracy == pytest.approx(lstsq["test_after"]["accuracy"])
 
 
+@pytest.mark.parametrize("validation_errors, kept", [
+    ((0.30, 0.20), True),  # the scales lower the validation error: kept
+    ((0.30, 0.30), True),  # a tie keeps them too
+    ((0.30, 0.40), False),  # they raise it: the extracted model ships as it was
+])
+def test_lstsq_if_better_keeps_the_scales_only_where_validation_does_not_get_worse(
+    toy, tmp_path, monkeypatch, validation_errors, kept
+):
+    """The validation scores before and after the tuning are scripted (`evaluate` in recovery.py, called for
+    validation then test, before then after); the checkpoint written must be the tuned model or, bit for bit, the
+    extracted one, and the record, the model card and the shipped metrics must say which."""
+    from nas_llm.extraction import recovery
+
+    run, supernet, space, results_files = toy
+    scripted = iter([validation_errors[0], 0.45, validation_errors[1], 0.35])  # val, test before; val, test after
+
+    def scripted_evaluate(*args, **kwargs) -> dict[str, float]:
+        error = next(scripted)
+        return {"accuracy": 1 - error, "error": error}
+
+    monkeypatch.setattr(recovery, "evaluate", scripted_evaluate)
+    output_dir = tmp_path / "pruned"
+    select_and_extract.main([
+        "--results", str(results_files["custom_code"]), "--pareto_index", "0", "--recover_lstsq", "True",
+        "--recover_lstsq_if_better", "True", "--recover_calibration_samples", "16", "--output_dir", str(output_dir),
+    ])
+    report = json.loads((output_dir / "extraction.json").read_text())
+    assert report["lstsq_recovery"]["kept"] is kept
+    extracted = extract_sub_network(supernet, space.to_sub_network(SUB_NETWORKS["custom_code"])).state_dict()
+    shipped = AutoModelForSequenceClassification.from_pretrained(output_dir, trust_remote_code=True).state_dict()
+    unchanged = all(torch.equal(tensor, extracted[name]) for name, tensor in shipped.items())
+    assert unchanged is not kept
+    recorded = evaluate_checkpoint.recorded_test_metrics(output_dir)
+    assert recorded == ({"accuracy": 0.65, "error": 0.35} if kept else report["test_extracted"])
+    assert ("left out" in (output_dir / "README.md").read_text()) is not kept
+
+
 def test_evaluate_checkpoint_gives_the_shipped_models_metric_and_says_whether_it_is_the_recorded_one(toy, tmp_path):
     run, _, _, results_files = toy
     output_dir, report_file = tmp_path / "pruned", tmp_path / "reload.json"

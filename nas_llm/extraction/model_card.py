@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nas_llm.data.multiple_choice import classifier_auto_class, saved_as_multiple_choice
+from nas_llm.extraction.selection import shipped_test_metrics
 from nas_llm.model.families import family_for_config
 from nas_llm.model.label_scale import CONFIG_KEY, FOLDED_KEY, USAGE_KEY
 from nas_llm.model.sub_network import SubNetwork
@@ -25,11 +26,10 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int, num_cho
         f"| MACs per {per} | {point['macs']:,} | {unpruned['macs']:,} |",
         f"| validation error (the search's split) | {point['error']:.4f} | {unpruned['validation']['error']:.4f} |",
     ]
-    recovery = extraction.get("recovery") or extraction.get("lstsq_recovery")  # the last one applied
-    test = recovery["test_after"] if recovery else extraction["test_extracted"]
+    test = shipped_test_metrics(extraction)
     rows += [f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |" for name, value in test.items()
              if name != "error"]
-    if recovery:
+    if test is not extraction["test_extracted"]:
         rows += [
             f"| test {name} before recovery | {value:.4f} | |"
             for name, value in extraction["test_extracted"].items() if name != "error"
@@ -40,7 +40,10 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int, num_cho
 def _recovery(recovery: dict | None, lstsq_recovery: dict | None) -> list[str]:
     lines = [] if lstsq_recovery is None else [
         f"After extraction the kept heads and neurons were rescaled by layer-wise least squares on "
-        f"{lstsq_recovery['num_calibration_samples']:,} training examples (Kwon et al. 2022, no training).",
+        f"{lstsq_recovery['num_calibration_samples']:,} training examples (Kwon et al. 2022, no training)."
+        if lstsq_recovery.get("kept", True) else
+        "Layer-wise least-squares rescaling of the kept heads and neurons (Kwon et al. 2022) raised the "
+        "validation error, so it was left out.",
         "",
     ]
     if recovery is None:

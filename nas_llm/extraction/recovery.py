@@ -85,6 +85,13 @@ class RecoveryArguments:
     recover_calibration_samples: int = field(
         default=2048, metadata={"help": "Recovery: training examples of the least-squares tuning (--recover_lstsq)."}
     )
+    recover_lstsq_if_better: bool = field(
+        default=False,
+        metadata={"help": "Recovery: keep the least-squares scales of --recover_lstsq only if they do not raise the "
+                  "validation error; otherwise go on from the extracted model as it was (extraction.json's "
+                  "lstsq_recovery says whether they were kept). A sub-network trained inside a super-network "
+                  "can lose by being rescaled towards the full network; a model pruned without training seldom does."},
+    )
     log_dir: str = field(
         default="./tensorboard_log_dir",
         metadata={"help": "TensorBoard directory; recovery writes its losses into the run recover-<name of "
@@ -287,8 +294,10 @@ def least_squares_recovery(
     tuned, scales = tuned_extraction(supernet.to(device), sub_network, batches)
     tuned.to(device)
     after = {split: evaluate(tuned, loader, metrics_key, device) for split, loader in loaders.items()}
-    logger.info("Least-squares recovery: validation %s -> %s", before["validation"], after["validation"])
-    return tuned, {
+    kept = not args.recover_lstsq_if_better or after["validation"]["error"] <= before["validation"]["error"]
+    logger.info("Least-squares recovery: validation %s -> %s%s", before["validation"], after["validation"],
+                "" if kept else "; worse, so the extracted model goes on as it was (--recover_lstsq_if_better)")
+    return tuned if kept else extracted, {
         "method": "layer-wise least-squares mask tuning (Kwon et al. 2022) against the super-network's full network",
         "num_calibration_samples": sum(len(batch["labels"]) for batch in batches),
         "validation_before": before["validation"],
@@ -296,6 +305,7 @@ def least_squares_recovery(
         "validation_after": after["validation"],
         "test_after": after["test"],
         "scales": scales,
+        "kept": kept,
         "runtime_s": time.time() - start,
     }
 

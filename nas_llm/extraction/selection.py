@@ -92,6 +92,16 @@ def save_chosen(
     return "custom_code" if custom else "standard"
 
 
+def shipped_test_metrics(extraction: dict[str, Any]) -> dict[str, float]:
+    """The test metrics of the model an extraction.json describes: after recovery's epochs, else after least
+    squares (where its scales were kept), else as extracted."""
+    for step in ("recovery", "lstsq_recovery"):
+        record = extraction.get(step)
+        if record is not None and record.get("kept", True):
+            return record["test_after"]
+    return extraction["test_extracted"]
+
+
 def extraction_report(
     results_path: str, checkpoint: str, point: dict, kind: str, data_args: DataArguments, lm_args: LMArguments,
     extracted: nn.Module, test: dict[str, float], lstsq_recovery: dict | None, recovery: dict | None,

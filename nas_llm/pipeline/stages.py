@@ -35,6 +35,7 @@ from nas_llm.data.data import LM_TASK, DataArguments
 from nas_llm.data.lm_data import LMArguments
 from nas_llm.extraction.extract import SUB_NETWORK_FILE
 from nas_llm.extraction.recovery import RecoveryArguments
+from nas_llm.extraction.selection import shipped_test_metrics
 from nas_llm.search.budgets import BUDGET_MEASURES, SEARCH_OBJECTIVE, best_within, size_share
 from nas_llm.search.multi_fidelity import MultiFidelityArguments
 from nas_llm.search.results import results_file_name
@@ -61,7 +62,7 @@ SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100",
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
 # The search's pick is rescaled by least squares before its epochs, as run_rfp.py rescales RFP's model: both
 # candidates are then recovered alike (docs/benchmarks/13-beating-rfp.md measured it on MRPC)
-SEARCH_RECOVERY_DEFAULTS = {"--recover_lstsq": "True"}
+SEARCH_RECOVERY_DEFAULTS = {"--recover_lstsq": "True", "--recover_lstsq_if_better": "True"}
 # run_offline_search.py's own flags
 SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding")
 SET_BY_PIPELINE = {  # flags prune.py sets itself for every stage: a user's value would break the layout
@@ -487,7 +488,7 @@ def candidate_scores(extraction_path: Path) -> dict:
     validation = validation_before
     if recovery is not None and recovery["kept_epoch"] > 0:
         validation = recovery["validation_per_epoch"][recovery["kept_epoch"] - 1]
-    test = recovery["test_after"] if recovery else extraction["test_extracted"]
+    test = shipped_test_metrics(extraction)
     kept = json.loads((extraction_path.parent / SUB_NETWORK_FILE).read_text())
     point = point | {"sub_network": {"heads_per_layer": [len(heads) for heads in kept["kept_heads"]],
                                      "neurons_per_layer": [len(neurons) for neurons in kept["kept_neurons"]]}}
