@@ -29,7 +29,7 @@ def _size_and_scores(results: dict, extraction: dict, cost_seq_len: int, num_cho
     test = shipped_test_metrics(extraction)
     rows += [f"| test {name} | {value:.4f} | {unpruned['test'][name]:.4f} |" for name, value in test.items()
              if name != "error"]
-    if test is not extraction["test_extracted"]:
+    if test is not extraction["test_extracted"]:  # a recovery step changed the weights: show where they started
         rows += [
             f"| test {name} before recovery | {value:.4f} | |"
             for name, value in extraction["test_extracted"].items() if name != "error"
