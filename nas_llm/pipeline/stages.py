@@ -60,8 +60,9 @@ SUPERNET_RECIPE = {
 TEACHER_ONLY = ("--distill_hidden_states",)
 SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100", "--seed": "0"}
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
-# The search's pick is rescaled by least squares before its epochs, as run_rfp.py rescales RFP's model: both
-# candidates are then recovered alike (docs/benchmarks/13-beating-rfp.md measured it on MRPC)
+# The search's pick is rescaled by least squares before its epochs, as run_rfp.py rescales RFP's model, but only
+# where that does not raise its validation error: a super-network's sub-network can lose by it (STS-B, SST-2 in
+# docs/benchmarks/13-beating-rfp.md), a model pruned without training seldom does
 SEARCH_RECOVERY_DEFAULTS = {"--recover_lstsq": "True", "--recover_lstsq_if_better": "True"}
 # run_offline_search.py's own flags
 SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding")

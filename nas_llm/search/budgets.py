@@ -25,7 +25,8 @@ def size_share(point: dict, budget_on: str, unpruned: dict) -> float:
 
 def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dict, larger_on_tie: bool = True
                 ) -> dict | None:
-    """The point with the lowest validation error within `budget`, None if none is; on a tie, the largest.
+    """The point with the lowest validation error within `budget`, None if none is; on a tie, the largest
+    (the smallest with `larger_on_tie` False).
 
     A search's pick is recovered before it ships, and an exact tie on error is in practice a tie of sub-networks
     that all predict the majority class: the largest one within the budget has the most left to recover (on MRPC at
