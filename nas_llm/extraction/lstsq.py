@@ -223,9 +223,10 @@ def unpruned_streams(
 def block_gram(
     pruned: nn.Module, sub_network: SubNetwork, block: Block, batches: Sequence[dict], targets: UnprunedStreams,
     objective: TrainingObjective = CLASSIFICATION, stream: LayerOutputs | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Xp^T Xp, Xp^T E) summed over the real tokens of `batches` at the block's output projection, over the
-    kept units' input columns only (`_kept_columns`, in its order): a removed unit's columns are zero.
+    kept units' input columns only (`_kept_columns`, in its order): a removed unit's columns are zero; and the
+    projection's weight over those columns, [out, kept in] in double precision, which `solve_scales` needs too.
 
     E is the drift of the residual stream after the block at unit scales: r_p + Xp_kept W_kept^T + b minus the
     unpruned stream (`targets`). The pass starts at the block's layer when `stream` holds the layer before's
@@ -255,7 +256,7 @@ def block_gram(
     finally:
         for handle in handles:
             handle.remove()
-    return gram_pp, gram_pe
+    return gram_pp, gram_pe, columns
 
 
 def _kept_columns(model: nn.Module, block: Block, sub_network: SubNetwork) -> torch.Tensor:
@@ -319,8 +320,8 @@ def tune_masks(
             block_scales = torch.ones(len(kept))
             if len(kept):
                 width = _projection(pruned, block)[3]
-                gram_pp, gram_pe = block_gram(pruned, sub_network, block, batches, targets, objective, stream)
-                weight = _projection_columns(pruned, block, _kept_columns(pruned, block, sub_network))
+                gram_pp, gram_pe, weight = block_gram(pruned, sub_network, block, batches, targets, objective,
+                                                      stream)
                 block_scales = solve_scales(gram_pp, gram_pe, weight, width)
                 fold_scales(pruned, block, kept, block_scales)
             scales["heads" if block.is_attention else "neurons"].append(block_scales.tolist())
