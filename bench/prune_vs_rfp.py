@@ -52,6 +52,7 @@ from nas_llm.search.results import load_results  # noqa: E402
 STAGES = ("before", "after")  # recovery
 EVAL_BATCH_SIZE = 128
 METHODS = ("search", "rfp")
+SHIPPED_NAMES = {"search": "search", "rfp": "RFP + recovery", None: "nothing within the budget"}
 
 
 def candidate_model(candidate_dir: Path, stage: str) -> tuple:
@@ -137,9 +138,11 @@ def rfp_goal_line(task: str, comparisons: dict[float, dict], metric: str) -> str
     return "- " + rfp_line(task, cells, metric)
 
 
-def table(comparisons: dict[float, dict], metric: str) -> list[str]:
+def table(comparisons: dict[float, dict], metric: str, shipped: dict[float, str]) -> list[str]:
+    """The comparison per budget, and which candidate prune.py shipped there (the lower validation error): what a
+    user of the pipeline gets, beside what the search alone achieves."""
     lines = ["| budget | before: search / RFP (difference ± SE, outcome) | after: search / RFP + recovery "
-             "(difference ± SE, outcome) |", "|---|---|---|"]
+             "(difference ± SE, outcome) | prune.py ships |", "|---|---|---|---|"]
     for budget, cells in comparisons.items():
         row = []
         for stage in STAGES:
@@ -147,7 +150,7 @@ def table(comparisons: dict[float, dict], metric: str) -> list[str]:
             row.append(f"not measured: {cell['reason']}" if cell["outcome"] == "not measured" else
                        f"{cell['test']:.4f} / {cell['rfp_test']:.4f} ({cell['difference']:+.4f} ± "
                        f"{cell['standard_error']:.4f}, {cell['outcome']})")
-        lines.append(f"| ≤ {budget:.0%} | {row[0]} | {row[1]} |")
+        lines.append(f"| ≤ {budget:.0%} | {row[0]} | {row[1]} | {SHIPPED_NAMES[shipped[budget]]} |")
     return lines
 
 
@@ -164,19 +167,21 @@ def report(run: Path) -> tuple[str, dict]:
     metric, main_metric = COMPARED_METRIC.get(task, MAIN_METRIC[task]), MAIN_METRIC[task]
     splits = load_raw_splits(data_args)  # once: every candidate is scored on its test split
     comparisons = {row["budget"]: compare_budget(run, row, data_args, splits, metric) for row in summary["budgets"]}
+    shipped = {row["budget"]: row.get("method") for row in summary["budgets"]}
     teacher = json.loads((Path(summary["teacher"]) / "results.json").read_text())
     supernet = json.loads((run / "supernet" / "results.json").read_text())
     trivial = trivial_metrics(task, np.array(splits["train"]["label"]), np.array(splits["test"]["label"]))
     lines = [f"Run: `{run}` ({task}; search seeded with RFP: {summary.get('search_seeded_with_rfp', False)}). "
              f"Test {main_metric}: teacher (fine-tuned) {teacher['test'][main_metric]:.4f}, the super-network's full "
              f"network {supernet['test'][main_metric]:.4f}, trivial predictor {trivial[main_metric]:.4f}.", "",
-             *table(comparisons, metric), "", GOAL_HEADING, ""]
+             *table(comparisons, metric, shipped), "", GOAL_HEADING, ""]
     lines += [budget_line(task, run, row, summary["unpruned"], main_metric, teacher["test"][main_metric],
                           trivial[main_metric]) for row in summary["budgets"]]
     lines.append(rfp_goal_line(task, comparisons, metric))
     record = {"run": str(run), "task": task, "metric": metric, "teacher_test": teacher["test"],
               "supernet_full_test": supernet["test"], "trivial_test": trivial,
-              "comparisons": {f"{budget:g}": cells for budget, cells in comparisons.items()}}
+              "comparisons": {f"{budget:g}": cells for budget, cells in comparisons.items()},
+              "shipped": {f"{budget:g}": method for budget, method in shipped.items()}}
     return "\n".join(lines) + "\n", record
 
 

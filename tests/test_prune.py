@@ -383,6 +383,9 @@ def test_the_rfp_comparison_of_a_run_pairs_the_shipped_candidates_test_predictio
                                      ).read_text())
             assert record["comparisons"][budget]["before"][field_name] == pytest.approx(
                 extraction["test_extracted"]["accuracy"])
+        shipped_weights = (output_dir / "models" / f"budget-{budget}" / "model.safetensors").read_bytes()
+        assert (output_dir / "candidates" / f"budget-{budget}" / record["shipped"][budget] / "model.safetensors"
+                ).read_bytes() == shipped_weights  # the column names the candidate whose weights models/ holds
     sys.path.insert(0, str(PROJECT_DIR / "bench"))
     from study_glue import read_goal_lines
 
