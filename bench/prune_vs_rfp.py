@@ -75,17 +75,25 @@ def recorded_test(candidate_dir: Path, stage: str) -> dict[str, float]:
 
 def candidate_predictions(candidate_dir: Path, stage: str, data_args: DataArguments, splits: datasets.DatasetDict,
                           cache: Path) -> dict:
-    """Per-example test predictions and labels of one candidate, computed once; checked against its record."""
-    if cache.is_file():
+    """Per-example test predictions and labels of one candidate, computed once and checked against its record; a
+    cache that no longer matches the record (the stage was run again since) is computed again."""
+    recorded = recorded_test(candidate_dir, stage)
+    if cache.is_file() and not mismatches(json.loads(cache.read_text())["test"], recorded):
         return json.loads(cache.read_text())
     scored = predictions_on_test(*candidate_model(candidate_dir, stage), data_args, EVAL_BATCH_SIZE, splits)
-    recorded = recorded_test(candidate_dir, stage)
-    for name, value in recorded.items():
-        if name in scored["test"] and not math.isclose(scored["test"][name], value, rel_tol=1e-4, abs_tol=1e-5):
-            raise SystemExit(f"{candidate_dir} ({stage} recovery): test {name} recomputed as {scored['test'][name]}, "
-                             f"extraction.json records {value}; the comparison would not be of the shipped candidates")
+    if wrong := mismatches(scored["test"], recorded):
+        name = wrong[0]
+        raise SystemExit(f"{candidate_dir} ({stage} recovery): test {name} recomputed as {scored['test'][name]}, "
+                         f"extraction.json records {recorded[name]}; the comparison would not be of the shipped "
+                         "candidates")
     write_json_atomic(cache, scored)
     return scored
+
+
+def mismatches(scored: dict[str, float], recorded: dict[str, float]) -> list[str]:
+    """The recorded test metrics that `scored` does not reproduce."""
+    return [name for name, value in recorded.items()
+            if name in scored and not math.isclose(scored[name], value, rel_tol=1e-4, abs_tol=1e-5)]
 
 
 def compare_budget(run: Path, row: dict, data_args: DataArguments, splits: datasets.DatasetDict, metric: str) -> dict:

@@ -365,8 +365,15 @@ def test_the_rfp_comparison_of_a_run_pairs_the_shipped_candidates_test_predictio
     goal lines are those bench/study_glue.py --check_goal reads."""
     task, output_dir = classification
     report_md = tmp_path / "comparison.md"
-    completed = subprocess.run([sys.executable, "bench/prune_vs_rfp.py", str(output_dir), "--output", str(report_md)],
-                               cwd=PROJECT_DIR, capture_output=True, text=True)
+    command = [sys.executable, "bench/prune_vs_rfp.py", str(output_dir), "--output", str(report_md)]
+    completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # a stage run again after the first comparison leaves a stale cache of predictions: it is scored again
+    stale = output_dir / "rfp_comparison" / "budget-0.3-search-after.json"
+    cached = json.loads(stale.read_text())
+    stale.write_text(json.dumps(cached | {"predictions": [0] * len(cached["predictions"]),
+                                          "test": {"accuracy": -1.0}}))
+    completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     record = json.loads(report_md.with_suffix(".json").read_text())
     for budget in ("0.3", "0.6"):
