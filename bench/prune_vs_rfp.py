@@ -44,7 +44,7 @@ from nas_llm.common.io_utils import write_json_atomic, write_text_atomic  # noqa
 from nas_llm.data.data import DataArguments, load_raw_splits  # noqa: E402
 from nas_llm.data.metrics import MAIN_METRIC, trivial_metrics  # noqa: E402
 from nas_llm.extraction.extract import SUB_NETWORK_FILE, load_extracted  # noqa: E402
-from nas_llm.extraction.selection import load_chosen  # noqa: E402
+from nas_llm.extraction.selection import load_chosen, shipped_test_metrics  # noqa: E402
 from nas_llm.model.models import load_tokenizer  # noqa: E402
 from nas_llm.model.sub_network import SubNetwork  # noqa: E402
 from nas_llm.search.results import load_results  # noqa: E402
@@ -52,7 +52,7 @@ from nas_llm.search.results import load_results  # noqa: E402
 STAGES = ("before", "after")  # recovery
 EVAL_BATCH_SIZE = 128
 METHODS = ("search", "rfp")
-SHIPPED_NAMES = {"search": "search", "rfp": "RFP + recovery", None: "nothing within the budget"}
+SHIPPED_NAMES = {"search": "search", "rfp": "RFP + recovery"}
 
 
 def candidate_model(candidate_dir: Path, stage: str) -> tuple:
@@ -68,9 +68,9 @@ def candidate_model(candidate_dir: Path, stage: str) -> tuple:
 
 
 def recorded_test(candidate_dir: Path, stage: str) -> dict[str, float]:
+    """What extraction.json records for the candidate before recovery, or for the checkpoint it shipped after."""
     extraction = json.loads((candidate_dir / "extraction.json").read_text())
-    recovery = extraction.get("recovery")
-    return recovery["test_after"] if stage == "after" and recovery else extraction["test_extracted"]
+    return shipped_test_metrics(extraction) if stage == "after" else extraction["test_extracted"]
 
 
 def candidate_predictions(candidate_dir: Path, stage: str, data_args: DataArguments, splits: datasets.DatasetDict,
@@ -78,8 +78,9 @@ def candidate_predictions(candidate_dir: Path, stage: str, data_args: DataArgume
     """Per-example test predictions and labels of one candidate, computed once and checked against its record; a
     cache that no longer matches the record (the stage was run again since) is computed again."""
     recorded = recorded_test(candidate_dir, stage)
-    if cache.is_file() and not mismatches(json.loads(cache.read_text())["test"], recorded):
-        return json.loads(cache.read_text())
+    cached = json.loads(cache.read_text()) if cache.is_file() else None
+    if cached is not None and not mismatches(cached["test"], recorded):
+        return cached
     scored = predictions_on_test(*candidate_model(candidate_dir, stage), data_args, EVAL_BATCH_SIZE, splits)
     if wrong := mismatches(scored["test"], recorded):
         name = wrong[0]
@@ -175,7 +176,7 @@ def report(run: Path) -> tuple[str, dict]:
     metric, main_metric = COMPARED_METRIC.get(task, MAIN_METRIC[task]), MAIN_METRIC[task]
     splits = load_raw_splits(data_args)  # once: every candidate is scored on its test split
     comparisons = {row["budget"]: compare_budget(run, row, data_args, splits, metric) for row in summary["budgets"]}
-    shipped = {row["budget"]: row.get("method") for row in summary["budgets"]}
+    shipped = {row["budget"]: row["method"] for row in summary["budgets"]}
     teacher = json.loads((Path(summary["teacher"]) / "results.json").read_text())
     supernet = json.loads((run / "supernet" / "results.json").read_text())
     trivial = trivial_metrics(task, np.array(splits["train"]["label"]), np.array(splits["test"]["label"]))
