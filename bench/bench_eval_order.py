@@ -43,13 +43,13 @@ def padded_tokens(batches: Iterable[dict[str, torch.Tensor]]) -> int:
 def parse_args() -> argparse.Namespace:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a super-network or fine-tuned checkpoint of the task")
-    parser.add_argument("--task_name", required=True)
+    parser.add_argument("--task_name", required=True, help="the GLUE task whose validation split is timed")
     parser.add_argument("--data_dir", required=True, help="GLUE files in the <TASK>/{train,dev}.tsv layout")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="validation examples")
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--max_seq_length", type=int, default=128, help="tokens per example at most")
+    parser.add_argument("--batch_size", type=int, default=128, help="validation examples per batch")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per arm; the fastest counts")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", type=Path, required=True, help="JSON file for the measurements")
     return parser.parse_args()
 

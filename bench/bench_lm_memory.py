@@ -41,8 +41,9 @@ def peak_rss_gb(command: list[str]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", type=Path, required=True)
-    parser.add_argument("--block_size", type=int, default=128)
+    parser.add_argument("--output_dir", type=Path, required=True,
+                        help="the random model, its corpus, the stages' outputs and the measurements")
+    parser.add_argument("--block_size", type=int, default=128, help="tokens per language-modelling example")
     args = parser.parse_args(argv)
     root = args.output_dir
     model_dir = root / "model"

@@ -85,7 +85,7 @@ def largest_difference(first: dict, second: dict) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = UsageArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint_dir_model", required=True, help="the super-network (or fine-tuned model)")
-    parser.add_argument("--task_name", required=True)
+    parser.add_argument("--task_name", required=True, help="the task the super-network was trained on")
     parser.add_argument("--data_dir", required=True, help="where <TASK>/train.tsv is, as for the other scripts")
     parser.add_argument("--results", required=True, type=Path,
                         help="a search's results file (its evaluations log beside it holds the masks)")

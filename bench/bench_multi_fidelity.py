@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     parser = UsageArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--output_dir", required=True, type=Path,
+                        help="one folder per run, and comparison.json")
     parser.add_argument("--bf16", action="store_true", help="also run both searches under bf16 autocast")
     parser.add_argument("--least_padding", action="store_true",
                         help="also run the exact search (and, with --bf16, the multi-fidelity bf16 one) with "

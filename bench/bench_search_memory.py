@@ -94,14 +94,16 @@ def summarise(rss_after_sample_mb: list[float], live_tensors: dict[int, int]) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--architecture", default="minilm", choices=list(ARCHITECTURES))
-    parser.add_argument("--sub_network_execution", default="slice", choices=list(SUB_NETWORK_RUNNERS))
-    parser.add_argument("--num_samples", type=int, default=500)
+    parser.add_argument("--architecture", default="minilm", choices=list(ARCHITECTURES),
+                        help="the model shapes (random weights)")
+    parser.add_argument("--sub_network_execution", default="slice", choices=list(SUB_NETWORK_RUNNERS),
+                        help="how each sub-network runs: as run_offline_search.py's flag of that name")
+    parser.add_argument("--num_samples", type=int, default=500, help="sub-networks evaluated")
     parser.add_argument("--num_batches", type=int, default=2, help="validation batches")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=32, help="examples per validation batch")
+    parser.add_argument("--seq_len", type=int, default=128, help="tokens per example")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, the data and the sampled sub-networks")
     parser.add_argument(
         "--without_malloc_trim", dest="malloc_trim", action="store_false",
         help="leave out run_offline_search.py's malloc_trim after every sample, to see what glibc retains",

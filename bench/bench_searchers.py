@@ -115,9 +115,12 @@ def draw(runs: dict[str, list[dict]], objective: str, title: str, output: Path) 
 def parse(argv: list[str]):
     split = argv.index("--") if "--" in argv else len(argv)
     parser = UsageArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True, type=Path)
-    parser.add_argument("--searchers", nargs="+", default=list(SEARCH_STRATEGIES), choices=list(SEARCH_STRATEGIES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output_dir", required=True, type=Path,
+                        help="one folder per searcher and seed, searchers.json and searchers.png go here")
+    parser.add_argument("--searchers", nargs="+", default=list(SEARCH_STRATEGIES), choices=list(SEARCH_STRATEGIES),
+                        help="the searchers to compare (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="one search per searcher and seed; finished runs are not repeated")
     parser.add_argument("--num_samples", type=int, default=300, help="evaluations per search")
     args = parser.parse_args(argv[:split])  # first, so that --help works without `--`
     if split == len(argv):

@@ -368,16 +368,17 @@ def print_summary(architecture: str, results: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
+    parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES),
+                        help="the model shapes to measure (random weights)")
     parser.add_argument("--num_configs", type=int, default=100, help="random SMALL-space configs evaluated")
     parser.add_argument("--num_batches", type=int, default=4, help="fixed evaluation batches per config")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--train_batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=16, help="examples per evaluation batch")
+    parser.add_argument("--seq_len", type=int, default=128, help="tokens per example")
+    parser.add_argument("--train_batch_size", type=int, default=8, help="examples per timed training step")
     parser.add_argument("--train_steps", type=int, default=20, help="timed one_shot steps per mode")
-    parser.add_argument("--warmup_steps", type=int, default=3)
+    parser.add_argument("--warmup_steps", type=int, default=3, help="untimed steps before the timed ones")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, the data and the configs")
     parser.add_argument("--profile", action="store_true", help="add torch.profiler tables of the first 3 configs")
     parser.add_argument("--quick", action="store_true", help=f"smoke run; overrides {', '.join(QUICK_SETTINGS)}")
     parser.add_argument("--output", type=Path, help="JSON file for all numbers")

@@ -657,7 +657,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True, help="JSON file, rewritten after every part")
     parser.add_argument("--max_minutes", type=float, default=8.0, help="time limit of the whole run")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where to run (default: cuda when there is one)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run, in order")
     parser.add_argument("--tiny", action="store_true", help="tiny random models and sizes: a smoke test for CPUs")
     args = parser.parse_args(argv)

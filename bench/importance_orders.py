@@ -45,16 +45,18 @@ def top_k(order: torch.Tensor, k: int) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> None:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", required=True)
+    parser.add_argument("--model_name_or_path", required=True,
+                        help="the pre-trained model super-network training starts from")
     parser.add_argument("--fine_tuned", required=True, help="checkpoint of the model fine-tuned on the task")
-    parser.add_argument("--task_name", required=True)
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--max_train_samples", type=int)
-    parser.add_argument("--max_eval_samples", type=int)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_importance_batches", type=int, default=32)
+    parser.add_argument("--task_name", required=True, help="the GLUE task")
+    parser.add_argument("--data_dir", required=True, help="GLUE files in the <TASK>/{train,dev}.tsv layout")
+    parser.add_argument("--max_train_samples", type=int, help="training examples (default: all)")
+    parser.add_argument("--max_eval_samples", type=int, help="validation examples (default: all)")
+    parser.add_argument("--batch_size", type=int, default=32, help="examples per importance batch")
+    parser.add_argument("--num_importance_batches", type=int, default=32,
+                        help="training batches the scores are summed over, as train_supernet.py's flag")
     parser.add_argument("--seed", type=int, default=42, help="train_supernet.py's --seed: the new head's weights")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", required=True, help="JSON file for the agreement and the validation table")
     args = parser.parse_args(argv)
     data_args = DataArguments(
         task_name=args.task_name, data_dir=args.data_dir, max_train_samples=args.max_train_samples,

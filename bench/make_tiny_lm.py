@@ -108,11 +108,12 @@ def write_tiny_lm(directory: Path, family: str, seed: int = 0, max_positions: in
 
 def main(argv: list[str] | None = None) -> None:
     parser = UsageArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=FAMILIES, default="qwen2")
-    parser.add_argument("--output_dir", type=Path, default=Path("./tiny_lm"))
-    parser.add_argument("--num_train_lines", type=int, default=2000)
-    parser.add_argument("--num_test_lines", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=FAMILIES, default="qwen2", help="the model family, at its library defaults")
+    parser.add_argument("--output_dir", type=Path, default=Path("./tiny_lm"),
+                        help="model/, train.txt and test.txt go here")
+    parser.add_argument("--num_train_lines", type=int, default=2000, help="sentences in train.txt")
+    parser.add_argument("--num_test_lines", type=int, default=300, help="sentences in test.txt")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the corpus")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_tiny_lm(args.output_dir / "model", args.family, args.seed)

@@ -77,16 +77,17 @@ def markdown(results: dict[str, list[dict]], metric: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = UsageArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", nargs="+", required=True)
-    parser.add_argument("--labels", nargs="+", required=True)
-    parser.add_argument("--task_name", required=True)
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--max_train_samples", type=int)
-    parser.add_argument("--max_eval_samples", type=int)
-    parser.add_argument("--max_test_samples", type=int)
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="super-networks to compare")
+    parser.add_argument("--labels", nargs="+", required=True, help="one name per checkpoint, for the table")
+    parser.add_argument("--task_name", required=True, help="the task they were trained on")
+    parser.add_argument("--data_dir", required=True, help="GLUE files in the <TASK>/{train,dev}.tsv layout")
+    parser.add_argument("--max_train_samples", type=int,
+                        help="training examples tokenized (only validation and test are scored)")
+    parser.add_argument("--max_eval_samples", type=int, help="validation examples (default: all)")
+    parser.add_argument("--max_test_samples", type=int, help="test examples (default: all)")
     parser.add_argument("--configs", type=json.loads, default=DEFAULT_CONFIGS, help="JSON list of small-space configs")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--batch_size", type=int, default=64, help="examples per evaluation batch")
+    parser.add_argument("--output", required=True, help="JSON file for the metrics per config")
     args = parser.parse_args(argv)
     data_args = DataArguments(
         task_name=args.task_name, data_dir=args.data_dir, max_train_samples=args.max_train_samples,

@@ -1187,8 +1187,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write the report into this page between the study markers "
                         "(docs/benchmarks/09-glue-study-v2.md)")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of stsb,sst2,mrpc,rte, in that order")
-    parser.add_argument("--num_train_epochs", type=int, default=None)
-    parser.add_argument("--learning_rate", type=float, default=None)
+    parser.add_argument("--num_train_epochs", type=int, default=None,
+                        help="epochs of every training stage (default: the study's 3)")
+    parser.add_argument("--learning_rate", type=float, default=None,
+                        help="learning rate of every training stage (default: the study's 1e-4)")
     parser.add_argument("--max_train_samples", default=None,
                         help="per task, e.g. sst2=10000 (the others use the whole 70%% split)")
     parser.add_argument("--max_eval_samples", default=None,

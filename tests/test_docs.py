@@ -89,14 +89,19 @@ def documented_calls() -> list[tuple[str, str, list[str]]]:
 
 
 @cache
-def accepted_flags() -> dict[str, set[str]]:
-    """Every documented script's flags, from its --help parser; one subprocess for all of them."""
+def script_flags() -> dict[str, dict[str, list[str]]]:
+    """Every documented script's flags and those without help text, from its --help parser; one subprocess for
+    all of them."""
     scripts = sorted({script for _, script, _ in documented_calls() if (PROJECT_DIR / script).is_file()})
     completed = subprocess.run(
         [sys.executable, "tools/script_parsers.py", *scripts], cwd=PROJECT_DIR, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    return {script: set(flags) for script, flags in json.loads(completed.stdout).items()}
+    return json.loads(completed.stdout)
+
+
+def accepted_flags() -> dict[str, set[str]]:
+    return {script: set(flags["flags"]) for script, flags in script_flags().items()}
 
 
 def test_the_docs_show_the_pipelines_commands():
@@ -111,6 +116,12 @@ def test_every_documented_command_runs_a_script_with_flags_it_accepts(page, scri
     assert (PROJECT_DIR / script).is_file(), f"{page}: no script {script}"
     unknown = [flag for flag in flags if flag not in accepted_flags()[script]]
     assert not unknown, f"{page}: {script} does not accept {unknown}"
+
+
+def test_every_documented_scripts_flags_say_what_they_do():
+    """`--help` is the reference a user reaches first: a flag with no text there sends them to the code."""
+    silent = {script: flags["without_help"] for script, flags in script_flags().items() if flags["without_help"]}
+    assert not silent, f"flags with no --help text: {silent}"
 
 
 def test_a_bogus_flag_is_caught():

@@ -4,7 +4,8 @@ Only the script's file name is needed (not where its argument dataclasses live),
 docs test keep working when the library moves. The script runs as `__main__` with `--help` until argparse is
 about to print the help; that parser is returned instead of printed. Runs scripts, so call it in a subprocess.
 
-    python tools/script_parsers.py train_supernet.py bench/make_tiny_lm.py   # JSON: script -> its flags
+    python tools/script_parsers.py train_supernet.py bench/make_tiny_lm.py
+    # JSON: script -> {"flags": every flag, "without_help": the flags --help prints no text for}
 """
 
 from __future__ import annotations
@@ -52,8 +53,16 @@ def option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(flag for action in parser._actions for flag in action.option_strings)
 
 
+def flags_without_help(parser: argparse.ArgumentParser) -> list[str]:
+    """The flags whose --help line says nothing: a user would have to read the code to know what they do."""
+    return sorted(action.option_strings[-1] for action in parser._actions
+                  if action.option_strings and not action.help)
+
+
 def main() -> None:
-    print(json.dumps({script: option_strings(parser_of(script)) for script in sys.argv[1:]}))
+    parsers = {script: parser_of(script) for script in sys.argv[1:]}
+    print(json.dumps({script: {"flags": option_strings(parser), "without_help": flags_without_help(parser)}
+                      for script, parser in parsers.items()}))
 
 
 if __name__ == "__main__":
