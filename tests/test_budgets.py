@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nas_llm.pipeline.stages import Pipeline, PipelineSettings
-from nas_llm.search.budgets import best_within, size_share
+from nas_llm.search.budgets import best_under_budget, best_within, size_share
 
 UNPRUNED = {"num_parameters": 100, "num_layer_parameters": 40, "macs": 100, "latency_ms": 10.0}
 SMALL = {"error": 0.2, "num_parameters": 70, "num_layer_parameters": 10, "macs": 30, "latency_ms": 3.0}
@@ -38,6 +38,14 @@ def test_the_best_point_within_a_budget_has_the_lowest_error_then_the_largest_si
 
 def test_rfp_s_candidate_keeps_the_smallest_of_tied_points():
     assert best_within(POINTS, 0.8, "encoder", UNPRUNED, larger_on_tie=False) is MID
+
+
+def test_the_study_s_budget_is_the_share_of_the_unpruned_layers_parameters():
+    points = [{"error": 0.1, "num_layer_parameters": 90}, {"error": 0.2, "num_layer_parameters": 50},
+              {"error": 0.15, "num_layer_parameters": 60}, {"error": 0.2, "num_layer_parameters": 40}]
+    assert best_under_budget(points, 0.5, 100) is points[1]  # 50 and 40 fit, tied on error: the larger
+    assert best_under_budget(points, 0.6, 100) is points[2]
+    assert best_under_budget(points, 0.3, 100) is None
 
 
 @pytest.mark.parametrize("sizes_from", ["search", "supernet"])

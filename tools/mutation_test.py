@@ -79,6 +79,8 @@ TARGETS = {
     "nas_llm/common/io_utils.py": Target(("tests/test_io_utils.py",)),
     # The results format's owner: what every method writes and every reader reads.
     "nas_llm/search/results.py": Target(("tests/test_results.py",)),
+    # Which point a budget picks: the sub-network prune.py recovers and ships at each budget.
+    "nas_llm/search/budgets.py": Target(("tests/test_budgets.py",)),
 }
 KILLED, TIMEOUT, SURVIVED, NO_TESTS = "killed", "timeout", "survived", "no tests"
 
