@@ -81,6 +81,8 @@ TARGETS = {
     "nas_llm/search/results.py": Target(("tests/test_results.py",)),
     # Which point a budget picks: the sub-network prune.py recovers and ships at each budget.
     "nas_llm/search/budgets.py": Target(("tests/test_budgets.py",)),
+    # The racing rule: which proposals are scored on the whole split, so which can be on the Pareto set.
+    "nas_llm/search/multi_fidelity.py": Target(("tests/test_multi_fidelity.py",)),
 }
 KILLED, TIMEOUT, SURVIVED, NO_TESTS = "killed", "timeout", "survived", "no tests"
 
