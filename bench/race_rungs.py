@@ -34,7 +34,7 @@ from nas_llm.search.multi_fidelity import (  # noqa: E402
     front_members,
     share_increments,
 )
-from nas_llm.search.results import LOG_FILE, SETTINGS_FILE  # noqa: E402
+from nas_llm.search.results import LOG_FILE, SETTINGS_FILE, is_full_fidelity  # noqa: E402
 
 
 def race_order(settings: dict, data_dir: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def would_stop(records: list[dict], share: float, order: np.ndarray, labels: np.
     task, cost_name = settings["task_name"], settings["objective"]
     stopped = []
     for record in records:
-        if record.get("fidelity", 1.0) < 1.0 or "same_as" in record:
+        if not is_full_fidelity(record) or "same_as" in record:
             continue
         earlier = [other for other in records if other["iteration"] < record["iteration"]]
         predictions = np.asarray(record["validation_predictions"])[in_share]
@@ -85,12 +85,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="the search's flag of that name: it decides the order of the scored examples")
     parser.add_argument("--output", type=Path, required=True, help="JSON file for the answer")
     args = parser.parse_args(argv)
+    if any(not 0.0 < share < 1.0 for share in args.shares):
+        raise UsageError(f"--shares must be in (0, 1), got {' '.join(map(str, args.shares))}")
+    if not (args.run / SETTINGS_FILE).is_file():
+        raise UsageError(f"--run {args.run} has no {SETTINGS_FILE}: pass a run_offline_search.py output directory")
     settings = json.loads((args.run / SETTINGS_FILE).read_text())
     if not settings.get("multi_fidelity"):
         raise UsageError(f"{args.run} is an exact search: only a --multi_fidelity True run keeps the predictions")
     records = JsonLinesLog(args.run / LOG_FILE).read()
     order, labels = race_order(settings, args.data_dir, args.per_device_eval_batch_size)
-    full = [record for record in records if record.get("fidelity", 1.0) == 1.0]
+    full = [record for record in records if is_full_fidelity(record)]
+    if not full:
+        raise UsageError(f"{args.run} has no fully scored proposal yet: nothing to ask about")
     first_error = error_on(settings["task_name"], np.asarray(full[0]["validation_predictions"]), labels)
     if abs(first_error - full[0]["error"]) > 1e-9:
         raise UsageError("the examples do not line up with the stored predictions: check --data_dir and "
