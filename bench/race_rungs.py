@@ -47,18 +47,15 @@ def race_order(settings: dict, data_dir: str, batch_size: int) -> tuple[np.ndarr
                                       fidelity_z=settings["fidelity_z"])
     race = ValidationRace(fidelity, validation, tokenizer, batch_size, settings["task_name"], settings["objective"],
                           settings["seed"], settings["least_padding"])
-    increments = share_increments(len(validation), settings["fidelity_shares"], settings["seed"])
     order = np.concatenate([increment[np.concatenate(list(loader.batch_sampler))]
-                            for increment, loader in zip(increments, race.loaders, strict=True)])
+                            for increment, loader in zip(race.increments, race.loaders, strict=True)])
     return order, np.asarray(validation["labels"])[order]
 
 
 def would_stop(records: list[dict], share: float, order: np.ndarray, labels: np.ndarray, settings: dict) -> list[dict]:
     """The fully scored, not re-used proposals that a rung at `share` would have stopped, with their bounds."""
     num_examples = len(order)
-    position = np.empty(num_examples, dtype=int)
-    position[np.random.default_rng(settings["seed"]).permutation(num_examples)] = np.arange(num_examples)
-    in_share = position[order] < round(share * num_examples)
+    in_share = np.isin(order, share_increments(num_examples, [share], settings["seed"])[0])  # the race's first share
     task, cost_name = settings["task_name"], settings["objective"]
     stopped = []
     for record in records:

@@ -233,9 +233,10 @@ class ValidationRace:
                  batch_size: int, task_name: str, cost_name: str, seed: int, least_padding: bool = False):
         self.task_name, self.cost_name, self.z, self.seed = task_name, cost_name, args.fidelity_z, seed
         self.num_examples = len(dataset)
+        self.increments = share_increments(self.num_examples, args.fidelity_shares, seed)  # validation indices
         self.loaders = [
             increment_loader(dataset.select(indices), tokenizer, batch_size, self.num_examples, least_padding)
-            for indices in share_increments(self.num_examples, args.fidelity_shares, seed)
+            for indices in self.increments
         ]
 
     def score(self, predict_on: Callable[[DataLoader], tuple[np.ndarray, np.ndarray]], masks: dict, cost: float,
