@@ -35,7 +35,7 @@ from nas_llm.search.budgets import BUDGET_MEASURES
 REPORT_FILE, PARETO_PNG, SUMMARY_FILE = "report.html", "pareto.png", "summary.json"
 FINISHED_FILE = "finished_command.json"  # the arguments of the last run that finished every stage
 OWN_FLAGS = {"model_name_or_path", "task_name", "budgets", "budget_on", "output_dir", "teacher_model_name_or_path",
-             "seed_search_with_rfp", "overwrite_output_dir"}
+             "seed_search_with_rfp", "ties_within_noise", "overwrite_output_dir"}
 OUTPUT_FOLDERS = ("teacher", "supernet", "search", "rfp", "candidates", "models", "logs", "tb")
 
 
@@ -70,6 +70,11 @@ def parse(argv: list[str]) -> tuple:
     parser.add_argument("--seed_search_with_rfp", default="False", choices=["True", "False"],
                         help="Run retraining-free pruning before the search and score its masks first, with the "
                         "super-network's weights (run_offline_search.py --initial_sub_networks).")
+    parser.add_argument("--ties_within_noise", default="False", choices=["True", "False"],
+                        help="Within each budget, extract the largest of the search's sub-networks whose validation "
+                        "error is above the best one's by at most one standard error of the difference, paired over "
+                        "the validation examples, instead of the best one itself (the search keeps its predictions: "
+                        "run_offline_search.py --record_validation_predictions True).")
     parser.add_argument("--overwrite_output_dir", default="False", choices=["True", "False"],
                         help="Delete the earlier run's stages in --output_dir and start afresh.")
     stage_flags = parser.add_argument_group("flags of the stage scripts, passed to the stages that take them "
@@ -84,7 +89,8 @@ def parse(argv: list[str]) -> tuple:
         model_name_or_path=args.model_name_or_path, task_name=args.task_name, budgets=parse_budgets(args.budgets),
         output_dir=Path(args.output_dir), budget_on=args.budget_on,
         teacher_model_name_or_path=args.teacher_model_name_or_path,
-        seed_search_with_rfp=args.seed_search_with_rfp == "True", pass_through={f"--{name}": value
+        seed_search_with_rfp=args.seed_search_with_rfp == "True", ties_within_noise=args.ties_within_noise == "True",
+        pass_through={f"--{name}": value
                       for name, value in vars(args).items() if name not in OWN_FLAGS},
     )
     return settings, args.overwrite_output_dir == "True"

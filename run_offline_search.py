@@ -35,6 +35,7 @@ from nas_llm.search.offline import (
     OfflineSearch,
     SearchArguments,
     SupernetScorer,
+    check_recording,
     checkpoint_search_space,
     load_checked_supernet,
     log_results,
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if fidelity_args.multi_fidelity:
         check_task(data_args.task_name)
+    check_recording(search_args, fidelity_args, data_args.task_name)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     results = search_results(
         search, records, data_args, nas_args, search_args, cost_args, nas_settings, settings, device,
         (model_loading_time, data_loading_time), start_time,
+        scorer.recorded_validation() if search_args.record_validation_predictions else None,
     )
     write_results(results_path, results)
     writer.close()

@@ -30,7 +30,7 @@ from pathlib import Path
 from nas_llm.baselines.rfp import RFPArguments
 from nas_llm.common.arguments import CostArguments, ModelArguments, NASArguments, SupernetArguments, TrainingArguments
 from nas_llm.common.errors import UsageError
-from nas_llm.common.io_utils import write_json_atomic, write_text_atomic
+from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic, write_text_atomic
 from nas_llm.data.data import LM_TASK, DataArguments
 from nas_llm.data.lm_data import LMArguments
 from nas_llm.extraction.extract import SUB_NETWORK_FILE
@@ -38,7 +38,8 @@ from nas_llm.extraction.recovery import RecoveryArguments
 from nas_llm.extraction.selection import shipped_test_metrics
 from nas_llm.search.budgets import BUDGET_MEASURES, SEARCH_OBJECTIVE, best_within, size_share
 from nas_llm.search.multi_fidelity import MultiFidelityArguments
-from nas_llm.search.results import results_file_name
+from nas_llm.search.results import LOG_FILE, results_file_name
+from nas_llm.search.within_noise import largest_within_noise
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # where the entry scripts are
 STAGES_FILE = "stages.json"  # the flags of every finished stage, to refuse a rerun that would change one
@@ -103,6 +104,7 @@ def recipe(settings: PipelineSettings) -> str:
     changes = [f"{flag} {value}" for flag, value in routed(settings.pass_through, "supernet").items()
                if flag[2:] in RECIPE_FIELDS]
     changes += ["the search seeded with RFP's masks"] if settings.seed_search_with_rfp else []
+    changes += ["ties within the validation noise to the largest"] if settings.ties_within_noise else []
     return RECIPE_ROW + (f" with {', '.join(changes)}" if changes else "")
 
 
@@ -149,12 +151,19 @@ class PipelineSettings:
     budget_on: str = "encoder"
     teacher_model_name_or_path: str | None = None
     seed_search_with_rfp: bool = False
+    ties_within_noise: bool = False  # within a budget, the largest sub-network validation cannot tell from the best
     pass_through: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.seed_search_with_rfp and self.language_modeling:
             raise UsageError("--seed_search_with_rfp True needs retraining-free pruning, which prune.py does not run "
                              "for --task_name lm; drop the flag")
+        if self.ties_within_noise and self.language_modeling:
+            raise UsageError("--ties_within_noise True compares predictions example by example; --task_name lm is "
+                             "scored by its loss; drop the flag")
+        if self.ties_within_noise and self.pass_through.get("--multi_fidelity") == "True":
+            raise UsageError("--ties_within_noise True needs an exact search (every sub-network's predictions on the "
+                             "whole validation split); drop --multi_fidelity True or --ties_within_noise True")
 
     @property
     def language_modeling(self) -> bool:
@@ -266,6 +275,8 @@ class Pipeline:
                  "--output_dir": str(self.search_results().parent), "--log_dir": str(self.out / "tb")}
         if self.settings.seed_search_with_rfp:
             flags["--initial_sub_networks"] = str(self.rfp_results())
+        if self.settings.ties_within_noise:
+            flags["--record_validation_predictions"] = "True"
         return Stage("search", f"searching sub-networks for validation error and {objective}", "run_offline_search.py",
                      flags, self.search_results())
 
@@ -397,7 +408,7 @@ class Pipeline:
         """Extract (and recover) each method's candidate within `budget`; the validation-best one ships."""
         unpruned, budget_on = search["unpruned"], self.settings.budget_on
         candidates = {}
-        best = best_within(search["evaluations"], budget, budget_on, unpruned)
+        best = self.search_pick(budget, search)
         if best is not None:
             stage = self.extract_stage(budget, "search", self.search_results(), {"--iteration": str(best["iteration"])})
             self.run(stage)
@@ -423,6 +434,17 @@ class Pipeline:
         method = min(candidates, key=lambda name: (candidates[name]["validation"]["error"], name != "search"))
         self.ship(budget, method, candidates)
         return self.summary_row(budget, method, candidates, unpruned)
+
+    def search_pick(self, budget: float, search: dict) -> dict | None:
+        """The search's sub-network to extract for `budget`: the validation-best within it (on an exact tie the
+        largest), or with --ties_within_noise True the largest that ties with it within one paired standard error
+        (within_noise.py; the predictions are in the search's evaluations log)."""
+        unpruned, budget_on = search["unpruned"], self.settings.budget_on
+        if not self.settings.ties_within_noise:
+            return best_within(search["evaluations"], budget, budget_on, unpruned)
+        records = JsonLinesLog(self.search_results().parent / LOG_FILE).read()
+        recorded = search["recorded_validation"]
+        return largest_within_noise(records, budget, budget_on, unpruned, recorded["task"], recorded["labels"])
 
     def ship(self, budget: float, method: str, candidates: dict[str, dict]) -> None:
         """Copy the winning candidate to models/budget-<b>/ (atomically) with a card section on how it was chosen."""
@@ -473,6 +495,7 @@ class Pipeline:
             "budget_on": self.settings.budget_on,
             "recipe": self.recipe,
             "search_seeded_with_rfp": self.settings.seed_search_with_rfp,
+            "ties_within_noise": self.settings.ties_within_noise,
             "teacher": None if self.settings.language_modeling else str(self.teacher_dir),
             "search_results": str(self.search_results()),
             "rfp_results": str(self.rfp_results()) if self.rfp_results().is_file() else None,

@@ -23,6 +23,12 @@ def size_share(point: dict, budget_on: str, unpruned: dict) -> float:
     return point[measure] / unpruned[measure]
 
 
+def fits(point: dict, budget: float, budget_on: str, unpruned: dict) -> bool:
+    """Whether `point` has the cost `budget_on` names and keeps at most `budget` of the unpruned model's."""
+    measure = BUDGET_MEASURES[budget_on]
+    return measure in point and point[measure] <= budget * unpruned[measure]
+
+
 def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dict, larger_on_tie: bool = True
                 ) -> dict | None:
     """The point with the lowest validation error within `budget`, None if none is; on a tie, the largest
@@ -33,8 +39,7 @@ def best_within(points: list[dict], budget: float, budget_on: str, unpruned: dic
     20% of the encoder, the smallest tied pick had no layers left and could not learn at all). `larger_on_tie`
     False keeps the smallest: RFP's models, one per budget it was run for, so that a budget added to a finished
     run cannot take another budget's RFP candidate by a tie."""
-    measure = BUDGET_MEASURES[budget_on]
-    within = [point for point in points if measure in point and point[measure] <= budget * unpruned[measure]]
+    within = [point for point in points if fits(point, budget, budget_on, unpruned)]
     sign = -1 if larger_on_tie else 1
     return min(within, key=lambda point: (point["error"], sign * size_share(point, budget_on, unpruned)), default=None)
 

@@ -30,8 +30,9 @@ from nas_llm.common.errors import UsageError
 from nas_llm.common.flags import SEARCH_STRATEGIES
 from nas_llm.common.io_utils import JsonLinesLog
 from nas_llm.common.memory import release_freed_memory
-from nas_llm.data.data import DataArguments, absolute_data_flags, evaluation_loaders
+from nas_llm.data.data import LM_TASK, DataArguments, absolute_data_flags, evaluation_loaders
 from nas_llm.data.lm_data import LMArguments, absolute_lm_flags
+from nas_llm.data.metrics import compute_task_metrics, task_error
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
 from nas_llm.model.search_spaces import SearchSpace, make_search_space
@@ -94,6 +95,13 @@ class SearchArguments:
         metadata={"help": "Start afresh even if --output_dir holds an interrupted run (by default it is resumed "
                   "when its settings match)."},
     )
+    record_validation_predictions: bool = field(
+        default=False,
+        metadata={"help": "Keep every sub-network's predictions on the validation split in evaluations.jsonl and the "
+                  "split's labels in the results (`recorded_validation`, in the same order), so that prune.py "
+                  "--ties_within_noise True can compare sub-networks example by example. Exact searches only: a "
+                  "--multi_fidelity True search keeps its fully scored sub-networks' predictions already."},
+    )
     initial_sub_networks: str | None = field(
         default=None,
         metadata={"help": "A results_<task>.json of run_rfp.py: its sub-networks (one per budget) are evaluated "
@@ -107,6 +115,20 @@ class SearchArguments:
         check_choice("search_strategy", self.search_strategy, SEARCH_STRATEGIES)
         check_choice("objective", self.objective, COST_OBJECTIVES)
         check_positive(self, "num_samples", "population_size", "per_device_eval_batch_size")
+
+
+def check_recording(search_args: SearchArguments, fidelity_args: MultiFidelityArguments, task_name: str | None
+                    ) -> None:
+    """--record_validation_predictions True needs an exact search of a task scored on predictions."""
+    if not search_args.record_validation_predictions:
+        return
+    if fidelity_args.multi_fidelity:
+        raise UsageError("--record_validation_predictions True is for an exact search: a --multi_fidelity True "
+                         "search keeps its fully scored sub-networks' predictions in the race's own order; leave "
+                         "one of the two out")
+    if task_name == LM_TASK:
+        raise UsageError("--record_validation_predictions True needs a task scored on predictions; --task_name lm "
+                         "is scored by its loss")
 
 
 def check_against_checkpoint(nas_settings: dict, model_args: ModelArguments, data_args, nas_args) -> None:
@@ -138,6 +160,7 @@ def run_settings(
     Options added since the results schema was fixed appear only when set, so default runs keep its settings.
     """
     return fidelity_args.settings() | ({"bf16": True} if search_args.bf16 else {}) | (
+        {"record_validation_predictions": True} if search_args.record_validation_predictions else {}) | (
         {"least_padding": True} if search_args.least_padding else {}) | seed_settings(
         search_args.initial_sub_networks) | {
         "dataset_name": lm_args.dataset_name,
@@ -320,6 +343,21 @@ class SupernetScorer:
         with self.autocast():
             return evaluate(self.model, self.loaders[split], self.metrics_key, self.device, sub_network, self.run_as)
 
+    def validation_with_predictions(self, sub_network: SubNetwork, cost: float, records: list[dict],
+                                    iteration: int) -> tuple[dict[str, float], dict]:
+        """--record_validation_predictions True: the metrics on the whole validation split, as `score` computes
+        them, and the predictions they come from (the record's `validation_predictions`)."""
+        predictions, labels = self.predictions(sub_network, self.loaders["validation"])
+        metrics = compute_task_metrics(self.metrics_key, predictions, labels)
+        metrics["error"] = task_error(self.metrics_key, metrics)
+        return metrics, {"validation_predictions": predictions.tolist()}
+
+    def recorded_validation(self) -> dict:
+        """The validation split's labels in the order of the loader, which the recorded predictions follow, and the
+        task whose metrics score them (the results' `recorded_validation`)."""
+        labels = torch.cat([batch["labels"] for batch in self.loaders["validation"]])
+        return {"task": self.metrics_key, "labels": labels.tolist()}
+
     def predictions(self, sub_network: SubNetwork, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
         """The predictions and labels of `sub_network` on `loader` (a share of the validation split)."""
         with self.autocast():
@@ -362,7 +400,10 @@ def validation_scorer(
     fidelity_args: MultiFidelityArguments, scorer: SupernetScorer, validation: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase, search_args: SearchArguments,
 ) -> ValidationScorer | None:
-    """--multi_fidelity True: the race over shares of `validation` (multi_fidelity.py); None: the whole split."""
+    """--multi_fidelity True: the race over shares of `validation` (multi_fidelity.py); --record_validation_predictions
+    True: the whole split, keeping the predictions; None: the whole split."""
+    if search_args.record_validation_predictions:
+        return scorer.validation_with_predictions
     if not fidelity_args.multi_fidelity:
         return None
     racing = ValidationRace(
@@ -375,10 +416,11 @@ def validation_scorer(
 def search_results(
     search: OfflineSearch, records: list[dict], data_args: DataArguments, nas_args: NASArguments,
     search_args: SearchArguments, cost_args: CostArguments, nas_settings: dict, settings: dict, device: torch.device,
-    loading_times_s: tuple[float, float], start_time: float,
+    loading_times_s: tuple[float, float], start_time: float, recorded_validation: dict | None = None,
 ) -> dict[str, Any]:
     """The results file (schema: results.py): the run, the unpruned network, every evaluation and the Pareto set
-    with its test metrics; `loading_times_s` are the model's and the data's."""
+    with its test metrics; `loading_times_s` are the model's and the data's; `recorded_validation` the labels that
+    the recorded validation predictions follow and the task they are scored as (--record_validation_predictions)."""
     pareto, pareto_set = search.pareto_set(records)
     unpruned = search.cost_meter.unpruned | {"validation": search.score("validation"), "test": search.score("test")}
     return {
@@ -403,7 +445,7 @@ def search_results(
         "model_loading_time_s": loading_times_s[0],
         "data_loading_time_s": loading_times_s[1],
         "runtime_s": time.time() - start_time,
-    }
+    } | ({} if recorded_validation is None else {"recorded_validation": recorded_validation})
 
 
 def log_results(results: dict[str, Any], objective: str) -> None:

@@ -25,7 +25,9 @@ LOG_FILE = "evaluations.jsonl"
 RFP_METHOD = "retraining_free_pruning"  # the `method` of run_rfp.py's results, whose points a search can be seeded with
 SETTINGS_FILE = "search_settings.json"
 # Kept in evaluations.jsonl for a resumed run, left out of the results file: the masks (the summary says what a
-# reader needs) and a multi-fidelity search's per-example predictions of fully scored sub-networks.
+# reader needs) and the per-example validation predictions of a multi-fidelity search's fully scored sub-networks
+# or of every sub-network of a search with --record_validation_predictions True (whose results then hold the labels
+# they follow, `recorded_validation`).
 LOG_ONLY_KEYS = ("sub_network_masks", "validation_predictions")
 # What every results file holds, whichever method wrote it; a method adds its own keys after these.
 REQUIRED_KEYS = (
