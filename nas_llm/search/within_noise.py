@@ -49,7 +49,7 @@ def largest_within_noise(points: list[dict], budget: float, budget_on: str, unpr
     search's sub-network stopped on a share) cannot be compared and is left out, as the best does not come from
     it either."""
     scored = [point for point in points if PREDICTIONS_KEY in point]
-    if len(scored) < len(points) and not scored:
+    if points and not scored:
         raise UsageError("the search kept no validation predictions; run it with --record_validation_predictions "
                          "True to break ties within the validation noise")
     best = best_within(scored, budget, budget_on, unpruned)
