@@ -66,7 +66,7 @@ RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True
 # docs/benchmarks/13-beating-rfp.md), a model pruned without training seldom does
 SEARCH_RECOVERY_DEFAULTS = {"--recover_lstsq": "True", "--recover_lstsq_if_better": "True"}
 # run_offline_search.py's own flags
-SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding")
+SEARCH_FLAGS = ("search_strategy", "num_samples", "population_size", "least_padding", "record_validation_predictions")
 SET_BY_PIPELINE = {  # flags prune.py sets itself for every stage: a user's value would break the layout
     "output_dir", "model_name_or_path", "checkpoint_dir_model", "log_dir", "results", "pareto_index", "iteration",
     "budgets", "constraint", "resume_from_checkpoint", "objective", "overwrite_output_dir", "save_strategy",
