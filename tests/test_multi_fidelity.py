@@ -107,6 +107,24 @@ def test_resampled_errors_are_the_task_errors_of_each_resample(task_name):
     assert expected[-1] == 1.0 or task_name == "sst2"
 
 
+@pytest.mark.parametrize("task_name", ["mrpc", "cola"])
+def test_binary_f1_and_matthews_of_each_resample_are_scikit_learn_s(task_name):
+    """F1 (MRPC) and Matthews correlation (CoLA) are computed for all resamples at once from confusion counts:
+    they must equal scikit-learn's on each resample, including resamples with no positive prediction or label
+    and constant ones (scikit-learn's 0.0)."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    rng = np.random.default_rng(2)
+    labels, predictions = rng.integers(0, 2, 40), rng.integers(0, 2, 40)
+    negatives = np.flatnonzero((labels == 0) & (predictions == 0))
+    rows = np.vstack([rng.integers(0, 40, size=(30, 40)), np.full((1, 40), negatives[0]),  # nothing positive
+                      np.full((1, 40), np.flatnonzero(predictions == 1)[0])])  # a constant prediction
+    score = (lambda row: f1_score(labels[row], predictions[row], zero_division=0.0)) if task_name == "mrpc" else (
+        lambda row: matthews_corrcoef(labels[row], predictions[row]))
+    expected = [1 - score(row) for row in rows]
+    assert resampled_errors(task_name, predictions, labels, rows) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("task_name, metric", [("stsb", "pearson"), ("mrpc", "accuracy")])
 def test_resampled_errors_in_another_metric_than_the_main_one(task_name, metric):
     """1 - `metric` of each resample (the comparison with RFP scores MRPC by accuracy, whose main metric is F1)."""

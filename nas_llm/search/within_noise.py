@@ -56,6 +56,8 @@ def largest_within_noise(points: list[dict], budget: float, budget_on: str, unpr
     if best is None:
         return None
     labels = np.asarray(labels)
+    best_size = size_share(best, budget_on, unpruned)
+    # only sub-networks at least as large as the best can be the largest tied one: the others need no comparison
     tied = [point for point in scored if fits(point, budget, budget_on, unpruned)
-            and ties_with_best(task_name, point, best, labels)]
+            and size_share(point, budget_on, unpruned) >= best_size and ties_with_best(task_name, point, best, labels)]
     return max(tied, key=lambda point: (size_share(point, budget_on, unpruned), -point["error"]))
