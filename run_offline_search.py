@@ -30,12 +30,12 @@ from nas_llm.data.data import DataArguments
 from nas_llm.data.lm_data import LMArguments, evaluation_splits
 from nas_llm.model.cost import CostMeter
 from nas_llm.model.slicing import runner_for
-from nas_llm.search.multi_fidelity import MultiFidelityArguments, check_task
+from nas_llm.search.multi_fidelity import MultiFidelityArguments
 from nas_llm.search.offline import (
     OfflineSearch,
     SearchArguments,
     SupernetScorer,
-    check_recording,
+    check_search_flags,
     checkpoint_search_space,
     load_checked_supernet,
     log_results,
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         (ModelArguments, DataArguments, LMArguments, NASArguments, SearchArguments, CostArguments,
          MultiFidelityArguments), argv
     )
-    if fidelity_args.multi_fidelity:
-        check_task(data_args.task_name)
-    check_recording(search_args, fidelity_args, data_args.task_name)
+    check_search_flags(search_args, fidelity_args, data_args.task_name)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     output_dir = Path(search_args.output_dir)
     results_path = output_dir / results_file_name(data_args.task_name)

@@ -130,3 +130,16 @@ def test_a_search_records_each_sub_network_s_validation_predictions_as_a_plain_e
         assert recorded_pairs == sorted(zip(predictions.tolist(), labels.tolist(), strict=True))
         assert record["error"] == pytest.approx(1 - float(np.mean(recorded == recorded_labels)), abs=1e-12)
     assert "validation_predictions" not in with_flag["evaluations"][0]  # the log keeps them, not the results
+
+
+@pytest.mark.parametrize(("multi_fidelity", "task_name", "message"), [
+    (True, "rte", "is for an exact search"),
+    (False, "lm", "needs a task scored on predictions"),
+])
+def test_recording_predictions_is_refused_where_they_would_not_be_comparable(multi_fidelity, task_name, message):
+    from nas_llm.search.multi_fidelity import MultiFidelityArguments
+    from nas_llm.search.offline import SearchArguments, check_search_flags
+
+    with pytest.raises(UsageError, match=message):
+        check_search_flags(SearchArguments(record_validation_predictions=True),
+                           MultiFidelityArguments(multi_fidelity=multi_fidelity), task_name)

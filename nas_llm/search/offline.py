@@ -37,7 +37,7 @@ from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
 from nas_llm.model.search_spaces import SearchSpace, make_search_space
 from nas_llm.model.sub_network import SubNetwork
-from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace
+from nas_llm.search.multi_fidelity import MultiFidelityArguments, ValidationRace, check_task
 from nas_llm.search.results import LOG_ONLY_KEYS, pareto_front, previous_evaluations
 from nas_llm.search.searchers import DEFAULT_POPULATION_SIZE, Searcher
 from nas_llm.search.seeding import Seed, seed_settings
@@ -117,9 +117,12 @@ class SearchArguments:
         check_positive(self, "num_samples", "population_size", "per_device_eval_batch_size")
 
 
-def check_recording(search_args: SearchArguments, fidelity_args: MultiFidelityArguments, task_name: str | None
-                    ) -> None:
-    """--record_validation_predictions True needs an exact search of a task scored on predictions."""
+def check_search_flags(search_args: SearchArguments, fidelity_args: MultiFidelityArguments, task_name: str | None
+                       ) -> None:
+    """--multi_fidelity True needs a task it can race on; --record_validation_predictions True an exact search of a
+    task scored on predictions."""
+    if fidelity_args.multi_fidelity:
+        check_task(task_name)
     if not search_args.record_validation_predictions:
         return
     if fidelity_args.multi_fidelity:
