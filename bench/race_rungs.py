@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas_llm.common.errors import UsageArgumentParser, UsageError, exit_on_usage_error  # noqa: E402
 from nas_llm.common.io_utils import JsonLinesLog, write_json_atomic  # noqa: E402
 from nas_llm.data.data import DataArguments, load_raw_splits, tokenize_splits  # noqa: E402
+from nas_llm.data.metrics import metrics_with_error  # noqa: E402
 from nas_llm.model.models import load_tokenizer  # noqa: E402
 from nas_llm.search.multi_fidelity import (  # noqa: E402
     MultiFidelityArguments,
     ValidationRace,
-    error_on,
     excess_error_bound,
     front_members,
     share_increments,
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     full = [record for record in records if is_full_fidelity(record)]
     if not full:
         raise UsageError(f"{args.run} has no fully scored proposal yet: nothing to ask about")
-    first_error = error_on(settings["task_name"], np.asarray(full[0]["validation_predictions"]), labels)
+    first_predictions = np.asarray(full[0]["validation_predictions"])
+    first_error = metrics_with_error(settings["task_name"], first_predictions, labels)["error"]
     if abs(first_error - full[0]["error"]) > 1e-9:
         raise UsageError("the examples do not line up with the stored predictions: check --data_dir and "
                          "--per_device_eval_batch_size against the search's")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nas_llm.common.errors import UsageError
-from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, task_error, trivial_metric
+from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, metrics_with_error, task_error, trivial_metric
 
 
 def test_accuracy_and_f1_match_hand_computed_values():
@@ -48,6 +48,12 @@ def test_task_error_uses_the_main_metric():
     assert task_error("mrpc", metrics) == pytest.approx(0.2)
     assert task_error("rte", {"accuracy": 0.75}) == pytest.approx(0.25)
     assert task_error("stsb", {"pearson": 0.9, "spearmanr": 0.6}) == pytest.approx(0.4)
+
+
+def test_metrics_with_error_adds_one_minus_the_main_metric():
+    # 3 of 4 right; one true positive, one false positive, no false negative: F1 = 2 / (2 + 1).
+    metrics = metrics_with_error("mrpc", np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
+    assert metrics == pytest.approx({"accuracy": 0.75, "f1": 2 / 3, "error": 1 / 3})
 
 
 def test_main_metric_is_one_of_the_task_metrics():

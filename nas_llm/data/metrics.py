@@ -93,6 +93,12 @@ def task_error(task_name: str, metrics: dict[str, float]) -> float:
     return 1.0 - metrics[MAIN_METRIC[task_name]]
 
 
+def metrics_with_error(task_name: str, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """The task's metrics plus `error`, the objective the search minimises: what every evaluation records."""
+    metrics = compute_task_metrics(task_name, predictions, references)
+    return metrics | {"error": task_error(task_name, metrics)}
+
+
 def resampled_errors(task_name: str, predictions: np.ndarray, references: np.ndarray, rows: np.ndarray,
                      metric: str | None = None) -> np.ndarray:
     """1 - `metric` (by default the task's main metric: its error) on each resample of the examples, `rows`

@@ -39,7 +39,7 @@ import numpy as np
 
 from nas_llm.common.errors import UsageError
 from nas_llm.data.data import LM_TASK, make_dataloader
-from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, resampled_errors, task_error
+from nas_llm.data.metrics import MAIN_METRIC, compute_task_metrics, metrics_with_error, resampled_errors
 from nas_llm.search.pareto import pareto_indices
 from nas_llm.search.results import is_full_fidelity
 
@@ -137,10 +137,6 @@ class FrontMember:
     predictions: np.ndarray
 
 
-def error_on(task_name: str, predictions: np.ndarray, labels: np.ndarray) -> float:
-    return task_error(task_name, compute_task_metrics(task_name, predictions, labels))
-
-
 def paired_error_difference(task_name: str, predictions: np.ndarray, other_predictions: np.ndarray,
                             labels: np.ndarray, rng: np.random.Generator, metric: str | None = None,
                             ) -> tuple[float, float]:
@@ -207,13 +203,12 @@ def race(
         bounds.append(max(member_bounds, default=None))
         if member_bounds and bounds[-1] > 0:
             break
-    metrics = compute_task_metrics(task_name, scored_predictions, scored_labels)
-    metrics["error"] = task_error(task_name, metrics)
+    metrics = metrics_with_error(task_name, scored_predictions, scored_labels)
     fields = {"fidelity": len(scored_labels) / num_examples, "excess_error_bounds": bounds}
     if fields["fidelity"] == 1.0:
         return metrics, fields | {"validation_predictions": scored_predictions.tolist()}
     member = front[int(np.argmax(member_bounds))]
-    member_error = error_on(task_name, member.predictions[:len(scored_labels)], scored_labels)
+    member_error = metrics_with_error(task_name, member.predictions[:len(scored_labels)], scored_labels)["error"]
     return metrics, fields | {"stopped_by": member.iteration, "error": member.error + (metrics["error"] - member_error)}
 
 

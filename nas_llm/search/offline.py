@@ -32,7 +32,7 @@ from nas_llm.common.io_utils import JsonLinesLog
 from nas_llm.common.memory import release_freed_memory
 from nas_llm.data.data import LM_TASK, DataArguments, absolute_data_flags, evaluation_loaders
 from nas_llm.data.lm_data import LMArguments, absolute_lm_flags
-from nas_llm.data.metrics import compute_task_metrics, task_error
+from nas_llm.data.metrics import metrics_with_error
 from nas_llm.model.cost import CostMeter, check_cost_seq_len
 from nas_llm.model.models import load_supernet, resolve_model_name
 from nas_llm.model.search_spaces import SearchSpace, make_search_space
@@ -351,8 +351,7 @@ class SupernetScorer:
         """--record_validation_predictions True: the metrics on the whole validation split, as `score` computes
         them, and the predictions they come from (the record's `validation_predictions`)."""
         predictions, labels = self.predictions(sub_network, self.loaders["validation"])
-        metrics = compute_task_metrics(self.metrics_key, predictions, labels)
-        metrics["error"] = task_error(self.metrics_key, metrics)
+        metrics = metrics_with_error(self.metrics_key, predictions, labels)
         return metrics, {"validation_predictions": predictions.tolist()}
 
     def recorded_validation(self) -> dict:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas_llm.data.data import LM_TASK
-from nas_llm.data.metrics import compute_task_metrics, task_error
+from nas_llm.data.metrics import metrics_with_error
 from nas_llm.model.label_scale import IDENTITY, label_scale_of
 from nas_llm.model.sub_network import SubNetwork
 from nas_llm.training.language_modeling import evaluate_language_model
@@ -63,5 +63,4 @@ def evaluate(
     if task_name == LM_TASK:
         return evaluate_language_model(model, dataloader, device, sub_network, run_as)
     predictions, labels = predict(model, dataloader, device, sub_network, run_as)
-    metrics = compute_task_metrics(task_name, predictions, labels)
-    return metrics | {"error": task_error(task_name, metrics)}
+    return metrics_with_error(task_name, predictions, labels)
