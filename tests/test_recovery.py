@@ -290,15 +290,16 @@ def test_evaluate_checkpoint_gives_the_shipped_models_metric_and_says_whether_it
 
 
 @pytest.mark.parametrize("scripted_errors, keep_best, kept_epoch", [
-    ([0.30, 0.50, 0.20, 0.40], True, 2),  # the best epoch is neither the first nor the last
-    ([0.30, 0.50, 0.60, 0.40], True, 0),  # every epoch is worse on validation: ship the extracted weights
-    ([0.30, 0.50, 0.20, 0.40], False, 3),  # without --recover_keep_best: the last epoch
+    ([0.50, 0.20, 0.40], True, 2),  # the best epoch is neither the first nor the last
+    ([0.60, 0.70, 0.65], True, 1),  # however poor, a recovered epoch ships: the extracted weights are no candidate
+    ([0.50, 0.20, 0.40], False, 3),  # without --recover_keep_best: the last epoch
 ])
 def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scripted_errors, keep_best, kept_epoch):
     """The validation scores are scripted, the weights at each scoring snapshotted: the model recovery returns
-    must hold exactly the snapshot of the epoch kept."""
+    must hold exactly the snapshot of the epoch kept, never the extracted weights it started from."""
     run, supernet, space, _ = toy
     model = extract_sub_network(supernet, space.to_sub_network(SUB_NETWORKS["custom_code"]))
+    extracted = copy.deepcopy(model.state_dict())
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
     sentences, labels = run.split("train")
     train_set = datasets.Dataset.from_dict(dict(tokenizer(sentences)) | {"labels": labels.tolist()})
@@ -314,7 +315,7 @@ def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scr
     training = fine_tune(model, teacher, train_set, tokenizer, args, str(tmp_path / "out"), scripted_validation)
 
     assert training["kept_epoch"] == kept_epoch
-    assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors[1:]]
-    assert len(snapshots) == 4 and not torch.equal(snapshots[0]["classifier.weight"], snapshots[3]["classifier.weight"])
+    assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors]
+    assert len(snapshots) == 3 and not torch.equal(extracted["classifier.weight"], snapshots[0]["classifier.weight"])
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, snapshots[kept_epoch][name]), name
+        assert torch.equal(tensor, snapshots[kept_epoch - 1][name]), name

@@ -67,8 +67,10 @@ class RecoveryArguments:
     )
     recover_keep_best: bool = field(
         default=True,
-        metadata={"help": "Recovery: score the validation split after every epoch and ship the epoch with the lowest "
-                  "validation error, the extracted weights (epoch 0) included; False: ship the last epoch."},
+        metadata={"help": "Recovery: score the validation split after every epoch and ship the recovery epoch with "
+                  "the lowest validation error, as Hugging Face's load_best_model_at_end (the extracted weights are "
+                  "no candidate: a search's pick was chosen on this split, so its error there is biased low); "
+                  "False: ship the last epoch."},
     )
     teacher_model_name_or_path: str | None = field(
         default=None,
@@ -141,8 +143,10 @@ def fine_tune(
     validate: Callable[[], dict[str, float]],
 ) -> dict:
     """Train `model` in place for --recover_epochs epochs, every step distilled from `teacher`, scoring
-    `validate()` after each; with --recover_keep_best the model ends with the weights of the epoch (0: the
-    weights it came with) that scored the lowest validation error, as Hugging Face's load_best_model_at_end.
+    `validate()` after each; with --recover_keep_best the model ends with the weights of the epoch that scored the
+    lowest validation error, as Hugging Face's load_best_model_at_end. The weights it came with are no candidate:
+    a search picked them as the best of many on this very split, so their error there is biased low, and
+    comparing it with the recovered epochs' would keep unrecovered picks that are only lucky on validation.
 
     Returns the steps taken, the mean loss of the first and last epoch (logged to TensorBoard too), the
     validation metrics after every epoch and the epoch kept.
@@ -163,12 +167,8 @@ def fine_tune(
         writer.add_scalar("recover/loss", losses["recovery"], step)
         writer.add_scalar("recover/learning_rate", scheduler.get_last_lr()[0], step)
 
-    def snapshot() -> dict | None:
-        """The weights to go back to, kept only when the best epoch may ship."""
-        return copy.deepcopy(model.state_dict()) if args.recover_keep_best else None
-
     model.to(runtime.device)
-    best = Checkpoint(epoch=0, error=validate()["error"], weights=snapshot())
+    best: Checkpoint | None = None
     validation_per_epoch = []
     step = 0
     for epoch in range(args.recover_epochs):
@@ -183,10 +183,11 @@ def fine_tune(
         )
         validation_per_epoch.append(validate())
         writer.add_scalar("recover/validation_error", validation_per_epoch[-1]["error"], epoch + 1)
-        if validation_per_epoch[-1]["error"] < best.error:
-            best = Checkpoint(epoch=epoch + 1, error=validation_per_epoch[-1]["error"], weights=snapshot())
+        error = validation_per_epoch[-1]["error"]
+        if args.recover_keep_best and (best is None or error < best.error):
+            best = Checkpoint(epoch=epoch + 1, error=error, weights=copy.deepcopy(model.state_dict()))
     writer.close()
-    kept_epoch = best.epoch if args.recover_keep_best else args.recover_epochs
+    kept_epoch = best.epoch if best is not None else args.recover_epochs
     if kept_epoch != args.recover_epochs:
         model.load_state_dict(best.weights)
     logger.info("Recovery: validation error per epoch %s; shipping epoch %d",
@@ -199,11 +200,11 @@ def fine_tune(
 
 @dataclass
 class Checkpoint:
-    """The weights of the best epoch so far, in memory (the extracted model is small); None when not kept."""
+    """The weights of the best recovery epoch so far, in memory (the extracted model is small)."""
 
     epoch: int
     error: float
-    weights: dict | None
+    weights: dict
 
 
 def choose_teacher(
