@@ -52,8 +52,10 @@ def race_order(settings: dict, data_dir: str, batch_size: int) -> tuple[np.ndarr
     return order, np.asarray(validation["labels"])[order]
 
 
-def would_stop(records: list[dict], share: float, order: np.ndarray, labels: np.ndarray, settings: dict) -> list[dict]:
-    """The fully scored, not re-used proposals that a rung at `share` would have stopped, with their bounds."""
+def would_stop(records: list[dict], share: float, order: np.ndarray, labels: np.ndarray, settings: dict,
+               z: float) -> list[dict]:
+    """The fully scored, not re-used proposals that a rung at `share`, with `z` standard errors, would have stopped,
+    with their bounds."""
     num_examples = len(order)
     in_share = np.isin(order, share_increments(num_examples, [share], settings["seed"])[0])  # the race's first share
     task, cost_name = settings["task_name"], settings["objective"]
@@ -65,7 +67,7 @@ def would_stop(records: list[dict], share: float, order: np.ndarray, labels: np.
         predictions = np.asarray(record["validation_predictions"])[in_share]
         rng = np.random.default_rng([settings["seed"], record["iteration"]])  # seeded per proposal, as in the race
         bounds = [excess_error_bound(task, predictions, member.predictions[in_share], labels[in_share], num_examples,
-                                     settings["fidelity_z"], rng)
+                                     z, rng)
                   for member in front_members(earlier, cost_name, record[cost_name])]
         if bounds and max(bounds) > 0:
             stopped.append({"iteration": record["iteration"], "error": record["error"], "bound": max(bounds)})
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shares", nargs="+", type=float, required=True, help="extra rungs to ask about, in (0, 1)")
     parser.add_argument("--per_device_eval_batch_size", type=int, default=64,
                         help="the search's flag of that name: it decides the order of the scored examples")
+    parser.add_argument("--z", type=float, default=None,
+                        help="the rungs' z (standard errors subtracted from the excess error); default: the run's")
     parser.add_argument("--output", type=Path, required=True, help="JSON file for the answer")
     args = parser.parse_args(argv)
     if any(not 0.0 < share < 1.0 for share in args.shares):
@@ -100,12 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         raise UsageError("the examples do not line up with the stored predictions: check --data_dir and "
                          "--per_device_eval_batch_size against the search's")
     scored_fully = [record for record in full if "same_as" not in record]
+    z = settings["fidelity_z"] if args.z is None else args.z
     rungs = {}
     for share in args.shares:
-        stopped = would_stop(records, share, order, labels, settings)
+        stopped = would_stop(records, share, order, labels, settings, z)
         rungs[str(share)] = {"would_stop": len(stopped), "examples_saved": len(stopped) * (1 - share) / len(records),
                              "stopped": stopped}
-    answer = {"run": str(args.run), "proposals": len(records), "scored_fully": len(scored_fully), "rungs": rungs}
+    answer = {"run": str(args.run), "proposals": len(records), "scored_fully": len(scored_fully), "z": z,
+              "rungs": rungs}
     write_json_atomic(args.output, answer)
     for share, rung in answer["rungs"].items():
         print(f"a rung at {share}: would stop {rung['would_stop']} of the {len(scored_fully)} proposals scored fully; "

@@ -37,8 +37,8 @@ def test_a_rung_stops_what_is_worse_on_its_share_and_nothing_else():
         record(5, 0.6, 1 - labels, labels) | {"same_as": 1},  # re-used, not scored: no rung can save it
         record(6, 0.6, 1 - labels, labels) | {"fidelity": 0.1},  # stopped already
     ]
-    stopped = race_rungs.would_stop(records, 0.5, order, labels, SETTINGS)
+    stopped = race_rungs.would_stop(records, 0.5, order, labels, SETTINGS, 2.0)
     assert [entry["iteration"] for entry in stopped] == [1]
     assert stopped[0]["bound"] == 1.0  # wrong on every example of the share, with no spread: 1 - z x 0
     # on the whole split (a share of 1 has no unscored rest), the proposal wrong on the second half is worse too
-    assert [entry["iteration"] for entry in race_rungs.would_stop(records, 1.0, order, labels, SETTINGS)] == [1, 4]
+    assert [entry["iteration"] for entry in race_rungs.would_stop(records, 1.0, order, labels, SETTINGS, 2.0)] == [1, 4]
