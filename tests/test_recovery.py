@@ -290,9 +290,9 @@ def test_evaluate_checkpoint_gives_the_shipped_models_metric_and_says_whether_it
 
 
 @pytest.mark.parametrize("scripted_errors, keep_best, kept_epoch", [
-    ([0.50, 0.20, 0.40], True, 2),  # the best epoch is neither the first nor the last
-    ([0.60, 0.70, 0.65], True, 1),  # however poor, a recovered epoch ships: the extracted weights are no candidate
-    ([0.50, 0.20, 0.40], False, 3),  # without --recover_keep_best: the last epoch
+    ([0.30, 0.50, 0.20, 0.40], True, 2),  # the best epoch is neither the first nor the last
+    ([0.30, 0.60, 0.70, 0.65], True, 1),  # better before, yet a recovered epoch ships: the start is no candidate
+    ([0.30, 0.50, 0.20, 0.40], False, 3),  # without --recover_keep_best: the last epoch
 ])
 def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scripted_errors, keep_best, kept_epoch):
     """The validation scores are scripted, the weights at each scoring snapshotted: the model recovery returns
@@ -315,7 +315,7 @@ def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scr
     training = fine_tune(model, teacher, train_set, tokenizer, args, str(tmp_path / "out"), scripted_validation)
 
     assert training["kept_epoch"] == kept_epoch
-    assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors]
-    assert len(snapshots) == 3 and not torch.equal(extracted["classifier.weight"], snapshots[0]["classifier.weight"])
+    assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors[1:]]
+    assert len(snapshots) == 4 and not torch.equal(extracted["classifier.weight"], snapshots[1]["classifier.weight"])
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, snapshots[kept_epoch - 1][name]), name
+        assert torch.equal(tensor, snapshots[kept_epoch][name]), name

@@ -168,6 +168,9 @@ def fine_tune(
         writer.add_scalar("recover/learning_rate", scheduler.get_last_lr()[0], step)
 
     model.to(runtime.device)
+    # Scored here though the caller has it: the pass draws its loader's seed from the global RNG, so leaving it out
+    # would change every recovery's dropout and data order against the runs recorded before it stopped counting.
+    start_error = validate()["error"]
     best: Checkpoint | None = None
     validation_per_epoch = []
     step = 0
@@ -190,7 +193,7 @@ def fine_tune(
     kept_epoch = best.epoch if best is not None else args.recover_epochs
     if kept_epoch != args.recover_epochs:
         model.load_state_dict(best.weights)
-    logger.info("Recovery: validation error per epoch %s; shipping epoch %d",
+    logger.info("Recovery: validation error %.4f before, per epoch %s; shipping epoch %d", start_error,
                 [round(metrics["error"], 4) for metrics in validation_per_epoch], kept_epoch)
     model.eval()
     mean = [sum(losses) / len(losses) for losses in epoch_losses]
