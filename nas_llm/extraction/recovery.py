@@ -169,7 +169,7 @@ def fine_tune(
 
     model.to(runtime.device)
     # Scored here though the caller has it: the pass draws its loader's seed from the global RNG, so leaving it out
-    # would change every recovery's dropout and data order against the runs recorded before it stopped counting.
+    # would change every recovery's dropout and data order, and the recovered weights of every recorded run with them.
     start_error = validate()["error"]
     best: Checkpoint | None = None
     validation_per_epoch = []
