@@ -299,7 +299,6 @@ def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scr
     must hold exactly the snapshot of the epoch kept, never the extracted weights it started from."""
     run, supernet, space, _ = toy
     model = extract_sub_network(supernet, space.to_sub_network(SUB_NETWORKS["custom_code"]))
-    extracted = copy.deepcopy(model.state_dict())
     tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
     sentences, labels = run.split("train")
     train_set = datasets.Dataset.from_dict(dict(tokenizer(sentences)) | {"labels": labels.tolist()})
@@ -316,6 +315,7 @@ def test_recovery_ships_the_epoch_that_validation_scores_best(toy, tmp_path, scr
 
     assert training["kept_epoch"] == kept_epoch
     assert training["validation_per_epoch"] == [{"error": error} for error in scripted_errors[1:]]
-    assert len(snapshots) == 4 and not torch.equal(extracted["classifier.weight"], snapshots[1]["classifier.weight"])
+    assert len(snapshots) == 4 and not torch.equal(snapshots[0]["classifier.weight"], snapshots[3]["classifier.weight"])
+    assert not torch.equal(snapshots[0]["classifier.weight"], snapshots[kept_epoch]["classifier.weight"])
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, snapshots[kept_epoch][name]), name
