@@ -177,6 +177,13 @@ def test_each_budget_ships_the_candidate_with_the_lower_validation_error(finishe
         assert row["validation"] == candidates[row["method"]]["validation"]
 
 
+def test_the_search_runs_ehvi_unless_told_otherwise(finished):
+    """prune.py's searcher is EHVI (docs/benchmarks/searchers.md); the search's own results say which ran."""
+    task, output_dir = finished
+    results = json.loads(next((output_dir / "search").glob("results_*.json")).read_text())
+    assert results["settings"]["search_strategy"] == "ehvi"
+
+
 def test_a_finished_run_reruns_in_seconds_without_running_a_stage(finished):
     task, output_dir = finished
     logs_before = {path: path.stat().st_mtime_ns for path in (output_dir / "logs").iterdir()}

@@ -59,7 +59,7 @@ SUPERNET_RECIPE = {
     "--sampling_distribution": "params",
 }
 TEACHER_ONLY = ("--distill_hidden_states",)
-SEARCH_DEFAULTS = {"--search_strategy": "random_search", "--num_samples": "100", "--seed": "0"}
+SEARCH_DEFAULTS = {"--search_strategy": "ehvi", "--num_samples": "100", "--seed": "0"}
 RECOVERY_DEFAULTS = {"--recover_epochs": "3", "--recover_group_by_length": "True"}
 # The search's pick is rescaled by least squares before its epochs, as run_rfp.py rescales RFP's model, but only
 # where that does not raise its validation error: a super-network's sub-network can lose by it (STS-B, SST-2 in
