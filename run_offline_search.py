@@ -25,7 +25,7 @@ from nas_llm.common.arguments import CostArguments, ModelArguments, NASArguments
 from nas_llm.common.errors import exit_on_usage_error
 from nas_llm.common.io_utils import tensorboard_writer
 from nas_llm.common.memory import bound_kernel_cache
-from nas_llm.common.precision import autocast_for, default_device
+from nas_llm.common.precision import bf16_scoring, default_device
 from nas_llm.data.data import DataArguments
 from nas_llm.data.lm_data import LMArguments, evaluation_splits
 from nas_llm.model.cost import CostMeter
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         search_args.search_strategy, search_space.config_space, ["error", search_args.objective], search_args.seed,
         points_to_evaluate=search_space.initial_design(), population_size=search_args.population_size,
     )
-    scorer = SupernetScorer(model, loaders, metrics_key, device, run_as, autocast_for(device, False, search_args.bf16))
+    scorer = SupernetScorer(model, loaders, metrics_key, device, run_as, bf16_scoring(model, device, search_args.bf16))
     search = OfflineSearch(
         searcher, search_space, search_args.objective, scorer.score,
         CostMeter(model, run_as, cost_args, search_space.largest()),
