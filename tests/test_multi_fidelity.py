@@ -107,6 +107,19 @@ def test_resampled_errors_are_the_task_errors_of_each_resample(task_name):
     assert expected[-1] == 1.0 or task_name == "sst2"
 
 
+def test_resampled_ranks_are_scipy_s_average_ranks_of_each_resample():
+    """The Spearman bootstrap ranks every resample from the counts of its draws; each row must equal SciPy's
+    rankdata of that resample exactly: continuous values, many ties, a constant vector, a row of one draw."""
+    from scipy.stats import rankdata
+
+    from nas_llm.data.metrics import _resampled_ranks
+
+    rng = np.random.default_rng(3)
+    for values in (rng.normal(size=50), np.round(rng.uniform(0, 5, 50)), np.full(50, 2.5)):
+        rows = np.vstack([rng.integers(0, 50, size=(40, 50)), np.full((1, 50), 7)])
+        assert np.array_equal(_resampled_ranks(values, rows), rankdata(values[rows], axis=1))
+
+
 @pytest.mark.parametrize("task_name", ["mrpc", "cola"])
 def test_binary_f1_and_matthews_of_each_resample_are_scikit_learn_s(task_name):
     """F1 (MRPC) and Matthews correlation (CoLA) are computed for all resamples at once from confusion counts:

@@ -112,10 +112,20 @@ def resampled_errors(task_name: str, predictions: np.ndarray, references: np.nda
     if metric != "spearmanr":
         return np.array([1.0 - compute_task_metrics(task_name, predictions[row], references[row])[metric]
                          for row in rows])
-    from scipy.stats import rankdata
+    return 1.0 - _row_correlations(_resampled_ranks(np.asarray(predictions, dtype=np.float64), rows),
+                                   _resampled_ranks(np.asarray(references, dtype=np.float64), rows))
 
-    return 1.0 - _row_correlations(rankdata(np.asarray(predictions, dtype=np.float64)[rows], axis=1),
-                                   rankdata(np.asarray(references, dtype=np.float64)[rows], axis=1))
+
+def _resampled_ranks(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """SciPy's rankdata(values[rows], axis=1) (ties get their average rank) without sorting each resample: a
+    resample's ranks follow from how often it drew each distinct value, so one sort of `values` serves every row
+    (a search on STS-B ranked 200 resamples thousands of times; sorting each took a tenth of its time)."""
+    distinct, value_index = np.unique(values, return_inverse=True)
+    drawn = value_index[rows]
+    row_offsets = len(distinct) * np.arange(len(rows))[:, None]
+    counts = np.bincount((drawn + row_offsets).ravel(), minlength=len(rows) * len(distinct)).reshape(len(rows), -1)
+    average_ranks = np.cumsum(counts, axis=1) - counts + (counts + 1) / 2
+    return np.take_along_axis(average_ranks, drawn, axis=1)
 
 
 def _is_binary(predictions: np.ndarray, references: np.ndarray) -> bool:
